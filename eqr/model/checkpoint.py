@@ -1,0 +1,72 @@
+"""The project's own checkpoint format: ``model.safetensors`` + ``config.json`` in one folder.
+
+safetensors holds only tensors, so loading a model never executes code; the JSON carries the
+task, the architecture, the training recipe and measured accuracy, so a model folder is
+self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from eqr.model.config import EqRConfig
+from eqr.model.network import EqRNetwork
+
+FORMAT = "eqr-serve/1"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A model folder that cannot be loaded; the message says which file and why."""
+
+
+def save_model(path: str | Path, model: EqRNetwork, meta: dict[str, Any] | None = None) -> Path:
+    """Write weights and config; ``meta`` may hold ``task``, ``training``, ``accuracy``, ``inference``."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(out / WEIGHTS))
+    doc = {"format": FORMAT, "task": "sudoku", **(meta or {}), "arch": model.cfg.to_dict()}
+    (out / CONFIG).write_text(json.dumps(doc, indent=2) + "\n")
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    cfg_path = Path(path) / CONFIG
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: no such file; a model folder holds {CONFIG} and {WEIGHTS}")
+    try:
+        doc = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if doc.get("format") != FORMAT or "arch" not in doc:
+        raise CheckpointError(f"{cfg_path}: not an {FORMAT} config (missing 'format' or 'arch')")
+    return doc
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[EqRNetwork, dict[str, Any]]:
+    """Load a model folder; every tensor of the network must be present with the right shape."""
+    doc = read_config(path)
+    model = EqRNetwork(EqRConfig.from_dict(doc["arch"]))
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such file")
+    state = load_file(str(weights))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: missing tensors {missing}, unexpected tensors {unexpected}")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{weights}: {name} has shape {list(tensor.shape)}, config expects {list(expected[name].shape)}"
+            )
+    model.load_state_dict(state)
+    return model.to(device).eval(), doc

@@ -1,0 +1,92 @@
+"""Training data: pools of generated puzzles, multiplied by augmentation, mixed by a curriculum.
+
+Two pools come from the project's own generator (never from the public evaluation sets):
+``mixed`` (any difficulty, a range of given counts) and ``hard`` (minimal puzzles that need the
+most search, the kind the paper trains on). Pools are cached as ``.npz`` so a resumed run does
+not regenerate them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eqr.model.tasks import solver
+from eqr.model.tasks.augment import augment
+
+CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mixed_puzzles: int = 100_000
+    min_givens: int = 17
+    max_givens: int = 45
+    hard_candidates: int = 120_000  # minimal puzzles generated to pick the hard pool from
+    hard_min_nodes: int = 8  # search nodes a kept hard puzzle needs at least
+    p_hard_start: float = 0.25
+    p_hard_end: float = 0.6
+    curriculum_fraction: float = 0.4  # share of training over which p_hard ramps up
+    seed: int = 0
+    workers: int = 2
+
+
+def _chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, lo, hi, seed = args
+    return solver.generate(n, lo, hi, seed=seed)
+
+
+def _generate(n: int, lo: int, hi: int, seed: int, workers: int, desc: str) -> tuple[np.ndarray, ...]:
+    jobs = [(min(CHUNK, n - i), lo, hi, seed * 1_000_003 + i) for i in range(0, n, CHUNK)]
+    parts = []
+    with ProcessPoolExecutor(max_workers=workers) as pool, tqdm(total=n, desc=desc, unit="puzzle") as bar:
+        for part in pool.map(_chunk, jobs):
+            parts.append(part)
+            bar.update(len(part[0]))
+    return tuple(np.concatenate(x) for x in zip(*parts))
+
+
+def build_pools(cfg: DataConfig, cache_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Generate (or load from ``cache_dir``) the ``mixed`` and ``hard`` pools as digit arrays."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = f"s{cfg.seed}-m{cfg.mixed_puzzles}-{cfg.min_givens}-{cfg.max_givens}-h{cfg.hard_candidates}-{cfg.hard_min_nodes}"
+    path = cache / f"pools-{key}.npz"
+    if path.exists():
+        data = np.load(path)
+        return {"mixed": (data["mixed_p"], data["mixed_s"]), "hard": (data["hard_p"], data["hard_s"])}
+    mp, ms, _ = _generate(cfg.mixed_puzzles, cfg.min_givens, cfg.max_givens, cfg.seed, cfg.workers, "mixed pool")
+    hp, hs, nodes = _generate(cfg.hard_candidates, 17, 17, cfg.seed + 1, cfg.workers, "hard candidates")
+    keep = nodes >= cfg.hard_min_nodes
+    np.savez_compressed(path, mixed_p=mp, mixed_s=ms, hard_p=hp[keep], hard_s=hs[keep])
+    return {"mixed": (mp, ms), "hard": (hp[keep], hs[keep])}
+
+
+class PuzzleSampler:
+    """Draws augmented training puzzles; the share of hard ones follows the curriculum."""
+
+    def __init__(self, pools: dict[str, tuple[np.ndarray, np.ndarray]], cfg: DataConfig, seed: int) -> None:
+        self.pools = pools
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+
+    def p_hard(self, progress: float) -> float:
+        ramp = min(1.0, progress / max(self.cfg.curriculum_fraction, 1e-9))
+        return self.cfg.p_hard_start + (self.cfg.p_hard_end - self.cfg.p_hard_start) * ramp
+
+    def sample(self, n: int, progress: float) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` (puzzle, solution) digit arrays [n, 81] at training ``progress`` in [0, 1]."""
+        hard = self.rng.random(n) < self.p_hard(progress)
+        out_p = np.empty((n, 81), np.int8)
+        out_s = np.empty((n, 81), np.int8)
+        for name, mask in (("hard", hard), ("mixed", ~hard)):
+            k = int(mask.sum())
+            if k:
+                p, s = self.pools[name]
+                idx = self.rng.integers(0, len(p), k)
+                out_p[mask], out_s[mask] = augment(p[idx], s[idx], self.rng)
+        return out_p, out_s

@@ -1,0 +1,77 @@
+"""Fixed-depth rollouts of many trajectories: the core of evaluation and offline solving.
+
+A rollout runs every trajectory for ``depth`` iterations (the paper's evaluation protocol),
+recording at chosen depths the prediction and the paper's convergence score, so one run to
+depth 64 also answers depth 1, 4 and 16. Trajectories are processed in fixed-size batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from eqr.model.convergence import ConvergenceRule
+from eqr.model.network import EqRNetwork
+
+
+@dataclass
+class Rollout:
+    depths: list[int]
+    preds: torch.Tensor  # [len(depths), N, S] token ids
+    scores: torch.Tensor  # [len(depths), N] mean logit change over the last `window` steps (lower = settled)
+    converged_at: torch.Tensor  # [N] first iteration where the convergence rule held (depth+1 if never)
+
+
+def rollout(
+    model: EqRNetwork,
+    tokens: torch.Tensor,
+    seeds: torch.Tensor,
+    depth: int,
+    noise: float,
+    snapshots: Sequence[int] | None = None,
+    rule: ConvergenceRule | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Rollout:
+    """Run ``tokens`` [N, S] (one row per trajectory, seeds [N]) for ``depth`` iterations."""
+    rule = rule or ConvergenceRule()
+    depths = sorted(set(snapshots or [depth]))
+    if depths[-1] > depth or depths[0] < 1:
+        raise ValueError("snapshot depths must lie in 1..depth")
+    n, s = tokens.shape
+    device = next(model.parameters()).device
+    preds = torch.zeros(len(depths), n, s, dtype=torch.long)
+    scores = torch.full((len(depths), n), float("inf"))
+    converged_at = torch.full((n,), depth + 1, dtype=torch.long)
+    bar = tqdm(total=n * depth, desc="rollout", unit="it", disable=not progress)
+    for start in range(0, n, batch_size):
+        tok = tokens[start : start + batch_size].to(device)
+        sd = seeds[start : start + batch_size].to(device)
+        b = tok.shape[0]
+        z_H, z_L = model.initial_state(sd)
+        sigma = torch.full((b,), noise, device=device)
+        prev_logits = torch.zeros(b, s, model.cfg.vocab_size, device=device)
+        prev_pred = torch.full((b, s), -1, dtype=torch.long, device=device)
+        streak = torch.zeros(b, dtype=torch.long, device=device)
+        deltas: list[torch.Tensor] = []
+        conv = torch.full((b,), depth + 1, dtype=torch.long, device=device)
+        for t in range(depth):
+            steps = torch.full((b,), t, dtype=torch.long, device=device)
+            out = model.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
+            z_H, z_L, prev_logits, prev_pred = out.z_H, out.z_L, out.logits, out.pred
+            if t > 0:
+                deltas.append(out.logit_delta)
+                streak = rule.update_streak(streak, out.pred_change, out.residual)
+                conv = torch.where((conv > depth) & rule.converged(streak), t + 1, conv)
+            if t + 1 in depths:
+                k = depths.index(t + 1)
+                preds[k, start : start + b] = out.pred.cpu()
+                if deltas:
+                    scores[k, start : start + b] = torch.stack(deltas[-rule.window :]).mean(0).cpu()
+            bar.update(b)
+        converged_at[start : start + b] = conv.cpu()
+    bar.close()
+    return Rollout(depths=depths, preds=preds, scores=scores, converged_at=converged_at)

@@ -1,0 +1,61 @@
+"""Counter-based random numbers, so each trajectory's randomness depends only on its own seed.
+
+A serving batch mixes trajectories of many requests. Drawing noise from one shared generator
+would make a request's answer depend on who else is in the batch. Instead every random number
+is a hash of (trajectory seed, iteration, call index, element index): the same seed yields the
+same trajectory alone or batched, on any batch size, with no per-slot Python loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK = 0xFFFFFFFF
+_M1 = 0x7FEB352D
+_M2 = 0x6B43A9B5  # both < 2**31 so 32-bit x constant products fit in int64
+_TRUNC = 2.0  # truncation in compensated std units (eqr.md §1.5)
+_TRUNC_COMP = 1.13685  # std compensation so the truncated normal has unit std
+_LO = 0.5 * (1.0 + math.erf(-_TRUNC / math.sqrt(2.0)))
+_HI = 1.0 - _LO
+
+# call indices reserved for the initial latents; noise calls use 0, 1, 2, ...
+INIT_H_CALL = -1
+INIT_L_CALL = -2
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer on int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * _M1) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * _M2) & _MASK
+    return x ^ (x >> 16)
+
+
+def _uniform(seeds: torch.Tensor, counter: torch.Tensor, numel: int) -> torch.Tensor:
+    """Uniforms in (0, 1) of shape [B, numel]; ``seeds``/``counter`` are int64 [B]."""
+    key = hash32((seeds & _MASK) ^ hash32(((seeds >> 32) & _MASK) ^ hash32(counter & _MASK)))
+    idx = torch.arange(numel, device=seeds.device, dtype=torch.int64)
+    bits = hash32(key[:, None] ^ hash32(idx)[None, :])
+    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def _counter(steps: torch.Tensor, call: int) -> torch.Tensor:
+    # iteration and call index folded into one 32-bit counter (calls < 1024 per iteration)
+    return steps * 1024 + (call & 1023)
+
+
+def normal(seeds: torch.Tensor, steps: torch.Tensor, call: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise [B, *shape] for G-call ``call`` of iteration ``steps`` of each trajectory."""
+    u = _uniform(seeds, _counter(steps, call), math.prod(shape))
+    return torch.special.ndtri(u).view(seeds.shape[0], *shape)
+
+
+def truncated_normal(seeds: torch.Tensor, call: int, shape: tuple[int, ...], std: float = 1.0) -> torch.Tensor:
+    """The paper's initial-latent distribution: JAX-style truncated normal with realised std ``std``."""
+    counter = torch.zeros_like(seeds)
+    u = _uniform(seeds, _counter(counter, call), math.prod(shape))
+    x = torch.special.ndtri(_LO + u * (_HI - _LO)) * (_TRUNC_COMP * std)
+    return x.view(seeds.shape[0], *shape)

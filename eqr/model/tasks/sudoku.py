@@ -1,0 +1,156 @@
+"""Sudoku codec, validation and rule checker.
+
+Token ids follow the paper's dataset (eqr.md §3): 0 = PAD, 1 = blank cell, 2..10 = digits 1..9.
+Every puzzle enters the system through :func:`parse_puzzle`, so every error a user can make is
+reported here once, with a message that names the position or the cells at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SIZE = 9
+CELLS = SIZE * SIZE
+VOCAB_SIZE = 11
+BLANK_ID = 1
+DIGIT_OFFSET = 1  # token id = digit + 1
+BLANK_CHARS = ".0"
+
+Grid = list[list[int]]
+
+
+@dataclass
+class PuzzleError(ValueError):
+    """A puzzle that cannot be accepted; ``cells`` lists the positions at fault (row, col, 0-based)."""
+
+    message: str
+    cells: list[tuple[int, int]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def cell_name(index: int) -> str:
+    """Human name of a cell, e.g. ``r1c3`` (1-based, as Sudoku players write it)."""
+    return f"r{index // SIZE + 1}c{index % SIZE + 1}"
+
+
+def _rc(index: int) -> tuple[int, int]:
+    return (index // SIZE, index % SIZE)
+
+
+def _digits_from_string(text: str) -> list[int]:
+    stripped = "".join(text.split())
+    if len(stripped) != CELLS:
+        raise PuzzleError(f"puzzle string must have {CELLS} cells, got {len(stripped)}")
+    digits = []
+    for i, ch in enumerate(stripped):
+        if ch in BLANK_CHARS:
+            digits.append(0)
+        elif "1" <= ch <= "9":
+            digits.append(int(ch))
+        else:
+            raise PuzzleError(
+                f"bad character {ch!r} at position {i} ({cell_name(i)}): use 1-9 for givens and '.' or '0' for blanks",
+                [_rc(i)],
+            )
+    return digits
+
+
+def _digits_from_grid(grid: list) -> list[int]:
+    if not isinstance(grid, list) or len(grid) != SIZE:
+        raise PuzzleError(f"puzzle grid must be a list of {SIZE} rows")
+    digits = []
+    for r, row in enumerate(grid):
+        if not isinstance(row, list) or len(row) != SIZE:
+            raise PuzzleError(f"row {r + 1} of the grid must be a list of {SIZE} numbers")
+        for c, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+                raise PuzzleError(
+                    f"bad value {value!r} at r{r + 1}c{c + 1}: use 1-9 for givens and 0 for blanks", [(r, c)]
+                )
+            digits.append(value)
+    return digits
+
+
+def find_conflicts(digits: list[int] | np.ndarray) -> list[tuple[int, int]]:
+    """Pairs of cell indices holding the same digit in one row, column or box."""
+    conflicts = []
+    for i in range(CELLS):
+        if not digits[i]:
+            continue
+        for j in range(i + 1, CELLS):
+            if digits[j] == digits[i] and _peers(i, j):
+                conflicts.append((i, j))
+    return conflicts
+
+
+def _peers(i: int, j: int) -> bool:
+    ri, ci, rj, cj = i // SIZE, i % SIZE, j // SIZE, j % SIZE
+    return ri == rj or ci == cj or (ri // 3 == rj // 3 and ci // 3 == cj // 3)
+
+
+def parse_puzzle(puzzle: str | list) -> list[int]:
+    """Parse an 81-char string or a 9x9 list into 81 digits (0 = blank); raise :class:`PuzzleError`."""
+    if isinstance(puzzle, str):
+        digits = _digits_from_string(puzzle)
+    elif isinstance(puzzle, list):
+        digits = _digits_from_grid(puzzle)
+    else:
+        raise PuzzleError("puzzle must be an 81-character string or a 9x9 list of lists")
+    conflicts = find_conflicts(digits)
+    if conflicts:
+        i, j = conflicts[0]
+        raise PuzzleError(
+            f"conflicting givens: {cell_name(i)} and {cell_name(j)} both hold {digits[i]}",
+            sorted({_rc(k) for pair in conflicts for k in pair}),
+        )
+    return digits
+
+
+def to_tokens(digits: list[int] | np.ndarray) -> np.ndarray:
+    """Digits (0 = blank) to model token ids."""
+    return np.asarray(digits, dtype=np.int64) + DIGIT_OFFSET
+
+
+def from_tokens(tokens: np.ndarray) -> list[int]:
+    """Model output ids to digits; ids outside 2..10 (PAD/blank, invalid as an answer) become 0."""
+    arr = np.asarray(tokens, dtype=np.int64) - DIGIT_OFFSET
+    return [int(d) if 1 <= d <= 9 else 0 for d in arr]
+
+
+def to_string(digits: list[int] | np.ndarray) -> str:
+    return "".join(str(int(d)) if d else "." for d in digits)
+
+
+def to_grid(digits: list[int] | np.ndarray) -> Grid:
+    return [[int(digits[r * SIZE + c]) for c in range(SIZE)] for r in range(SIZE)]
+
+
+def is_valid_solution(puzzle: list[int] | np.ndarray, answer: list[int] | np.ndarray) -> bool:
+    """True when ``answer`` is a complete grid obeying the rules and keeping every given of ``puzzle``."""
+    a = np.asarray(answer, dtype=np.int64).reshape(SIZE, SIZE)
+    p = np.asarray(puzzle, dtype=np.int64).reshape(SIZE, SIZE)
+    if ((p != 0) & (p != a)).any():
+        return False
+    full = np.arange(1, 10)
+    boxes = a.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(SIZE, SIZE)
+    return all((np.sort(group, axis=1) == full).all() for group in (a, a.T, boxes))
+
+
+def read_csv(path: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Read a ``puzzle,solution`` CSV (no header) of the shared data sets."""
+    puzzles, solutions = [], []
+    with open(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#") or line.startswith("puzzle"):
+                continue
+            parts = line.split(",")
+            if len(parts) < 2:
+                raise ValueError(f"{path}:{line_no}: expected 'puzzle,solution'")
+            puzzles.append(parse_puzzle(parts[0]))
+            solutions.append(_digits_from_string(parts[1]))
+    return puzzles, solutions

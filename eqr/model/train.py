@@ -1,0 +1,234 @@
+"""Training with deep supervision (eqr.md §4), on CPU or GPU.
+
+A batch of rows each carries one puzzle and its latent state across optimizer steps. Every
+step runs one ACT step with gradients through the last cycle only, then detaches the state;
+a row is refilled with a fresh puzzle and fresh random latents once it used ``halt_max_steps``
+steps or its learned halt fires. Losses: stablemax cross-entropy + 0.5 × q-halt BCE.
+Optimiser: AdamATan2 with decoupled weight decay, linear warm-up then cosine decay; an EMA of
+the weights is what gets evaluated and shipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eqr.model.checkpoint import save_model
+from eqr.model.config import EqRConfig
+from eqr.model.data import DataConfig, PuzzleSampler, build_pools
+from eqr.model.inference import rollout
+from eqr.model.losses import supervision_loss
+from eqr.model.network import EqRNetwork
+from eqr.model.optim import EMA, AdamATan2
+from eqr.model.tasks import solver
+from eqr.model.tasks.sudoku import to_tokens
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 200
+    max_steps: int = 20_000
+    min_lr_ratio: float = 0.1  # cosine decays to lr·min_lr_ratio; 1.0 gives the paper's constant lr
+    ema_decay: float = 0.995
+    halt_exploration_prob: float = 0.1
+    threads: int = 2
+    eval_every: int = 500
+    eval_puzzles: int = 256
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    arch: EqRConfig
+    train: TrainConfig
+    data: DataConfig
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        doc = json.loads(Path(path).read_text())
+        return cls(
+            name=doc.get("name", Path(path).stem),
+            arch=EqRConfig.from_dict(doc.get("arch", {})),
+            train=TrainConfig(**doc.get("train", {})),
+            data=DataConfig(**doc.get("data", {})),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch.to_dict(),
+            "train": dataclasses.asdict(self.train),
+            "data": dataclasses.asdict(self.data),
+        }
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Carry:
+    """The rows of the deep-supervision batch: latent state, puzzle, label and step count."""
+
+    def __init__(self, model: EqRNetwork, batch: int, device: torch.device) -> None:
+        s, d = model.cfg.seq_total, model.cfg.hidden_size
+        self.z_H = torch.zeros(batch, s, d, device=device)
+        self.z_L = torch.zeros(batch, s, d, device=device)
+        self.tokens = torch.zeros(batch, model.cfg.seq_len, dtype=torch.long, device=device)
+        self.labels = torch.zeros_like(self.tokens)
+        self.steps = torch.zeros(batch, dtype=torch.long, device=device)
+        self.halted = torch.ones(batch, dtype=torch.bool, device=device)
+
+    def refill(self, model: EqRNetwork, sampler: PuzzleSampler, progress: float, gen: torch.Generator) -> None:
+        idx = self.halted.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        p, s = sampler.sample(idx.numel(), progress)
+        dev = self.tokens.device
+        self.tokens[idx] = torch.from_numpy(to_tokens(p)).to(dev)
+        self.labels[idx] = torch.from_numpy(to_tokens(s)).to(dev)
+        seeds = torch.randint(0, 2**62, (idx.numel(),), generator=gen).to(dev)
+        self.z_H[idx], self.z_L[idx] = model.initial_state(seeds)
+        self.steps[idx] = 0
+        self.halted[idx] = False
+
+
+def _eval_set(cfg: RunConfig, n: int) -> dict[str, torch.Tensor]:
+    """A fixed held-out set of generated puzzles (seeds disjoint from the training pools)."""
+    p, s, _ = solver.generate(n, cfg.data.min_givens, cfg.data.max_givens, seed=10_000_019 + cfg.data.seed)
+    hp, hs, nodes = solver.generate(4 * n, 17, 17, seed=20_000_003 + cfg.data.seed)
+    keep = np.nonzero(nodes >= cfg.data.hard_min_nodes)[0][:n]
+    return {
+        "mixed": (torch.from_numpy(to_tokens(p)), torch.from_numpy(to_tokens(s))),
+        "hard": (torch.from_numpy(to_tokens(hp[keep])), torch.from_numpy(to_tokens(hs[keep]))),
+    }
+
+
+def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[str, float]:
+    out = {}
+    for name, (tokens, labels) in eval_sets.items():
+        seeds = torch.arange(len(tokens), dtype=torch.long)
+        r = rollout(model, tokens, seeds, depth, noise=model.cfg.noise_scale, batch_size=256)
+        out[name] = float((r.preds[-1] == labels).all(dim=1).float().mean())
+    return out
+
+
+def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = "data/cache") -> Path:
+    """Train (or resume from ``out_dir``) and write the EMA model to ``out_dir`` periodically."""
+    cfg = RunConfig.load(config_path)
+    tc = cfg.train
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    device = torch.device(tc.device)
+
+    model = EqRNetwork(cfg.arch).to(device)
+    opt = AdamATan2(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    ema = EMA(model, tc.ema_decay)
+    step, elapsed = 0, 0.0
+    state_path = out / STATE_FILE
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
+
+    pools = build_pools(cfg.data, cache_dir)
+    print(f"pools: mixed {len(pools['mixed'][0])}, hard {len(pools['hard'][0])}")
+    sampler = PuzzleSampler(pools, cfg.data, seed=tc.seed * 7919 + step)
+    gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
+    eval_sets = _eval_set(cfg, tc.eval_puzzles)
+    eval_model = EqRNetwork(cfg.arch).to(device).eval()
+    carry = Carry(model, tc.batch_size, device)
+    sigma = cfg.arch.noise_scale
+    history: list[dict[str, Any]] = []
+
+    def noise(call: int, z: torch.Tensor) -> torch.Tensor:
+        return sigma * torch.randn_like(z)
+
+    def checkpoint(metrics: dict[str, Any]) -> None:
+        eval_model.load_state_dict(model.state_dict())
+        ema.copy_to(eval_model)
+        meta = {
+            "task": "sudoku",
+            "training": {"config": cfg.to_dict(), "steps": step, "minutes": round(elapsed / 60, 1), "history": history},
+            "inference": {"depth": 32, "noise": sigma, "window": 3, "tol": 0.05},
+            **({"accuracy": metrics} if metrics else {}),
+        }
+        save_model(out, eval_model, meta)
+        torch.save(
+            {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step, "elapsed": elapsed},
+            state_path,
+        )
+
+    last_ckpt = time.time()
+    bar = tqdm(total=tc.max_steps, initial=step, desc=f"train {cfg.name}", unit="step")
+    model.train()
+    while step < tc.max_steps:
+        t0 = time.time()
+        progress = step / tc.max_steps
+        carry.refill(model, sampler, progress, gen)
+        lr = lr_at(step, tc)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = model.embed(carry.tokens)
+        z_H, z_L = model.recur(carry.z_H, carry.z_L, x, noise, grad_last_only=True)
+        logits, q_halt = model.heads(z_H)
+        loss, stats = supervision_loss(logits, q_halt, carry.labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(model)
+
+        with torch.no_grad():
+            carry.z_H, carry.z_L = z_H.detach(), z_L.detach()
+            carry.steps += 1
+            halted = carry.steps >= cfg.arch.halt_max_steps
+            # learned halting with exploration: sometimes force a random minimum number of steps
+            explore = torch.rand(tc.batch_size, generator=gen) < tc.halt_exploration_prob
+            min_steps = torch.where(
+                explore, torch.randint(2, cfg.arch.halt_max_steps + 1, (tc.batch_size,), generator=gen), 0
+            ).to(device)
+            carry.halted = halted | ((q_halt.detach() > 0) & (carry.steps >= min_steps))
+        step += 1
+        elapsed += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}", cell=f"{stats['cell_acc']:.3f}", exact=f"{stats['exact_acc']:.3f}", lr=f"{lr:.1e}"
+        )
+        metrics: dict[str, Any] = {}
+        if step % tc.eval_every == 0 or step == tc.max_steps:
+            eval_model.load_state_dict(model.state_dict())
+            ema.copy_to(eval_model)
+            metrics = {f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16).items()}
+            history.append({"step": step, "minutes": round(elapsed / 60, 1), **metrics, **stats})
+            bar.write(f"step {step}: {json.dumps(history[-1])}")
+        if metrics or time.time() - last_ckpt > tc.checkpoint_minutes * 60 or step == tc.max_steps:
+            checkpoint(metrics)
+            last_ckpt = time.time()
+    bar.close()
+    return out
