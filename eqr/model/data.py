@@ -47,14 +47,17 @@ def _generate(n: int, lo: int, hi: int, seed: int, workers: int, desc: str) -> t
         for part in pool.map(_chunk, jobs):
             parts.append(part)
             bar.update(len(part[0]))
-    return tuple(np.concatenate(x) for x in zip(*parts))
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
 
 
 def build_pools(cfg: DataConfig, cache_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Generate (or load from ``cache_dir``) the ``mixed`` and ``hard`` pools as digit arrays."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    key = f"s{cfg.seed}-m{cfg.mixed_puzzles}-{cfg.min_givens}-{cfg.max_givens}-h{cfg.hard_candidates}-{cfg.hard_min_nodes}"
+    key = (
+        f"s{cfg.seed}-m{cfg.mixed_puzzles}-{cfg.min_givens}-{cfg.max_givens}"
+        f"-h{cfg.hard_candidates}-{cfg.hard_min_nodes}"
+    )
     path = cache / f"pools-{key}.npz"
     if path.exists():
         data = np.load(path)

@@ -148,13 +148,14 @@ def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = 
     opt = AdamATan2(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     ema = EMA(model, tc.ema_decay)
     step, elapsed = 0, 0.0
+    history: list[dict[str, Any]] = []
     state_path = out / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ema.shadow = state["ema"]
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
 
     pools = build_pools(cfg.data, cache_dir)
@@ -165,7 +166,6 @@ def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = 
     eval_model = EqRNetwork(cfg.arch).to(device).eval()
     carry = Carry(model, tc.batch_size, device)
     sigma = cfg.arch.noise_scale
-    history: list[dict[str, Any]] = []
 
     def noise(call: int, z: torch.Tensor) -> torch.Tensor:
         return sigma * torch.randn_like(z)
@@ -181,7 +181,14 @@ def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = 
         }
         save_model(out, eval_model, meta)
         torch.save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step, "elapsed": elapsed},
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "ema": ema.shadow,
+                "step": step,
+                "elapsed": elapsed,
+                "history": history,
+            },
             state_path,
         )
 
@@ -217,9 +224,7 @@ def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = 
         step += 1
         elapsed += time.time() - t0
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{loss.item():.3f}", cell=f"{stats['cell_acc']:.3f}", exact=f"{stats['exact_acc']:.3f}", lr=f"{lr:.1e}"
-        )
+        bar.set_postfix(loss=f"{loss.item():.3f}", cell=f"{stats['cell_acc']:.3f}", exact=f"{stats['exact_acc']:.3f}")
         metrics: dict[str, Any] = {}
         if step % tc.eval_every == 0 or step == tc.max_steps:
             eval_model.load_state_dict(model.state_dict())

@@ -1,0 +1,91 @@
+"""Training pieces: stablemax loss, AdamATan2, EMA, schedule, and a short real run with resume."""
+
+import json
+
+import torch
+
+from eqr.model.checkpoint import load_model
+from eqr.model.losses import stablemax_log_probs, supervision_loss
+from eqr.model.optim import EMA, AdamATan2
+from eqr.model.train import STATE_FILE, TrainConfig, lr_at, train
+
+
+def test_stablemax_is_a_distribution_and_orders_like_softmax():
+    x = torch.tensor([[2.0, -1.0, 0.5, -3.0]])
+    p = stablemax_log_probs(x).exp()
+    assert torch.allclose(p.sum(-1), torch.ones(1, dtype=torch.float64))
+    assert torch.equal(p.argsort(), torch.softmax(x, -1).argsort())
+    # s(2) = 3, s(-1) = 1/2: probabilities are ratios of s
+    assert torch.isclose(p[0, 0] / p[0, 1], torch.tensor(6.0, dtype=torch.float64))
+
+
+def test_supervision_loss_rewards_correct_logits_and_q_halt():
+    labels = torch.randint(2, 11, (4, 81))
+    good = torch.nn.functional.one_hot(labels, 11).float() * 10
+    bad = torch.zeros_like(good)
+    q = torch.full((4,), 5.0)
+    loss_good, stats = supervision_loss(good, q, labels)
+    loss_bad, _ = supervision_loss(bad, q, labels)
+    assert loss_good < loss_bad and stats["exact_acc"] == 1.0 and stats["cell_acc"] == 1.0
+    loss_q_wrong, _ = supervision_loss(good, -q, labels)
+    assert loss_q_wrong > loss_good
+
+
+def test_adam_atan2_update_is_bounded_and_decays_weights():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = AdamATan2([p], lr=0.1, weight_decay=0.0)
+    p.grad = torch.tensor([1e6, -1e-6, 0.0])
+    opt.step()
+    step = torch.ones(3) - p.detach()
+    assert (step.abs() <= 0.1 * torch.pi / 2 + 1e-6).all()
+    assert step[0] > 0 and step[1] < 0 and step[2] == 0
+    q = torch.nn.Parameter(torch.ones(1))
+    opt = AdamATan2([q], lr=0.1, weight_decay=0.5)
+    q.grad = torch.zeros(1)
+    opt.step()
+    assert torch.isclose(q.detach(), torch.tensor([0.95]))
+
+
+def test_ema_tracks_parameters():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    ema.update(model)
+    assert torch.allclose(ema.shadow["weight"], model.weight.detach() - 1.0)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == 0.1 and lr_at(9, cfg) == 1.0
+    assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and lr_at(60, cfg) < lr_at(20, cfg)
+
+
+def test_short_training_run_writes_model_and_resumes(tmp_path):
+    config = {
+        "name": "tiny",
+        "arch": {
+            "hidden_size": 16,
+            "expansion": 2.0,
+            "multiple_of": 16,
+            "L_layers": 1,
+            "H_cycles": 1,
+            "L_cycles": 1,
+            "halt_max_steps": 2,
+        },
+        "train": {"batch_size": 8, "max_steps": 6, "warmup_steps": 2, "eval_every": 3, "eval_puzzles": 4, "threads": 1},
+        "data": {"mixed_puzzles": 40, "hard_candidates": 40, "hard_min_nodes": 1, "workers": 1},
+    }
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "model"
+    train(path, out, cache_dir=tmp_path / "cache")
+    _, meta = load_model(out)
+    assert meta["training"]["steps"] == 6 and len(meta["training"]["history"]) == 2
+    assert (out / STATE_FILE).exists()
+    config["train"]["max_steps"] = 8
+    path.write_text(json.dumps(config))
+    train(path, out, cache_dir=tmp_path / "cache")
+    _, meta = load_model(out)
+    assert meta["training"]["steps"] == 8
+    assert [h["step"] for h in meta["training"]["history"]] == [3, 6, 8]
