@@ -17,9 +17,7 @@ def _line_perm(rng: np.random.Generator, n: int) -> np.ndarray:
     return (3 * bands[:, :, None] + within).reshape(n, 9)
 
 
-def augment(
-    puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def augment(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Apply one random symmetry per row to digit arrays [n, 81] (0 = blank)."""
     n = puzzles.shape[0]
     rows, cols = _line_perm(rng, n), _line_perm(rng, n)
