@@ -38,8 +38,15 @@ def _uniform(seeds: torch.Tensor, counter: torch.Tensor, numel: int) -> torch.Te
     """Uniforms in (0, 1) of shape [B, numel]; ``seeds``/``counter`` are int64 [B]."""
     key = hash32((seeds & _MASK) ^ hash32(((seeds >> 32) & _MASK) ^ hash32(counter & _MASK)))
     idx = torch.arange(numel, device=seeds.device, dtype=torch.int64)
-    bits = hash32(key[:, None] ^ hash32(idx)[None, :])
-    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return bits_to_uniform(hash32(key[:, None] ^ hash32(idx)[None, :]))
+
+
+def bits_to_uniform(bits: torch.Tensor) -> torch.Tensor:
+    """32-bit hashes to uniforms strictly inside (0, 1).
+
+    23 bits are kept so k + 0.5 is exact in float32 and u never rounds to 1.0 (ndtri(1) = inf).
+    """
+    return ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
 
 
 def _counter(steps: torch.Tensor, call: int) -> torch.Tensor:

@@ -44,7 +44,7 @@ def test_paper_parameter_counts():
 
 def test_mlp_t_norm_runs_over_positions():
     x = torch.randn(2, 5, 3)
-    y = rms_norm(x, 1e-5, dim=-2)
+    y = rms_norm(x, 0.0, dim=-2)
     assert torch.allclose(y.square().mean(dim=1), torch.ones(2, 3), atol=1e-4)
 
 
@@ -140,3 +140,12 @@ def test_attention_variant_with_rope_and_prefix(prefix):
     assert out.z_H.shape == (2, 36 + prefix, 16) and out.logits.shape == (2, 36, 6)
     assert model.embed(tokens).shape == (2, 36 + prefix, 16)
     assert torch.allclose(model.embed(tokens)[:, prefix:], model.embed_tokens(tokens) * math.sqrt(16))
+
+
+def test_uniforms_never_reach_the_open_interval_ends():
+    # the largest hash output must map strictly inside (0, 1): ndtri would give ±inf
+    u = rng.bits_to_uniform(torch.tensor([0, 0xFFFFFFFF], dtype=torch.int64))
+    assert float(u[0]) > 0.0 and float(u[1]) < 1.0
+    assert torch.isfinite(torch.special.ndtri(u)).all()
+    noise = rng.normal(torch.arange(64), torch.arange(64), 3, (81, 64))
+    assert torch.isfinite(noise).all()

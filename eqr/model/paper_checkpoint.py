@@ -1,0 +1,385 @@
+"""Load the paper's released ``eqr.pth`` and convert it to the project's own format (eqr.md §2).
+
+The released file is a pickled training checkpoint, not a state_dict: the weights sit under
+``model`` (raw, possibly with ``_orig_mod.`` segments from ``torch.compile``) and ``ema.shadow``
+(the weights the paper evaluates), the architecture under ``config.arch``, next to optimizer and
+RNG state we do not need. Everything that decides how the network computes is checked here rather
+than trusted: every tensor must map to a parameter of :class:`EqRNetwork` with the right shape, and
+the puzzle-prefix layout is confirmed by three independent pieces of evidence (§2.4), because a
+prefix model run without its prefix loads silently and just gives worse answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqr.model import restricted_pickle
+from eqr.model.checkpoint import CheckpointError, save_model
+from eqr.model.config import EqRConfig
+from eqr.model.network import EqRNetwork
+
+SUDOKU_CELLS = 81  # S_in assumed for rule 3 when neither the caller nor config.arch gives the board size
+BUFFER = "puzzle_emb.weights"
+# names that exist in the paper's modules but carry nothing we need (eqr.md §2.2)
+IGNORED_NAMES = frozenset({"H_init", "L_init", "puzzle_emb.local_weights", "puzzle_emb.local_ids"})
+IGNORED_PREFIXES = ("rotary_emb.",)
+# arch keys that change what the network computes and cannot be read off the weights
+REQUIRED_ARCH = ("hidden_size", "expansion", "L_layers", "H_cycles", "L_cycles", "mlp_t", "lambda_", "noise_scale")
+
+TRUST_HINT = (
+    "refusing to unpickle {path}: a .pth file is a Python pickle, and loading one can run arbitrary code. "
+    "If you trust where this file came from, pass --trust (trust=True); loading then uses a restricted "
+    "unpickler that only rebuilds tensors and plain data"
+)
+
+
+class PaperCheckpointError(CheckpointError):
+    """The paper checkpoint cannot be loaded as an EqR network; the message says what disagrees."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the network reads its prefix from; ``evidence`` is what the three §2.4 rules saw."""
+
+    prefix: bool
+    puzzle_emb_len: int
+    seq_len: int  # S_in: board cells, without the prefix
+    evidence: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "prefix" if self.prefix else "head"
+
+
+@dataclass
+class PaperCheckpoint:
+    network: EqRNetwork
+    config: EqRConfig
+    meta: dict[str, Any] = field(default_factory=dict)  # what convert() records as "source"
+
+
+# -- reading the file ------------------------------------------------------------------------------
+def read_pth(path: str | Path, trust: bool = False) -> Any:
+    """Unpickle ``path`` with the restricted pickle module; without ``trust`` nothing is unpickled."""
+    src = Path(path)
+    if not src.is_file():
+        raise PaperCheckpointError(f"{src}: no such file")
+    if not trust:
+        raise PaperCheckpointError(TRUST_HINT.format(path=src))
+    try:
+        return torch.load(src, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+    except restricted_pickle.UnsafePickleError as exc:
+        raise PaperCheckpointError(f"{src}: {exc}") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise PaperCheckpointError(f"{src}: cannot read as a torch checkpoint ({exc})") from exc
+
+
+def read_arch_file(path: str | Path) -> dict[str, Any]:
+    """Read a paper arch config (JSON or YAML; either the arch dict itself or a config holding ``arch``).
+
+    A raw state_dict carries no config, so its architecture has to come from such a file
+    (the paper's ``all_config.yaml`` works as is).
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise PaperCheckpointError(f"{src}: no such file")
+    text = src.read_text()
+    try:
+        if src.suffix in (".yaml", ".yml"):
+            import yaml
+
+            doc = yaml.safe_load(text)
+        else:
+            doc = json.loads(text)
+    except Exception as exc:  # yaml and json raise unrelated types; both mean "not a config"
+        raise PaperCheckpointError(f"{src}: cannot parse ({exc})") from exc
+    if isinstance(doc, Mapping) and isinstance(doc.get("arch"), Mapping):
+        doc = doc["arch"]
+    if not isinstance(doc, Mapping):
+        raise PaperCheckpointError(f"{src}: expected a mapping of arch settings")
+    return dict(doc)
+
+
+# -- names -------------------------------------------------------------------------------------------
+def canonical_name(name: str) -> str:
+    """Drop every ``_orig_mod`` segment (torch.compile), then the ``model.inner.`` wrapper path."""
+    name = ".".join(part for part in name.split(".") if part != "_orig_mod")
+    for wrapper in ("model.inner.", "inner."):
+        if name.startswith(wrapper):
+            return name[len(wrapper) :]
+    return name
+
+
+def is_ignored(name: str) -> bool:
+    """Non-persistent or unused in EqR: H_init/L_init, rotary tables, sparse-embedding scratch."""
+    return name in IGNORED_NAMES or name.startswith(IGNORED_PREFIXES)
+
+
+def canonical_state(raw: Mapping[str, Any], what: str) -> tuple[dict[str, torch.Tensor], list[str], bool]:
+    """Canonical name → fp32 tensor, plus the ignored names and whether compiled names were seen."""
+    state: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    compiled = False
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise PaperCheckpointError(f"{what}: entry {key!r} is not a named tensor")
+        compiled |= "_orig_mod" in key.split(".")
+        name = canonical_name(key)
+        if is_ignored(name):
+            ignored.append(name)
+        elif name in state:
+            raise PaperCheckpointError(f"{what}: two entries map to {name!r} (one is {key!r})")
+        else:
+            state[name] = value.detach().to(torch.float32)
+    return state, sorted(ignored), compiled
+
+
+def split_container(obj: Any) -> tuple[str, Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """(kind, model state, EMA shadow or None, config.arch or None) for a training checkpoint or a state_dict."""
+    if not isinstance(obj, Mapping):
+        raise PaperCheckpointError(f"expected a dict, found {type(obj).__name__}")
+    if isinstance(obj.get("model"), Mapping):
+        ema = obj.get("ema")
+        shadow = None
+        if ema is not None:
+            if not (isinstance(ema, Mapping) and isinstance(ema.get("shadow"), Mapping)):
+                raise PaperCheckpointError("'ema' entry has no 'shadow' dict of tensors")
+            shadow = ema["shadow"]
+        config = obj.get("config")
+        arch = config.get("arch") if isinstance(config, Mapping) else None
+        if arch is not None and not isinstance(arch, Mapping):
+            raise PaperCheckpointError("config.arch is not a mapping")
+        return "training-checkpoint", obj["model"], shadow, arch
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "state-dict", obj, None, None
+    keys = sorted(str(k) for k in obj)[:12]
+    raise PaperCheckpointError(f"neither a training checkpoint (no 'model' dict) nor a state_dict; keys {keys}")
+
+
+# -- architecture --------------------------------------------------------------------------------
+def _num_layers(state: Mapping[str, torch.Tensor]) -> int:
+    ids = {int(n.split(".")[2]) for n in state if n.startswith("L_level.layers.") and n.split(".")[2].isdigit()}
+    return max(ids) + 1 if ids else 0
+
+
+def detect_layout(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], seq_len: int | None = None) -> Layout:
+    """Apply all three prefix rules of eqr.md §2.4 and insist that they agree.
+
+    1. config: ``puzzle_emb_len`` (or ceil(ndim/D) when only ``puzzle_emb_ndim`` is set);
+    2. the ``puzzle_emb.weights`` buffer exists;
+    3. mlp_t only: the token-mixing MLP spans S_total positions, so P_len = S_total − S_in.
+    """
+    hidden = int(arch.get("hidden_size") or state["embed_tokens.embedding_weight"].shape[1])
+    ndim = int(arch.get("puzzle_emb_ndim") or 0)
+    p_cfg = int(arch.get("puzzle_emb_len") or 0)
+    if p_cfg == 0 and ndim > 0:
+        p_cfg = math.ceil(ndim / hidden)
+    evidence = [
+        f"config.arch puzzle_emb_len={arch.get('puzzle_emb_len')!r} puzzle_emb_ndim={arch.get('puzzle_emb_ndim')!r}"
+        f" -> P_len {p_cfg}"
+    ]
+    has_buffer = BUFFER in state
+    evidence.append(
+        f"{BUFFER} {list(state[BUFFER].shape)} present -> prefix" if has_buffer else f"no {BUFFER} -> no prefix"
+    )
+    agree = (p_cfg > 0) == has_buffer
+
+    if seq_len is not None:
+        s_in, s_from = int(seq_len), "given"
+    elif arch.get("board_height") and arch.get("board_width"):
+        s_in, s_from = int(arch["board_height"]) * int(arch["board_width"]), "board_height*board_width"
+    else:
+        s_in, s_from = SUDOKU_CELLS, "Sudoku default; pass seq_len if the board is not 9x9"
+    mixer = "L_level.layers.0.mlp_t.gate_up_proj.weight"
+    if mixer in state:
+        s_total = int(state[mixer].shape[1])
+        p_mlp = s_total - s_in
+        evidence.append(f"{mixer} spans {s_total} positions, S_in {s_in} ({s_from}) -> P_len {p_mlp}")
+        agree = agree and p_mlp == p_cfg
+    if not agree:
+        raise PaperCheckpointError("prefix layout evidence disagrees: " + "; ".join(evidence))
+    return Layout(prefix=p_cfg > 0, puzzle_emb_len=p_cfg, seq_len=s_in, evidence=tuple(evidence))
+
+
+def arch_to_config(
+    arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], layout: Layout, vocab_size: int | None = None
+) -> EqRConfig:
+    """Map the paper's ``config.arch`` onto :class:`EqRConfig`; vocab comes from the embedding rows."""
+    missing = [k for k in REQUIRED_ARCH if k not in arch]
+    if not arch.get("mlp_t") and "num_heads" not in arch:
+        missing.append("num_heads")
+    if not arch.get("mlp_t") and "pos_encodings" not in arch:
+        missing.append("pos_encodings")
+    if missing:
+        raise PaperCheckpointError(f"config.arch lacks {missing}")
+    rows = int(state["embed_tokens.embedding_weight"].shape[0])
+    if vocab_size is not None and vocab_size != rows:
+        raise PaperCheckpointError(f"vocab_size {vocab_size} given, but embed_tokens has {rows} rows")
+    mlp_t = bool(arch["mlp_t"])
+    pos = str(arch.get("pos_encodings", "none"))
+    if pos not in ("rope", "none"):
+        if not mlp_t:
+            raise PaperCheckpointError(f"pos_encodings {pos!r} is not supported (eqr-serve implements rope and none)")
+        pos = "none"  # with mlp_t there is no attention, so the positional scheme has no effect (§1.3)
+    h_std = float(arch.get("H_init_std", 1.0))
+    l_std = float(arch.get("L_init_std", h_std))
+    if l_std != h_std:
+        raise PaperCheckpointError(f"H_init_std {h_std} != L_init_std {l_std}; eqr-serve draws both with one std")
+    try:
+        return EqRConfig(
+            vocab_size=rows,
+            seq_len=layout.seq_len,
+            hidden_size=int(arch["hidden_size"]),
+            num_heads=int(arch.get("num_heads", 8)),
+            expansion=float(arch["expansion"]),
+            multiple_of=256,  # the paper's SwiGLU rounding; the weight shapes confirm it below
+            L_layers=int(arch["L_layers"]),
+            H_cycles=int(arch["H_cycles"]),
+            L_cycles=int(arch["L_cycles"]),
+            mlp_t=mlp_t,
+            pos_encodings=pos,
+            puzzle_emb_ndim=int(arch.get("puzzle_emb_ndim") or 0) if layout.prefix else 0,
+            puzzle_emb_len=layout.puzzle_emb_len,
+            lambda_=float(arch["lambda_"]),
+            noise_scale=float(arch["noise_scale"]),
+            init_std=h_std,
+            rms_norm_eps=float(arch.get("rms_norm_eps", 1e-5)),
+            rope_theta=float(arch.get("rope_theta", 10000.0)),
+            halt_max_steps=int(arch.get("halt_max_steps", 16)),
+        )
+    except ValueError as exc:
+        raise PaperCheckpointError(f"config.arch is not a valid EqR architecture: {exc}") from exc
+
+
+# -- weights ------------------------------------------------------------------------------------
+def merge_weights(
+    net: EqRNetwork, state: Mapping[str, torch.Tensor], shadow: Mapping[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    """Start from ``model``, overwrite every trainable parameter with the EMA shadow (EMA wins).
+
+    Buffers (the puzzle prefix) are not tracked by the EMA and always come from ``model``. Any name
+    that does not map, is missing, or has the wrong shape is an error listing all such names.
+    """
+    expected = net.state_dict()
+    params = {name for name, _ in net.named_parameters()}
+    problems = []
+    if missing := sorted(set(expected) - set(state)):
+        problems.append(f"missing from model: {missing}")
+    if unknown := sorted(set(state) - set(expected)):
+        problems.append(f"unknown tensors in model: {unknown}")
+    merged = dict(state)
+    if shadow is not None:
+        if missing_ema := sorted(params - set(shadow)):
+            problems.append(f"missing from ema.shadow: {missing_ema}")
+        if unknown_ema := sorted(set(shadow) - set(expected)):
+            problems.append(f"unknown tensors in ema.shadow: {unknown_ema}")
+        merged.update({name: shadow[name] for name in params & set(shadow)})
+    for origin, tensors in (("model", state), ("ema.shadow", shadow or {})):
+        for name, tensor in sorted(tensors.items()):
+            if name in expected and tensor.shape != expected[name].shape:
+                problems.append(
+                    f"{origin} {name} has shape {list(tensor.shape)}, config expects {list(expected[name].shape)}"
+                )
+    if problems:
+        raise PaperCheckpointError("tensors do not match the architecture (canonical names): " + "; ".join(problems))
+    return merged
+
+
+def _jsonable(value: Any) -> Any:
+    """config.arch is plain data in practice; anything else is recorded by its repr."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return repr(value)
+
+
+def _task(cfg: EqRConfig) -> str:
+    if cfg.vocab_size == 11 and cfg.seq_len == SUDOKU_CELLS:
+        return "sudoku"
+    return "maze" if cfg.vocab_size == 6 else "unknown"
+
+
+def load_paper_checkpoint(
+    path: str | Path,
+    trust: bool = False,
+    *,
+    arch: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
+    vocab_size: int | None = None,
+) -> PaperCheckpoint:
+    """Load ``eqr.pth`` (training checkpoint, trimmed or full, or raw state_dict) as an EqRNetwork.
+
+    ``arch`` supplies the paper's ``config.arch`` for a file that has none (a raw state_dict);
+    ``seq_len`` is S_in when it is neither 81 nor given by ``board_height``·``board_width``.
+    """
+    src = Path(path)
+    obj = read_pth(src, trust)
+    try:
+        kind, raw_model, raw_shadow, file_arch = split_container(obj)
+    except PaperCheckpointError as exc:
+        raise PaperCheckpointError(f"{src}: {exc}") from exc
+    if file_arch is not None and arch is not None:
+        raise PaperCheckpointError(f"{src}: the file carries config.arch; an explicit arch is only for raw state_dicts")
+    arch = file_arch if file_arch is not None else arch
+    if arch is None:
+        raise PaperCheckpointError(
+            f"{src}: a raw state_dict has no config.arch; pass the paper's arch config (--arch all_config.yaml)"
+        )
+    state, ignored, compiled = canonical_state(raw_model, "model")
+    shadow, ignored_ema, compiled_ema = (None, [], False)
+    if raw_shadow is not None:
+        shadow, ignored_ema, compiled_ema = canonical_state(raw_shadow, "ema.shadow")
+    try:
+        if "embed_tokens.embedding_weight" not in state:
+            raise PaperCheckpointError("missing from model: ['embed_tokens.embedding_weight']")
+        layout = detect_layout(arch, state, seq_len)
+        if "L_layers" not in arch:
+            arch = {**arch, "L_layers": _num_layers(state)}
+        if "hidden_size" not in arch:
+            arch = {**arch, "hidden_size": int(state["embed_tokens.embedding_weight"].shape[1])}
+        cfg = arch_to_config(arch, state, layout, vocab_size)
+        net = EqRNetwork(cfg)
+        net.load_state_dict(merge_weights(net, state, shadow))
+    except PaperCheckpointError as exc:
+        raise PaperCheckpointError(f"{src}: {exc}") from exc
+    step = obj.get("step") if kind == "training-checkpoint" else None
+    meta = {
+        "file": src.name,
+        "format": "paper eqr.pth",
+        "container": kind,
+        "layout": layout.name,
+        "layout_evidence": list(layout.evidence),
+        "compiled_names": compiled or compiled_ema,
+        "ema_applied": shadow is not None,
+        "step": _jsonable(step),
+        "ignored_tensors": sorted(set(ignored) | set(ignored_ema)),
+        "arch": _jsonable(arch),
+    }
+    return PaperCheckpoint(network=net.eval(), config=cfg, meta=meta)
+
+
+def convert(
+    src: str | Path,
+    out_dir: str | Path,
+    trust: bool = False,
+    *,
+    arch: Mapping[str, Any] | None = None,
+    seq_len: int | None = None,
+    vocab_size: int | None = None,
+) -> Path:
+    """Write ``src`` (the paper's ``eqr.pth``) as a model folder that :func:`load_model` reads."""
+    ckpt = load_paper_checkpoint(src, trust, arch=arch, seq_len=seq_len, vocab_size=vocab_size)
+    return save_model(out_dir, ckpt.network, meta={"task": _task(ckpt.config), "source": ckpt.meta})

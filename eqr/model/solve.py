@@ -1,0 +1,147 @@
+"""Offline solving of one puzzle in-process, without a server.
+
+Unlike :func:`eqr.model.inference.rollout`, which always runs the full depth (the paper's
+evaluation protocol), :func:`solve_offline` stops as soon as every trajectory has converged, so
+an easy puzzle costs a handful of iterations instead of the whole depth budget. Remote solving
+through a server is a separate path; this module never talks to the network.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from eqr.model import rng
+from eqr.model.aggregate import AGGREGATES, aggregate
+from eqr.model.convergence import ConvergenceRule
+from eqr.model.network import EqRNetwork
+from eqr.model.tasks.sudoku import SIZE, from_tokens, is_valid_solution, to_tokens
+
+_MASK = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class InferenceDefaults:
+    depth: int
+    noise: float
+    rule: ConvergenceRule
+
+
+def inference_defaults(model: EqRNetwork, meta: dict[str, Any]) -> InferenceDefaults:
+    """Depth, noise and convergence rule a model folder asks for (its ``inference`` block).
+
+    A model trained with little noise may be tuned for a different serving σ or depth than its
+    architecture defaults, so the checkpoint's own ``inference`` block wins over the config.
+    """
+    inf = meta.get("inference") or {}
+    base = ConvergenceRule()
+    return InferenceDefaults(
+        depth=int(inf.get("depth", model.cfg.halt_max_steps)),
+        noise=float(inf.get("noise", model.cfg.noise_scale)),
+        rule=ConvergenceRule(window=int(inf.get("window", base.window)), tol=float(inf.get("tol", base.tol))),
+    )
+
+
+def trajectory_seeds(base_seed: int, puzzles: int, breadth: int) -> torch.Tensor:
+    """Seeds [puzzles·breadth]; row ``i·breadth + j`` is trajectory j of puzzle i.
+
+    Each seed is a hash of (base seed, i, j) alone, so the first b trajectories of a puzzle are
+    the same whatever the largest breadth or the number of puzzles evaluated: breadth b of a
+    wide evaluation equals a run at breadth b, and ``--limit`` does not change any trajectory.
+    """
+    i = torch.arange(puzzles, dtype=torch.int64).repeat_interleave(breadth)
+    j = torch.arange(breadth, dtype=torch.int64).repeat(puzzles)
+    base = torch.full_like(i, base_seed)
+    key = rng.hash32(((base >> 32) & _MASK) ^ rng.hash32(base & _MASK))
+    hi = rng.hash32(key ^ rng.hash32(i))
+    lo = rng.hash32(hi ^ rng.hash32(j ^ 0x9E3779B9))
+    return ((hi & 0x7FFFFFFF) << 32) | lo
+
+
+@dataclass
+class OfflineSolution:
+    answer: list[int]  # 81 digits, 0 where the model produced a non-digit
+    valid: bool  # a complete, rule-abiding grid that keeps the givens
+    status: str  # "converged" or "max_iterations" (same words as the engine's Status)
+    iterations: int  # iterations run (every trajectory runs the same number)
+    converged_at: int | None  # iteration at which the chosen trajectory converged; None if never
+    converged_trajectories: int
+    breadth: int
+    trajectory: int  # index of the chosen trajectory
+    agreement: float  # share of trajectories that gave the chosen answer
+    convergence_score: float  # mean logit change over the last window (lower = settled)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def solve_offline(
+    model: EqRNetwork,
+    digits: list[int],
+    depth: int,
+    breadth: int = 1,
+    rule_name: str = "converged",
+    noise: float = 0.0,
+    seed: int = 0,
+    rule: ConvergenceRule | None = None,
+) -> OfflineSolution:
+    """Iterate ``breadth`` trajectories of one parsed puzzle until all converged or ``depth`` is spent."""
+    if depth < 1 or breadth < 1:
+        raise ValueError("depth and breadth must be at least 1")
+    if rule_name not in AGGREGATES:
+        raise ValueError(f"unknown aggregate rule {rule_name!r}; use one of {AGGREGATES}")
+    rule = rule or ConvergenceRule()
+    device = next(model.parameters()).device
+    tokens = torch.from_numpy(to_tokens(digits)).to(device).repeat(breadth, 1)
+    seeds = trajectory_seeds(seed, 1, breadth).to(device)
+    s, never = tokens.shape[1], depth + 1
+    z_H, z_L = model.initial_state(seeds)
+    sigma = torch.full((breadth,), noise, device=device)
+    prev_logits = torch.zeros(breadth, s, model.cfg.vocab_size, device=device)
+    pred = torch.full((breadth, s), -1, dtype=torch.long, device=device)
+    streak = torch.zeros(breadth, dtype=torch.long, device=device)
+    conv = torch.full((breadth,), never, dtype=torch.long, device=device)
+    deltas: deque[torch.Tensor] = deque(maxlen=rule.window)
+    iterations = 0
+    while iterations < depth:
+        steps = torch.full((breadth,), iterations, dtype=torch.long, device=device)
+        out = model.iterate(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, pred)
+        z_H, z_L, prev_logits, pred = out.z_H, out.z_L, out.logits, out.pred
+        if iterations > 0:  # a fresh trajectory's first change is measured against nothing
+            deltas.append(out.logit_delta)
+            streak = rule.update_streak(streak, out.pred_change, out.residual)
+            conv = torch.where((conv == never) & rule.converged(streak), iterations + 1, conv)
+        iterations += 1
+        if bool((conv < never).all()):
+            break
+    scores = torch.stack(list(deltas)).mean(0).tolist() if deltas else [float("inf")] * breadth
+    answers = [tuple(row) for row in pred.cpu().tolist()]
+    choice = aggregate(rule_name, answers, scores)
+    answer = from_tokens(answers[choice.index])
+    chosen_conv = int(conv[choice.index])
+    return OfflineSolution(
+        answer=answer,
+        valid=is_valid_solution(digits, answer),
+        status="converged" if chosen_conv < never else "max_iterations",
+        iterations=iterations,
+        converged_at=chosen_conv if chosen_conv < never else None,
+        converged_trajectories=int((conv < never).sum()),
+        breadth=breadth,
+        trajectory=choice.index,
+        agreement=choice.agreement,
+        convergence_score=float(scores[choice.index]),
+    )
+
+
+def format_board(digits: list[int]) -> str:
+    """A 9×9 grid with box separators for terminals; 0 (no digit) prints as '.'."""
+    rows = []
+    for r in range(SIZE):
+        cells = [str(d) if d else "." for d in digits[r * SIZE : (r + 1) * SIZE]]
+        rows.append(" | ".join(" ".join(cells[c : c + 3]) for c in range(0, SIZE, 3)))
+        if r in (2, 5):
+            rows.append("------+-------+------")
+    return "\n".join(rows)

@@ -1,0 +1,83 @@
+"""The project's own model folder (model.safetensors + config.json): round trip and clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eqr.model.checkpoint import CONFIG, FORMAT, WEIGHTS, CheckpointError, load_model, read_config, save_model
+from eqr.model.config import EqRConfig
+from eqr.model.network import EqRNetwork
+
+TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2)
+
+
+def _saved(tmp_path, cfg: EqRConfig = TINY):
+    torch.manual_seed(1)
+    net = EqRNetwork(cfg)
+    with torch.no_grad():
+        net.q_head.weight.normal_()
+        if hasattr(net, "puzzle_emb"):
+            net.puzzle_emb.weights.normal_()
+    return net, save_model(tmp_path / "m", net, meta={"task": "sudoku", "accuracy": {"exact": 0.5}})
+
+
+def _edit_config(folder, **arch):
+    doc = json.loads((folder / CONFIG).read_text())
+    doc["arch"].update(arch)
+    (folder / CONFIG).write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("cfg", [TINY, EqRConfig(**{**TINY.to_dict(), "puzzle_emb_ndim": 16, "puzzle_emb_len": 2})])
+def test_round_trip_keeps_every_tensor_config_and_meta(tmp_path, cfg):
+    net, folder = _saved(tmp_path, cfg)
+    loaded, doc = load_model(folder)
+    assert loaded.cfg == cfg and not loaded.training
+    want = net.state_dict()
+    assert set(loaded.state_dict()) == set(want)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, want[name]), name
+    assert doc["format"] == FORMAT and doc["accuracy"] == {"exact": 0.5} and doc["arch"] == cfg.to_dict()
+
+
+def test_missing_folder_or_config(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{CONFIG}: no such file"):
+        load_model(tmp_path / "absent")
+
+
+def test_missing_weights(tmp_path):
+    _, folder = _saved(tmp_path)
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS}: no such file"):
+        load_model(folder)
+
+
+def test_bad_json_and_foreign_json(tmp_path):
+    _, folder = _saved(tmp_path)
+    (folder / CONFIG).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_config(folder)
+    (folder / CONFIG).write_text(json.dumps({"hidden_size": 16}))
+    with pytest.raises(CheckpointError, match="not an eqr-serve/1 config"):
+        load_model(folder)
+
+
+def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
+    _, folder = _saved(tmp_path)
+    _edit_config(folder, vocab_size=12)
+    name = r"(embed_tokens\.embedding_weight|lm_head\.weight)"
+    pattern = rf"model\.safetensors: {name} has shape \[11, 16\], config expects \[12, 16\]"
+    with pytest.raises(CheckpointError, match=pattern):
+        load_model(folder)
+
+
+def test_missing_and_unexpected_tensors_are_listed(tmp_path):
+    _, folder = _saved(tmp_path)
+    _edit_config(folder, L_layers=2)
+    with pytest.raises(CheckpointError, match=r"missing tensors \['L_level\.layers\.1\.mlp\.down_proj\.weight'"):
+        load_model(folder)
+    _edit_config(folder, L_layers=1, mlp_t=False, num_heads=4)
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \['L_level\.layers\.0\.mlp_t\."):
+        load_model(folder)

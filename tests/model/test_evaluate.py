@@ -1,0 +1,166 @@
+"""Offline evaluation grid: metric functions on hand-built rollouts, the grid on a tiny model, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from eqr.model.checkpoint import save_model
+from eqr.model.config import EqRConfig
+from eqr.model.evaluate import RECORD_KEYS, accuracy, evaluate_file, grid_records, iteration_stats
+from eqr.model.network import EqRNetwork
+from eqr.model.solve import trajectory_seeds
+from eqr.server.cli import main
+
+TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
+SOLUTION = "417369825632158947958724316825437169791586432346912758289643571573291684164875293"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def save_tiny_model(path, inference=None):
+    """A random tiny network in a model folder; tests never touch the bundled model."""
+    torch.manual_seed(0)
+    return save_model(path, EqRNetwork(TINY), {"inference": inference or {"depth": 3, "noise": 0.1}})
+
+
+def blanked(step: int) -> str:
+    return "".join("." if i % step == 0 else ch for i, ch in enumerate(SOLUTION))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    path.write_text("".join(f"{blanked(k)},{SOLUTION}\n" for k in (2, 3, 5)))
+    return path
+
+
+# -- metric computation on hand-built rollouts -------------------------------------------------
+
+LABELS = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+RIGHT0, WRONG0 = [1, 2, 3, 4], [1, 2, 3, 9]  # puzzle 0: wrong answer has 3/4 cells right
+RIGHT1, WRONG1 = [5, 6, 7, 8], [5, 6, 0, 0]  # puzzle 1: wrong answer has 2/4 cells right
+
+
+def hand_built():
+    """Depths (1, 2); 3 trajectories per puzzle. Convergence and vote disagree at breadth 3."""
+    preds = torch.tensor([[WRONG0, RIGHT0, RIGHT0], [RIGHT1, WRONG1, WRONG1]])
+    scores = torch.tensor([[0.1, 0.3, 0.4], [0.2, 0.05, 0.3]])
+    converged_at = torch.tensor([[2, 5, 1], [1, 3, 9]])
+    inf = torch.full_like(scores, float("inf"))  # depth 1 has no convergence score yet
+    return [1, 2], torch.stack([preds, preds]), torch.stack([inf, scores]), converged_at
+
+
+def cell(records, depth, breadth, rule):
+    (rec,) = [r for r in records if (r["depth"], r["breadth"], r["aggregate"]) == (depth, breadth, rule)]
+    return rec
+
+
+def test_grid_records_hand_built():
+    depths, preds, scores, conv = hand_built()
+    records = grid_records(depths, preds, scores, conv, LABELS, [1, 2, 3], ["converged", "vote"], data="x.csv")
+    assert len(records) == 2 * 3 * 2 and all(tuple(r) == RECORD_KEYS for r in records)
+    assert all(r["data"] == "x.csv" and r["puzzles"] == 2 for r in records)
+
+    # breadth 1: both rules take trajectory 0 -> puzzle 0 wrong (3/4 cells), puzzle 1 right
+    for rule in ("converged", "vote"):
+        r = cell(records, 2, 1, rule)
+        assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
+        assert (r["mean_iterations"], r["p90_iterations"]) == (1.5, 2.0)
+
+    # breadth 3, depth 2: lowest score picks WRONG0 and WRONG1
+    r = cell(records, 2, 3, "converged")
+    assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.0, 5 / 8)
+    assert r["mean_iterations"] == 2.0  # trajectory 1 of puzzle 1 converged at 3 > depth 2: counts as 2
+    # the vote picks RIGHT0 (2 of 3) and WRONG1 (2 of 3)
+    r = cell(records, 2, 3, "vote")
+    assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 6 / 8)
+
+    # breadth 2 vote: puzzle 0 ties WRONG0/RIGHT0 -> first seen (WRONG0); puzzle 1 ties -> RIGHT1
+    r = cell(records, 2, 2, "vote")
+    assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
+
+    # depth 1: scores are all inf, so "converged" falls back to the first trajectory; iterations cap at 1
+    r = cell(records, 1, 3, "converged")
+    assert (r["exact_accuracy"], r["mean_iterations"], r["p90_iterations"]) == (0.5, 1.0, 1.0)
+
+
+def test_accuracy_and_iteration_stats():
+    assert accuracy(torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1, 2], [3, 4]])) == (0.5, 0.75)
+    its = torch.arange(1, 11)
+    assert iteration_stats(its, 100) == (5.5, 9.0)  # nearest rank: the 9th of 10 values
+    assert iteration_stats(its, 4) == (pytest.approx(3.4), 4.0)
+
+
+def test_trajectory_seeds_depend_only_on_puzzle_and_index():
+    wide = trajectory_seeds(7, 3, 4).view(3, 4)
+    assert torch.equal(wide[:, :2], trajectory_seeds(7, 3, 2).view(3, 2))
+    assert torch.equal(wide[:2], trajectory_seeds(7, 2, 4).view(2, 4))
+    assert wide.unique().numel() == 12 and bool((wide >= 0).all())
+    assert not torch.equal(trajectory_seeds(8, 3, 4).view(3, 4), wide)
+
+
+# -- the grid on a tiny model ------------------------------------------------------------------
+
+
+def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
+    from eqr.model.checkpoint import load_model
+
+    model, _ = load_model(model_dir)
+    kw = {"depths": [1, 3], "rules": ["converged", "vote"], "noise": 0.1, "seed": 3, "batch_size": 4}
+    records = evaluate_file(model, csv_file, breadths=[1, 2], **kw)
+    assert len(records) == 2 * 2 * 2
+    for r in records:
+        assert tuple(r) == RECORD_KEYS and r["puzzles"] == 3 and r["data"] == str(csv_file)
+        assert 0.0 <= r["exact_accuracy"] <= r["cell_accuracy"] <= 1.0
+        assert 1.0 <= r["mean_iterations"] <= r["p90_iterations"] <= r["depth"]
+    # breadth 1 of a breadth-2 run is the same trajectory as a breadth-1 run, and --limit keeps trajectories
+    narrow = evaluate_file(model, csv_file, breadths=[1], **kw)
+    assert narrow == [r for r in records if r["breadth"] == 1]
+    limited = evaluate_file(model, csv_file, limit=2, breadths=[1], **kw)
+    assert len(limited) == 4 and limited[0]["puzzles"] == 2
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+
+
+def test_eval_cli_writes_table_json_and_png(model_dir, csv_file, tmp_path, capsys):
+    out = tmp_path / "res" / "eval.json"
+    argv = ["eval", "--model", str(model_dir), "--data", str(csv_file), str(csv_file), "--depth", "1,2"]
+    assert main([*argv, "--breadth", "1,2", "--aggregate", "vote", "--limit", "2", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "exact" in stdout and "tiny.csv" in stdout
+    records = json.loads(out.read_text())
+    assert len(records) == 2 * (2 * 2 * 1) and {r["aggregate"] for r in records} == {"vote"}
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+    plot = tmp_path / "custom.png"
+    assert main([*argv, "--breadth", "1", "--limit", "1", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_eval_cli_errors(model_dir, csv_file, tmp_path, capsys):
+    base = ["eval", "--model", str(model_dir)]
+    assert main([*base, "--data", str(tmp_path / "nope.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+    for flag, value, message in [
+        ("--depth", "1,x", "comma-separated positive integers"),
+        ("--breadth", "0", "comma-separated positive integers"),
+        ("--aggregate", "best", "unknown aggregate rule"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--data", str(csv_file), flag, value])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{'55' + SOLUTION[2:]},{SOLUTION}\n")
+    assert main([*base, "--data", str(bad), "--depth", "1", "--breadth", "1"]) == 2
+    assert "conflicting givens" in capsys.readouterr().err
+
+    assert main(["eval", "--model", str(tmp_path), "--data", str(csv_file)]) == 2
+    assert "config.json" in capsys.readouterr().err

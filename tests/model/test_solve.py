@@ -1,0 +1,95 @@
+"""Offline solving: early stop, agreement with the fixed-depth rollout, and the ``eqr solve`` CLI."""
+
+import json
+
+import pytest
+import torch
+
+from eqr.model.checkpoint import load_model
+from eqr.model.convergence import ConvergenceRule
+from eqr.model.inference import rollout
+from eqr.model.solve import format_board, inference_defaults, solve_offline, trajectory_seeds
+from eqr.model.tasks.sudoku import from_tokens, parse_puzzle, to_tokens
+from eqr.server.cli import main
+from tests.model.test_evaluate import SOLUTION, blanked, save_tiny_model
+
+PUZZLE = blanked(2)
+NEVER = ConvergenceRule(window=3, tol=0.0)  # the residual is never < 0: runs the whole depth
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), {"depth": 3, "noise": 0.1, "window": 2, "tol": 0.5})
+
+
+def test_inference_defaults_come_from_the_model_folder(model_dir):
+    model, meta = load_model(model_dir)
+    d = inference_defaults(model, meta)
+    assert (d.depth, d.noise, d.rule) == (3, 0.1, ConvergenceRule(window=2, tol=0.5))
+    bare = inference_defaults(model, {})
+    assert (bare.depth, bare.noise, bare.rule) == (4, model.cfg.noise_scale, ConvergenceRule())
+
+
+def test_full_depth_solve_matches_the_rollout(model_dir):
+    model, _ = load_model(model_dir)
+    digits = parse_puzzle(PUZZLE)
+    result = solve_offline(model, digits, depth=4, breadth=3, noise=0.1, seed=5, rule=NEVER)
+    assert result.iterations == 4 and result.status == "max_iterations" and result.converged_at is None
+    tokens = torch.from_numpy(to_tokens(digits)).repeat(3, 1)
+    r = rollout(model, tokens, trajectory_seeds(5, 1, 3), 4, 0.1, rule=NEVER)
+    best = int(r.scores[-1].argmin())
+    assert result.trajectory == best
+    assert result.answer == from_tokens(r.preds[-1, best].numpy())
+    assert result.convergence_score == pytest.approx(float(r.scores[-1, best]))
+
+
+def test_solve_stops_once_every_trajectory_converged(model_dir):
+    model, _ = load_model(model_dir)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # constant logits: the prediction never changes
+    rule = ConvergenceRule(window=2, tol=float("inf"))
+    result = solve_offline(model, parse_puzzle(PUZZLE), depth=50, breadth=2, rule_name="vote", rule=rule)
+    # iteration 1 has nothing to compare with; iterations 2 and 3 are unchanged -> converged at 3
+    assert (result.iterations, result.converged_at, result.status) == (3, 3, "converged")
+    assert result.converged_trajectories == 2 and result.agreement == 1.0 and not result.valid
+
+
+def test_format_board():
+    lines = format_board(parse_puzzle(PUZZLE)).splitlines()
+    assert len(lines) == 11 and lines[3] == "------+-------+------"
+    assert lines[0] == ". 1 . | 3 . 9 | . 2 ."
+
+
+def test_solve_cli_text_output(model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("EQR_MODEL", str(model_dir))  # the default model, without --model
+    assert main(["solve", PUZZLE, "--breadth", "2", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13 and lines[3] == lines[7] == "------+-------+------"
+    assert len(lines[11]) == 81 and set(lines[11]) <= set("123456789.")
+    assert lines[12].startswith("status: ") and "iterations: " in lines[12] and "valid: no" in lines[12]
+
+
+def test_solve_cli_json(model_dir, capsys):
+    assert main(["solve", PUZZLE, "--model", str(model_dir), "--depth", "2", "--aggregate", "vote", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["puzzle"] == PUZZLE and len(doc["solution"]) == 81 and doc["iterations"] <= 2
+    assert doc["status"] in ("converged", "max_iterations") and doc["valid"] is False and doc["breadth"] == 1
+
+
+@pytest.mark.parametrize(
+    ("puzzle", "message"),
+    [
+        (PUZZLE[:-1], "81 cells, got 80"),
+        ("x" + PUZZLE[1:], "bad character 'x' at position 0 (r1c1)"),
+        ("55" + SOLUTION[2:], "conflicting givens: r1c1 and r1c2 both hold 5"),
+    ],
+)
+def test_solve_cli_rejects_invalid_puzzles(model_dir, capsys, puzzle, message):
+    assert main(["solve", puzzle, "--model", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid puzzle" in err and message in err
+
+
+def test_solve_cli_missing_model(tmp_path, capsys):
+    assert main(["solve", PUZZLE, "--model", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
