@@ -1,0 +1,232 @@
+"""Continuous vs static batching on a mixed Sudoku load (one command, prints a table).
+
+    python benchmarks/batching.py [--model DIR] [--slots 32] [--puzzles 128] [--depth 64]
+
+Load: 80% easy puzzles (easy50 + printable30) and 20% hard ones (top95), shuffled, all
+submitted at once, every puzzle seeded, depth 64, the model's inference noise.
+
+- continuous: the Engine (its own thread) with ``--slots`` slots; a trajectory leaves its slot
+  when it converges or uses its depth, and a queued one takes the slot in the same step.
+- static: batches of ``--slots`` puzzles through ``model.iterate``; a batch runs until every
+  member has converged or used its depth, then the next batch starts.
+
+Both modes run the very same trajectories (same seeds, noise, convergence rule), so their answers
+must agree and only the scheduling differs. Easy latency is reported from slot to result (a
+puzzle's service time: what head-of-line blocking inflates) and from submission (includes the
+queue wait of an all-at-once burst); "alone" runs easy puzzles one at a time on an idle engine.
+Engine overhead: ``Engine.step`` against the bare ``model.iterate`` on the same full pool, in
+alternation so that load from other processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from concurrent.futures import wait
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eqr.model.checkpoint import default_model_dir, load_model
+from eqr.model.convergence import ConvergenceRule
+from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_tokens
+from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
+from eqr.server.engine.request import trajectory_seed
+
+DATA = Path("/work/shared/data/sudoku")
+EASY = ("easy50.csv", "printable30.csv")
+HARD = ("top95.csv",)
+
+
+def load_mix(n: int, data: Path, seed: int) -> list[tuple[list[int], bool]]:
+    """``n`` puzzles, 80% easy and 20% hard, shuffled: (digits, is_easy)."""
+    rnd = random.Random(seed)
+    easy = [p for f in EASY for p in read_csv(str(data / f))[0]]
+    hard = [p for f in HARD for p in read_csv(str(data / f))[0]]
+    n_hard = round(0.2 * n)
+    mix = [(p, True) for p in rnd.sample(easy, n - n_hard)] + [(p, False) for p in rnd.sample(hard, n_hard)]
+    rnd.shuffle(mix)
+    return mix
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_continuous(engine: Engine, mix, depth: int) -> dict:
+    t0 = time.perf_counter()
+    futures = [engine.submit(Job(p, SolveParams(depth=depth, seed=i))) for i, (p, _) in enumerate(mix)]
+    done_at = [0.0] * len(mix)
+    for i, f in enumerate(futures):
+        f.add_done_callback(lambda _f, i=i: done_at.__setitem__(i, time.perf_counter()))
+    wait(futures)
+    results = [f.result() for f in futures]
+    wall = max(done_at) - t0
+    return {
+        "wall": wall,
+        "answers": [r.answer for r in results],
+        "slot_iters": sum(sum(r.iterations) for r in results),
+        "service_ms": [r.compute_ms for r in results],
+        "total_ms": [(d - t0) * 1000 for d in done_at],
+    }
+
+
+@torch.no_grad()
+def run_static(model, mix, slots: int, depth: int, noise: float, rule: ConvergenceRule) -> dict:
+    """Fill a batch, run every member until all are done, repeat: the baseline, on model.iterate."""
+    answers, service, total, slot_iters = [], [], [], 0
+    t0 = time.perf_counter()
+    for start in range(0, len(mix), slots):
+        batch = mix[start : start + slots]
+        b, s = len(batch), model.cfg.seq_len
+        tokens = torch.from_numpy(np.stack([to_tokens(p) for p, _ in batch]))
+        seeds = torch.tensor([trajectory_seed(start + i, 0) for i in range(b)])  # the engine's seeds
+        z_H, z_L = model.initial_state(seeds)
+        sigma = torch.full((b,), noise)
+        logits = torch.zeros(b, s, model.cfg.vocab_size, dtype=z_H.dtype)
+        pred = torch.full((b, s), -1)
+        steps = torch.zeros(b, dtype=torch.long)
+        streak = torch.zeros(b, dtype=torch.long)
+        done = torch.zeros(b, dtype=torch.bool)
+        answer = torch.zeros(b, s, dtype=torch.long)
+        b0 = time.perf_counter()
+        for t in range(depth):
+            out = model.iterate(z_H, z_L, tokens, seeds, steps, sigma, logits, pred)
+            z_H, z_L, logits, pred = out.z_H, out.z_L, out.logits, out.pred
+            steps += 1
+            streak = rule.update_streak(streak, out.pred_change, out.residual)
+            leaving = ~done & (rule.converged(streak) | (t + 1 == depth))
+            answer[leaving] = pred[leaving]
+            done |= leaving
+            if done.all():
+                break
+        b1 = time.perf_counter()
+        slot_iters += b * int(steps[0])
+        answers += [from_tokens(a.numpy()) for a in answer]
+        service += [(b1 - b0) * 1000] * b
+        total += [(b1 - t0) * 1000] * b
+    return {
+        "wall": time.perf_counter() - t0,
+        "answers": answers,
+        "slot_iters": slot_iters,
+        "service_ms": service,
+        "total_ms": total,
+    }
+
+
+def run_alone(engine: Engine, mix, indices: list[int], depth: int) -> list[float]:
+    """Puzzles ``indices`` of the mix one at a time on an idle engine, with their mix seeds (so the
+    very same trajectories): submit→result latency (ms)."""
+    latencies = []
+    for i in indices:
+        t0 = time.perf_counter()
+        engine.submit(Job(mix[i][0], SolveParams(depth=depth, seed=i))).result()
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
+def measure_overhead(model, meta, mix, slots: int, depth: int, rounds: int) -> tuple[float, float, float]:
+    """Engine.step against the bare model.iterate on the same full pool, alternated (and in
+    alternating order) so load from other processes hits both alike: the median step and bare
+    times (s) and the median of the per-pair ratios."""
+    engine = Engine(
+        model,
+        EngineConfig(slots=slots, max_queue=4 * slots, max_depth=depth),
+        defaults=meta.get("inference"),
+    )
+    hard = [p for p, easy in mix if not easy] or [p for p, _ in mix]
+    for i in range(4 * slots):  # enough queued work to keep the pool full
+        engine.submit(Job(hard[i % len(hard)], SolveParams(depth=depth, seed=i)))
+    engine.step()
+    p = engine.pool
+
+    def bare() -> float:
+        n = p.live
+        t0 = time.perf_counter()
+        model.iterate(p.z_H[:n], p.z_L[:n], p.tokens[:n], p.seeds[:n], p.steps[:n], p.noise[:n],
+                      p.prev_logits[:n], p.prev_pred[:n])  # fmt: skip
+        return time.perf_counter() - t0
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        engine.step()
+        return time.perf_counter() - t0
+
+    pairs = [(step(), bare()) if r % 2 else tuple(reversed((bare(), step()))) for r in range(rounds)]
+    engine.stop()
+    step_s, bare_s = statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
+    return step_s, bare_s, statistics.median(a / b for a, b in pairs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=default_model_dir(), help="model folder (default: bundled)")
+    ap.add_argument("--slots", type=int, default=32, help="slot count, the same for both modes")
+    ap.add_argument("--puzzles", type=int, default=128, help="puzzles in the mixed load")
+    ap.add_argument("--depth", type=int, default=64)
+    ap.add_argument("--alone", type=int, default=0, help="easy puzzles timed alone (default: all of the mix's)")
+    ap.add_argument("--rounds", type=int, default=20, help="step pairs for the overhead measurement")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 suits a busy 2-core CPU)")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the load")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, meta = load_model(args.model)
+    inference = meta.get("inference") or {}
+    mix = load_mix(args.puzzles, args.data, args.seed)
+    config = EngineConfig(slots=args.slots, max_queue=len(mix), max_depth=args.depth, threads=args.threads)
+    engine = Engine(model, config, defaults=inference)
+    noise, rule = engine.defaults["noise"], engine.rule
+    n_easy = sum(e for _, e in mix)
+    steps = meta.get("training", {}).get("steps", "?")
+    print(
+        f"model {args.model} (training step {steps}), slots {args.slots}, depth {args.depth}, noise {noise:g}, "
+        f"threads {args.threads}; {len(mix)} puzzles ({n_easy} easy, {len(mix) - n_easy} hard)"
+    )
+
+    engine.start()
+    cont = run_continuous(engine, mix, args.depth)
+    easy = [i for i, (_, e) in enumerate(mix) if e]
+    alone = run_alone(engine, mix, easy[: args.alone or None], args.depth)
+    engine.stop()
+    static = run_static(model, mix, args.slots, args.depth, noise, rule)
+    step_s, bare_s, ratio = measure_overhead(model, meta, mix, args.slots, args.depth, args.rounds)
+
+    header = (
+        f"{'mode':<12}{'puzzles/s':>10}{'wall s':>9}{'slot-iters':>12}{'solved':>8}"
+        f"{'easy p50 ms':>13}{'easy p99 ms':>13}{'easy p99 ms':>13}"
+    )
+    print()
+    print(f"{'':<64}{'(slot→result)':>26}{'(submitted)':>13}")
+    print(header)
+    print("-" * len(header))
+    for name, r in (("continuous", cont), ("static", static)):
+        solved = sum(is_valid_solution(p, a) for (p, _), a in zip(mix, r["answers"], strict=True)) / len(mix)
+        svc = [r["service_ms"][i] for i in easy]
+        tot = [r["total_ms"][i] for i in easy]
+        print(
+            f"{name:<12}{len(mix) / r['wall']:>10.2f}{r['wall']:>9.1f}{r['slot_iters']:>12}{solved:>8.0%}"
+            f"{percentile(svc, 50):>13.0f}{percentile(svc, 99):>13.0f}{percentile(tot, 99):>13.0f}"
+        )
+    print(
+        f"{'easy alone':<12}{'':>10}{'':>9}{'':>12}{'':>8}{percentile(alone, 50):>13.0f}{percentile(alone, 99):>13.0f}"
+    )
+    print()
+    same = sum(a == b for a, b in zip(cont["answers"], static["answers"], strict=True))
+    print(f"same answers in both modes: {same}/{len(mix)}")
+    print(f"work static/continuous (slot-iterations, timing-free): {static['slot_iters'] / cont['slot_iters']:.2f}x")
+    easy_p99 = percentile([cont["service_ms"][i] for i in easy], 99)
+    print(f"easy p99 (slot→result) mixed/alone: {easy_p99 / percentile(alone, 99):.2f}x")
+    print(
+        f"engine step at full occupancy {step_s * 1000:.1f} ms vs bare model.iterate {bare_s * 1000:.1f} ms "
+        f"(medians of {args.rounds} pairs): overhead {100 * (ratio - 1):+.1f}%"
+    )
+    print(f"continuous/static: {static['wall'] / cont['wall']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The engine: a background thread looping schedule → run → postprocess over a slot pool.
+
+Other threads (the API's event loop, a broker worker) only call :meth:`Engine.submit`,
+:meth:`Engine.cancel`, :meth:`Engine.stats`, :meth:`Engine.drain` and :meth:`Engine.stop`; these
+take a short lock, put work in an inbox and return. The engine thread alone touches the
+scheduler, the slot pool and the model, and it resolves futures and calls ``on_event`` callbacks
+(callers marshal them to their own loop). So the event loop never waits on the model.
+
+Where things happen: queue policy, admission and every eviction in ``scheduler.py``; the model
+call and the convergence test in ``runner.py``; the device buffers in ``slots.py``; a request, its
+trajectories and breadth aggregation in ``request.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from eqr.model.convergence import ConvergenceRule
+from eqr.server.engine.interface import (
+    EngineConfig,
+    EngineObserver,
+    EngineStats,
+    EngineStopped,
+    InvalidParam,
+    NullObserver,
+    QueueFull,
+)
+from eqr.server.engine.request import IterationEvent, Job, Request, SolveResult, Status, random_seed
+from eqr.server.engine.runner import Runner
+from eqr.server.engine.scheduler import Ended, Scheduler
+from eqr.server.engine.slots import SlotPool
+from eqr.server.engine.validation import check_job
+
+log = logging.getLogger(__name__)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a callback from outside the engine (observer, on_event): its bugs must not stop the loop."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("engine callback %r raised", fn)
+
+
+class Engine:
+    """Continuous batching of EqR trajectories: a fixed pool of slots, refilled as trajectories leave."""
+
+    def __init__(
+        self,
+        model: Any,
+        config: EngineConfig,
+        *,
+        model_name: str = "model",
+        task: str = "sudoku",
+        defaults: dict[str, Any] | None = None,
+        observer: EngineObserver | None = None,
+    ) -> None:
+        """``model``: an EqRNetwork (or anything with its ``cfg``, ``initial_state`` and ``iterate``)
+        already on ``config.device``; ``defaults``: the model's ``inference`` metadata (depth, noise,
+        window, tol) from its config.json."""
+        if task != "sudoku":
+            raise ValueError(f"unsupported task {task!r}; the engine decodes sudoku only")
+        self.model = model
+        self.config = config
+        self.model_name = model_name
+        self.task = task
+        meta, cfg = defaults or {}, model.cfg
+        rule = ConvergenceRule()
+        self.rule = ConvergenceRule(
+            window=config.window or meta.get("window") or rule.window,
+            tol=config.tol if config.tol is not None else meta.get("tol", rule.tol),
+        )
+        depth = config.default_depth or meta.get("depth") or cfg.halt_max_steps
+        noise = config.default_noise if config.default_noise is not None else meta.get("noise", cfg.noise_scale)
+        self.defaults: dict[str, Any] = {
+            "depth": min(int(depth), config.max_depth),
+            "breadth": 1,
+            "aggregate": "converged",
+            "noise": float(noise),
+            "halt": "convergence",
+            "window": self.rule.window,
+            "tol": self.rule.tol,
+        }
+        self.caps: dict[str, int] = {
+            "depth": config.max_depth,
+            "breadth": min(config.max_breadth, config.max_queue),
+            "slots": config.slots,
+            "queue": config.max_queue,
+        }
+        device = torch.device(config.device)
+        params = next(model.parameters(), None) if hasattr(model, "parameters") else None
+        if params is not None and params.device != device:
+            raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
+        self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule.window, model.initial_state, device)
+        self.runner = Runner(model, self.pool, self.rule)
+        self.scheduler = Scheduler(self.pool, config.aging_per_s)
+        self._observer: EngineObserver = observer or NullObserver()
+        self._cond = threading.Condition()
+        # shared with other threads, guarded by _cond
+        self._inbox: list[Request] = []
+        self._inbox_trajectories = 0
+        self._cancels: set[str] = set()
+        self._in_flight: dict[str, Request] = {}
+        self._accepting = True
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._waiting = 0  # scheduler.waiting as of the last step, plus the inbox it took since
+        self._queued_requests = 0
+        self._live = 0
+        self._steps = 0
+        self._last_step_time: float | None = None
+        self._last_step_duration = 0.0
+        self._error: str | None = None
+        self._left_ema = 0.0  # trajectories leaving slots per step, and step seconds (for retry hints)
+        self._step_s_ema = 0.0
+
+    # -- public interface (any thread) ------------------------------------------------------------
+
+    def submit(self, job: Job, on_event: Callable[[IterationEvent], None] | None = None) -> Future[SolveResult]:
+        """Queue ``job``; the future resolves with its result (never with an exception).
+
+        Raises :class:`InvalidParam` (a ``ValueError`` naming the field), :class:`QueueFull` or
+        :class:`EngineStopped`. ``on_event`` is called from the engine thread every
+        ``stream_every`` iterations. Cancel through :meth:`cancel`; ``Future.cancel`` is refused.
+        """
+        request = self._request(job, on_event)
+        breadth = len(request.trajectories)
+        with self._cond:
+            if not self._accepting:
+                raise EngineStopped("the engine is shutting down and accepts no new work")
+            if job.id in self._in_flight:
+                raise InvalidParam("id", f"request {job.id!r} is already in flight")
+            queued = self._waiting + self._inbox_trajectories
+            if queued + breadth > self.config.max_queue:
+                raise QueueFull(
+                    f"queue full: {queued} trajectories waiting, {breadth} more would exceed {self.config.max_queue}",
+                    self._retry_after(queued + breadth - self.config.max_queue),
+                )
+            self._inbox.append(request)
+            self._inbox_trajectories += breadth
+            self._in_flight[job.id] = request
+            self._cond.notify_all()
+        return request.future
+
+    def cancel(self, request_id: str) -> bool:
+        """Cancel a request in flight: its slots are free after the next step, its result says cancelled."""
+        with self._cond:
+            if request_id not in self._in_flight:
+                return False
+            self._cancels.add(request_id)
+            self._cond.notify_all()
+            return True
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            return EngineStats(
+                queue_depth=self._waiting + self._inbox_trajectories,
+                queued_requests=self._queued_requests + len(self._inbox),
+                live_slots=self._live,
+                capacity=self.config.slots,
+                in_flight=len(self._in_flight),
+                steps=self._steps,
+                last_step_time=self._last_step_time,
+                last_step_duration_s=self._last_step_duration,
+                error=self._error,
+                draining=not self._accepting,
+            )
+
+    def start(self) -> None:
+        """Start the step thread (a daemon)."""
+        with self._cond:
+            if self._thread is not None or self._stopping:
+                raise RuntimeError("an engine starts once")
+            self._thread = threading.Thread(target=self._loop, name="eqr-engine", daemon=True)
+        self._thread.start()
+
+    def drain(self, timeout: float) -> bool:
+        """Stop admitting; wait up to ``timeout`` s for the work in flight. True if all of it finished."""
+        with self._cond:
+            self._accepting = False
+            if self._thread is not None and self._thread.is_alive():
+                return self._cond.wait_for(lambda: not self._in_flight, timeout)
+        end = time.monotonic() + timeout  # no thread (tests): drive the steps here
+        while self._in_flight and time.monotonic() < end:
+            self.step()
+        return not self._in_flight
+
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop admitting, let work in flight finish for up to ``drain_timeout`` s (None: no wait),
+        cancel the rest (results with status cancelled and their best-so-far answers), join."""
+        if drain_timeout:
+            self.drain(drain_timeout)
+        with self._cond:
+            self._accepting = False
+            self._stopping = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is threading.current_thread():
+            raise RuntimeError("stop() called from the engine thread (e.g. inside a callback)")
+        if thread is not None:
+            thread.join()
+        else:
+            self._shutdown()
+
+    # -- the engine thread --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One schedule → run → postprocess pass; the engine thread loops on it, tests call it directly."""
+        t0 = time.perf_counter()
+        with self._cond:
+            inbox, self._inbox = self._inbox, []
+            self._waiting += self._inbox_trajectories
+            self._inbox_trajectories = 0
+            cancels, self._cancels = self._cancels, set()
+        s = self.scheduler
+        for request in inbox:
+            s.add(request)
+        ended = s.schedule(time.monotonic(), cancels)
+        events: list[tuple[Request, IterationEvent]] = []
+        ran = self.pool.live
+        if ran:
+            try:
+                codes = self.runner.run()
+            except Exception as exc:  # fail the requests of this step, keep serving the queue
+                log.exception("model step failed on %d slots", ran)
+                with self._cond:
+                    self._error = f"{type(exc).__name__}: {exc}"
+                ended += s.fail_live(f"model step failed: {type(exc).__name__}: {exc}")
+                ran = 0
+            else:
+                done, events = s.postprocess(codes)
+                ended += done
+        self._publish(ended, events, ran, time.perf_counter() - t0)
+
+    def _loop(self) -> None:
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or bool(self._in_flight))
+                if self._stopping:
+                    break
+            try:
+                self.step()
+            except Exception as exc:
+                self._crash(exc)
+        self._shutdown()
+
+    def _publish(self, ended: list[Ended], events: list[tuple[Request, IterationEvent]], ran: int, dt: float) -> None:
+        """Publish a step: shared counters, observer hooks, stream events, then results."""
+        s = self.scheduler
+        evictions = dict(s.evictions)
+        s.evictions.clear()
+        with self._cond:
+            for request, _ in ended:
+                self._in_flight.pop(request.id, None)
+            self._waiting, self._queued_requests, self._live = s.waiting, s.queued_requests, self.pool.live
+            self._steps += 1
+            self._last_step_time = time.monotonic()
+            self._last_step_duration = dt
+            if ran:
+                self._left_ema = 0.9 * self._left_ema + 0.1 * sum(evictions.values())
+                self._step_s_ema = 0.9 * self._step_s_ema + 0.1 * dt
+            self._cond.notify_all()
+        obs = self._observer
+        _call(obs.on_step, dt, self._live, self.config.slots, self._waiting)
+        if ran:
+            _call(obs.on_iterations, ran)
+        for reason, count in evictions.items():
+            _call(obs.on_evict, reason, count)
+        for request, event in events:
+            _call(request.on_event, event)
+        for request, result in ended:
+            _call(obs.on_finished, result, request.job)
+            request.future.set_result(result)
+
+    def _shutdown(self) -> None:
+        """Engine stop: whatever is still in flight ends cancelled, with its best-so-far answer."""
+        with self._cond:
+            inbox, self._inbox, self._inbox_trajectories = self._inbox, [], 0
+        try:
+            for request in inbox:
+                self.scheduler.add(request)
+            ended = self.scheduler.end_all(Status.CANCELLED)
+        except Exception as exc:
+            self._crash(exc)
+            return
+        self._publish(ended, [], 0, 0.0)
+
+    def _crash(self, exc: Exception) -> None:
+        """A fault outside the model step leaves the state suspect: fail everything in flight and
+        start again with an empty pool, so the loop keeps serving new work."""
+        log.exception("engine step failed; failing every request in flight")
+        error = f"engine error: {type(exc).__name__}: {exc}"
+        with self._cond:
+            lost = list(self._in_flight.values())
+            self._in_flight.clear()
+            self._inbox, self._inbox_trajectories, self._cancels = [], 0, set()
+            self._waiting = self._queued_requests = self._live = 0
+            self._error = f"{type(exc).__name__}: {exc}"
+            self._cond.notify_all()
+        self.pool.owners.clear()
+        self.scheduler = Scheduler(self.pool, self.config.aging_per_s)
+        for request in lost:
+            if not request.future.done():
+                request.future.set_result(_failed(request, error))
+
+    # -- admission --------------------------------------------------------------------------------
+
+    def _retry_after(self, excess: int) -> float:
+        """Seconds until ``excess`` waiting trajectories have left, at the recent rate (1 s to 60 s)."""
+        rate = self._left_ema / self._step_s_ema if self._step_s_ema > 0 else 0.0
+        return 1.0 if rate <= 0 else min(60.0, max(1.0, excess / rate))
+
+    def _request(self, job: Job, on_event: Callable[[IterationEvent], None] | None) -> Request:
+        """Validate ``job`` against the caps and resolve its defaults (in the caller's thread)."""
+        caps = self.caps
+        check_job(
+            job, task=self.task, cells=self.model.cfg.seq_len, max_depth=caps["depth"], max_breadth=caps["breadth"]
+        )
+        p = job.params
+        wall, now = time.time(), time.monotonic()
+        return Request(
+            job,
+            depth=p.depth if p.depth is not None else self.defaults["depth"],
+            noise=float(p.noise) if p.noise is not None else self.defaults["noise"],
+            seed=p.seed if p.seed is not None else random_seed(),
+            deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
+            arrival=now,
+            on_event=on_event,
+        )
+
+
+def _failed(request: Request, error: str) -> SolveResult:
+    """The failed result of a request whose state may be inconsistent (aggregation itself may raise)."""
+    try:
+        return request.finish(Status.FAILED, error)
+    except Exception:
+        log.exception("could not aggregate failed request %s", request.id)
+        return SolveResult(
+            request_id=request.id,
+            status=Status.FAILED,
+            answer=list(request.job.digits),
+            valid=False,
+            iterations=[0] * len(request.trajectories),
+            iterations_to_convergence=None,
+            agreement=0.0,
+            convergence_score=math.inf,
+            queued_ms=0.0,
+            compute_ms=0.0,
+            error=error,
+            seed=request.seed,
+        )

@@ -1,0 +1,55 @@
+"""The checks a job must pass before any engine takes it, as one function of the job and the caps.
+
+The engine runs them at ``submit``; the Redis API node, which has no engine, runs the very same ones
+against the caps its workers advertise, so a bad job is a 422 at the edge rather than a failed
+result after a trip through the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from eqr.model.aggregate import AGGREGATES
+from eqr.server.engine.interface import InvalidParam
+from eqr.server.engine.request import Job
+
+HALTS = ("convergence", "q_halt")
+SEED_LIMIT = 2**63  # seeds live in int64 tensors
+
+
+def check_job(job: Job, *, task: str, cells: int, caps: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidParam` naming the first field of ``job`` outside the limits.
+
+    ``caps``: the engine's caps (``Engine.caps``, the ``caps`` of its model card): ``depth`` and
+    ``breadth`` are the largest allowed values.
+    """
+    p = job.params
+    if job.task != task:
+        raise InvalidParam("task", f"this engine serves task {task!r}, not {job.task!r}")
+    if len(job.digits) != cells or not all(isinstance(d, int) and 0 <= d <= 9 for d in job.digits):
+        raise InvalidParam("digits", f"digits must be {cells} integers in 0..9 (0 = blank)")
+    _check_int("depth", p.depth, 1, caps["depth"], optional=True)
+    _check_int("breadth", p.breadth, 1, caps["breadth"])
+    _check_int("quorum", p.quorum, 1, p.breadth, optional=True)
+    _check_int("seed", p.seed, 0, SEED_LIMIT - 1, optional=True)
+    _check_int("timeout_ms", p.timeout_ms, 1, None, optional=True)
+    _check_int("priority", p.priority, None, None)
+    _check_int("stream_every", p.stream_every, 1, None)
+    if p.aggregate not in AGGREGATES:
+        raise InvalidParam("aggregate", f"aggregate must be one of {AGGREGATES}, got {p.aggregate!r}")
+    if p.halt not in HALTS:
+        raise InvalidParam("halt", f"halt must be one of {HALTS}, got {p.halt!r}")
+    if p.noise is not None and not (isinstance(p.noise, (int, float)) and math.isfinite(p.noise) and p.noise >= 0):
+        raise InvalidParam("noise", f"noise must be a finite number >= 0, got {p.noise!r}")
+
+
+def _check_int(field: str, value: Any, lo: int | None, hi: int | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParam(field, f"{field} must be an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        raise InvalidParam(field, f"{field} must be {bounds}, got {value}")

@@ -1,0 +1,22 @@
+import pytest
+
+from eqr.server.engine import Engine, EngineConfig
+from tests.server.engine.fake import FakeModel
+
+
+@pytest.fixture
+def make_engine():
+    """Build engines on a fake model (window 3); stops every engine the test built."""
+    built = []
+
+    def make(model=None, observer=None, **config) -> Engine:
+        config.setdefault("window", 3)
+        config.setdefault("slots", 4)
+        defaults = {"depth": 64, "noise": 0.0}
+        engine = Engine(model or FakeModel(), EngineConfig(**config), defaults=defaults, observer=observer)
+        built.append(engine)
+        return engine
+
+    yield make
+    for engine in built:
+        engine.stop()

@@ -1,0 +1,107 @@
+"""What a request answers: breadth aggregation, quorum, learned halting, streaming, determinism."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from eqr.model.config import EqRConfig
+from eqr.model.network import EqRNetwork
+from eqr.model.tasks.sudoku import parse_puzzle
+from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, Status
+from eqr.server.engine.request import trajectory_seed
+from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done, variant_answer
+
+BREADTH = 5
+
+
+def mixed_seed() -> tuple[int, list[int]]:
+    """A seed whose 5 trajectories (3 answer variants) have a unique majority that is not the most converged."""
+    for seed in range(1000):
+        variants = [trajectory_seed(seed, k) % 3 for k in range(BREADTH)]
+        (top, n), *rest = Counter(variants).most_common()
+        if top != min(variants) and (not rest or rest[0][1] < n):
+            return seed, variants
+    raise AssertionError("no suitable seed")
+
+
+@pytest.mark.parametrize("rule", ["vote", "converged"])
+def test_breadth_aggregation(make_engine, rule):
+    seed, variants = mixed_seed()
+    engine = make_engine(FakeModel(variants=3), slots=8)
+    future = engine.submit(Job(puzzle(2), SolveParams(breadth=BREADTH, aggregate=rule, seed=seed)))
+    run_until_done(engine, [future])
+    r = future.result()
+    # vote: the most given answer; converged: the lowest score, 0.1 * (1 + variant)
+    expected = Counter(variants).most_common(1)[0][0] if rule == "vote" else min(variants)
+    assert r.answer == variant_answer(expected) and r.status is Status.CONVERGED
+    assert r.agreement == variants.count(expected) / BREADTH
+    assert r.convergence_score == pytest.approx(0.1 * (1 + expected))
+    assert r.iterations == [5] * BREADTH and r.seed == seed
+
+
+def test_quorum_stops_the_remaining_siblings(make_engine):
+    """Trajectories settle at 1 + seed % 8; once two agree the others are evicted."""
+
+    class Staggered(FakeModel):
+        def iterate(self, z_H, z_L, tokens, seeds, steps, *rest):
+            return super().iterate(z_H, z_L, tokens, seeds, steps - seeds % 8, *rest)
+
+    model = Staggered()
+    engine = make_engine(model, slots=8)
+    seed = 3
+    future = engine.submit(Job(puzzle(1), SolveParams(breadth=6, quorum=2, seed=seed)))
+    run_until_done(engine, [future])
+    finish = [1 + trajectory_seed(seed, k) % 8 + 3 for k in range(6)]  # converged at settle + window
+    quorum_at = sorted(finish)[1]
+    r = future.result()
+    assert r.iterations == [min(f, quorum_at) for f in finish]
+    assert model.rows == sum(r.iterations) < sum(finish)
+    # equal scores: the first finished trajectory in index order reports the agreed answer
+    chosen = next(k for k in range(6) if finish[k] <= quorum_at)
+    assert r.status is Status.CONVERGED and r.agreement == 1.0 and r.iterations_to_convergence == finish[chosen]
+
+
+def test_learned_halting_stops_at_the_first_positive_q(make_engine):
+    engine = make_engine()
+    halted = engine.submit(Job(puzzle(6), SolveParams(halt="q_halt")))
+    rule = engine.submit(Job(puzzle(6)))
+    run_until_done(engine, [halted, rule])
+    assert halted.result().iterations == [6] and halted.result().status is Status.CONVERGED
+    assert rule.result().iterations == [9]
+
+
+def test_stream_events_every_n_iterations(make_engine):
+    engine = make_engine(FakeModel(settle={9: 10**6}))
+    events = []
+    future = engine.submit(Job(puzzle(9), SolveParams(depth=10, stream_every=3, breadth=2)), on_event=events.append)
+    run_until_done(engine, [future])
+    assert [e.iteration for e in events] == [3, 6, 9]
+    assert all(e.board == moving_board(e.iteration) and e.live_trajectories == 2 for e in events)
+    assert all(e.request_id == future.result().request_id and e.residual == 1.0 for e in events)
+
+
+def tiny_model() -> EqRNetwork:
+    torch.manual_seed(0)
+    cfg = EqRConfig(hidden_size=16, num_heads=2, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=2, L_cycles=1)
+    return EqRNetwork(cfg).eval()
+
+
+def test_seeded_request_is_the_same_alone_and_in_a_full_batch():
+    """Real network with noise: rows move, neighbours come and go, the trajectory does not change."""
+    model = tiny_model()
+    digits = parse_puzzle("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
+    job = SolveParams(depth=8, breadth=2, seed=42, noise=0.3, aggregate="vote")
+
+    def solve(others: int):
+        engine = Engine(model, EngineConfig(slots=6, window=2, tol=0.5))
+        neighbours = [engine.submit(Job(digits, SolveParams(depth=2 + k, seed=k, noise=0.3))) for k in range(others)]
+        future = engine.submit(Job(digits, job))
+        run_until_done(engine, [future, *neighbours])
+        return future.result(), engine.stats().steps
+
+    alone, alone_steps = solve(0)
+    batched, batched_steps = solve(9)
+    assert batched_steps > alone_steps  # it really waited for and shared slots
+    assert batched.answer == alone.answer and batched.iterations == alone.iterations
+    assert batched.convergence_score == alone.convergence_score and batched.agreement == alone.agreement
