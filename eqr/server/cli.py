@@ -13,6 +13,181 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``1,4,16,64``."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() and int(t) > 0 for t in items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 1,4,16, got {text!r}")
+    return [int(t) for t in items]
+
+
+def _rule_list(text: str) -> list[str]:
+    from eqr.model.aggregate import AGGREGATES
+
+    items = [t.strip() for t in text.split(",")]
+    bad = [t for t in items if t not in AGGREGATES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown aggregate rule(s) {bad}; choose from {AGGREGATES}")
+    return list(dict.fromkeys(items))
+
+
+def _load(command: str, model_dir: str | None, device: str = "cpu") -> tuple | None:
+    """Load a model folder (default: the bundled one), or print why not and return None."""
+    from eqr.model.checkpoint import CheckpointError, default_model_dir, load_model
+
+    try:
+        return load_model(model_dir or default_model_dir(), device=device)
+    except CheckpointError as exc:
+        print(f"eqr {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from eqr.model.evaluate import evaluate_file, format_table, plot_records, write_json
+    from eqr.model.solve import inference_defaults
+
+    missing = [f for f in args.data if not os.path.isfile(f)]
+    if missing:
+        print(f"eqr eval: data file not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    loaded = _load("eval", args.model, args.device)
+    if loaded is None:
+        return 2
+    model, meta = loaded
+    defaults = inference_defaults(model, meta)
+    noise = defaults.noise if args.noise is None else args.noise
+    print(f"noise {noise:g}, seed {args.seed}, convergence window {defaults.rule.window} tol {defaults.rule.tol:g}")
+    records = []
+    for path in args.data:
+        try:
+            records += evaluate_file(
+                model,
+                path,
+                limit=args.limit,
+                depths=args.depth,
+                breadths=args.breadth,
+                rules=args.aggregate,
+                noise=noise,
+                seed=args.seed,
+                rule=defaults.rule,
+                batch_size=args.batch_size,
+                progress=True,
+            )
+        except ValueError as exc:  # unreadable CSV rows and invalid puzzles (PuzzleError)
+            message = str(exc) if path in str(exc) else f"{path}: {exc}"
+            print(f"eqr eval: {message}", file=sys.stderr)
+            return 2
+    print(format_table(records))
+    if args.json:
+        print(f"wrote {write_json(records, args.json)}")
+    plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else "eval.png")
+    print(f"wrote {plot_records(records, plot)}")
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    if args.server:  # through a running server with the SDK; never loads torch or a model here
+        from eqr.server.remote_solve import solve_remote
+
+        return solve_remote(args)
+    if args.stream:
+        print("eqr solve: --stream needs --server (it shows the server's live progress)", file=sys.stderr)
+        return 2
+    from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
+
+    try:
+        digits = parse_puzzle(args.puzzle)
+    except PuzzleError as exc:
+        print(f"eqr solve: invalid puzzle: {exc}", file=sys.stderr)
+        return 2
+    return _solve_offline(args, digits)
+
+
+def _solve_offline(args: argparse.Namespace, digits: list[int]) -> int:
+    """Solve in this process with a local model folder (no server involved)."""
+    import json
+
+    from eqr.model.solve import format_board, inference_defaults, solve_offline
+    from eqr.model.tasks.sudoku import to_string
+
+    loaded = _load("solve", args.model)
+    if loaded is None:
+        return 2
+    model, meta = loaded
+    defaults = inference_defaults(model, meta)
+    result = solve_offline(
+        model,
+        digits,
+        depth=args.depth or defaults.depth,
+        breadth=args.breadth,
+        rule_name=args.aggregate,
+        noise=defaults.noise if args.noise is None else args.noise,
+        seed=args.seed,
+        rule=defaults.rule,
+    )
+    if args.json:
+        print(json.dumps({"puzzle": to_string(digits), "solution": to_string(result.answer), **result.to_dict()}))
+        return 0
+    when = f" (converged at {result.converged_at})" if result.converged_at is not None else ""
+    print(format_board(result.answer))
+    print(to_string(result.answer))
+    print(
+        f"status: {result.status}  iterations: {result.iterations}{when}  valid: {'yes' if result.valid else 'no'}  "
+        f"breadth: {result.breadth} ({result.converged_trajectories} converged, agreement {result.agreement:.2f})"
+    )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """Convert the paper's eqr.pth into a model folder; errors are one line and exit code 2."""
+    from eqr.model.checkpoint import CheckpointError
+    from eqr.model.paper_checkpoint import convert, read_arch_file
+
+    try:
+        arch = read_arch_file(args.arch) if args.arch else None
+        out = convert(args.src, args.out, trust=args.trust, arch=arch, seq_len=args.seq_len)
+    except (CheckpointError, OSError) as exc:
+        print(f"eqr convert: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the model over HTTP; flags override ``EQR_*`` environment variables."""
+    from pydantic import ValidationError
+
+    from eqr.model.checkpoint import CheckpointError, read_config
+    from eqr.server.serve import run
+    from eqr.server.settings import Settings
+
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        print(f"eqr serve: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        read_config(settings.model)  # a wrong path fails here, in one line, not in a server traceback
+    except CheckpointError as exc:
+        print(f"eqr serve: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eqr", description="Equilibrium Reasoner serving and tooling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +197,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--cache", default="data/cache", help="where generated puzzle pools are cached")
     p.set_defaults(func=_train)
+
+    from eqr.model.aggregate import AGGREGATES
+
+    p = sub.add_parser("eval", help="accuracy of a model on puzzle CSVs for every depth x breadth x aggregate rule")
+    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
+    p.add_argument("--data", nargs="+", required=True, help="puzzle,solution CSV file(s)")
+    p.add_argument("--depth", type=_int_list, default=[1, 4, 16, 64], help="iteration budgets (default 1,4,16,64)")
+    p.add_argument("--breadth", type=_int_list, default=[1, 4, 16], help="trajectories per puzzle (default 1,4,16)")
+    p.add_argument("--aggregate", type=_rule_list, default=["converged", "vote"], help="rules (default converged,vote)")
+    p.add_argument("--noise", type=float, help="latent noise sigma (default: the model's inference noise)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the trajectories")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N puzzles of each file")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="trajectories per forward batch")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--json", help="write the records to this JSON file")
+    p.add_argument("--plot", help="accuracy-vs-depth PNG (default: next to --json, else eval.png)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("solve", help="solve one puzzle")
+    p.add_argument("puzzle", help="81 characters, 1-9 for givens and '.' or '0' for blanks")
+    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL); with --server: model name")
+    p.add_argument("--depth", type=_positive_int, help="iteration budget (default: the model's inference depth)")
+    p.add_argument("--breadth", type=_positive_int, default=1, help="trajectories from random initial latents")
+    p.add_argument("--aggregate", choices=AGGREGATES, default="converged", help="how to pick the answer")
+    p.add_argument("--noise", type=float, help="latent noise sigma (default: the model's inference noise)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the trajectories")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--server", metavar="URL", help="solve on a running eqr serve, e.g. http://127.0.0.1:8000")
+    p.add_argument("--stream", action="store_true", help="with --server: print the board as it converges")
+    p.add_argument("--api-key", help="with --server: API key, sent as a bearer token (default: $EQR_API_KEY)")
+    p.set_defaults(func=_solve)
+    p = sub.add_parser("convert", help="convert the paper's eqr.pth into a model folder")
+    p.add_argument("src", help="the paper's checkpoint (eqr.pth)")
+    p.add_argument("out", help="output model folder")
+    p.add_argument("--trust", action="store_true", help="allow unpickling SRC (pickle runs code: trusted files only)")
+    p.add_argument("--arch", help="paper arch config (JSON/YAML, e.g. all_config.yaml) for a raw state_dict")
+    p.add_argument("--seq-len", type=_positive_int, help="board cells S_in when neither 81 nor given by the config")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("serve", help="serve the model over HTTP (flags override EQR_* environment variables)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
+    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
+    p.add_argument("--model-name", help="name clients use in the `model` field (default: the folder's name)")
+    p.add_argument("--device", help="torch device of the slot pool (default cpu)")
+    p.add_argument("--slots", type=_positive_int, help="slot pool capacity (default 64)")
+    p.add_argument("--max-queue", type=_positive_int, help="queued trajectories before 429 (default 1024)")
+    p.add_argument("--max-depth", type=_positive_int, help="cap on a request's iterations (default 256)")
+    p.add_argument("--max-breadth", type=_positive_int, help="cap on a request's trajectories (default 16)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_serve)
     return parser
 
 

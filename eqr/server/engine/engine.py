@@ -322,10 +322,7 @@ class Engine:
 
     def _request(self, job: Job, on_event: Callable[[IterationEvent], None] | None) -> Request:
         """Validate ``job`` against the caps and resolve its defaults (in the caller's thread)."""
-        caps = self.caps
-        check_job(
-            job, task=self.task, cells=self.model.cfg.seq_len, max_depth=caps["depth"], max_breadth=caps["breadth"]
-        )
+        check_job(job, task=self.task, cells=self.model.cfg.seq_len, caps=self.caps)
         p = job.params
         wall, now = time.time(), time.monotonic()
         return Request(

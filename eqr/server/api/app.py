@@ -1,0 +1,98 @@
+"""The application factory: routers, error handlers, body limit, and the lifespan that runs the engine.
+
+``create_app(settings)`` serves the model folder of ``settings`` in-process (engine thread +
+:class:`~eqr.server.broker.local.LocalBroker`). ``create_app(settings, broker)`` serves through a
+broker built elsewhere (tests, or a Redis broker); either way the app owns the broker from start-up to
+shutdown. Nothing under ``api/`` touches the engine: it only sees the :class:`Broker` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from eqr.server.api.errors import install_error_handlers
+from eqr.server.api.limits import BodySizeLimit
+from eqr.server.api.playground import mount_playground
+from eqr.server.api.routers import jobs, models, ops, solve
+from eqr.server.api.schemas import ErrorResponse
+from eqr.server.broker.base import Broker
+from eqr.server.metrics import Metrics
+from eqr.server.settings import Settings
+
+log = logging.getLogger("eqr.server")
+
+
+def _load_local_broker(settings: Settings, metrics: Metrics) -> Broker:
+    from eqr.server.broker.local import LocalBroker  # imports torch and the engine: only when serving locally
+
+    return LocalBroker.from_settings(settings, observer=metrics)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up: load the model off the event loop, start the broker. Shutdown: stop it.
+
+    A SIGTERM drain (see :func:`drain`) has already let running work finish by the time shutdown runs;
+    whatever is left then (Ctrl-C, or work past the drain timeout) is cancelled.
+    """
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    broker = app.state.injected_broker
+    if broker is None:
+        log.info("loading model from %s", settings.model)
+        broker = await asyncio.to_thread(_load_local_broker, settings, metrics)
+    await broker.start()
+    metrics.track(lambda: broker.stats().in_flight, broker.stats().capacity)
+    app.state.broker = broker
+    log.info("serving model %r (task %s)", broker.card.name, broker.card.task)
+    try:
+        yield
+    finally:
+        app.state.broker = None
+        await broker.close()
+
+
+async def drain(app: FastAPI) -> bool:
+    """Stop admitting work (readiness turns 503, new requests 503) and wait for running work.
+
+    Bounded by ``drain_timeout_s``; True when everything finished. Called by ``eqr serve`` on SIGTERM.
+    """
+    broker: Broker | None = app.state.broker
+    if broker is None:
+        return True
+    settings: Settings = app.state.settings
+    log.info("draining: admission stopped, waiting up to %.0f s for running work", settings.drain_timeout_s)
+    drained = await broker.drain(settings.drain_timeout_s)
+    log.info("drain %s", "complete" if drained else "timed out; remaining work will be cancelled")
+    return drained
+
+
+def create_app(settings: Settings | None = None, broker: Broker | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="eqr-serve",
+        summary="Equilibrium Reasoners for Sudoku over HTTP, with continuous batching",
+        version="0.1.0",
+        lifespan=lifespan,
+        # documents the one error shape everywhere (and replaces FastAPI's own 422 schema, which we never send)
+        responses={
+            422: {"model": ErrorResponse, "description": "invalid request"},
+            500: {"model": ErrorResponse, "description": "internal error (no details leak)"},
+        },
+    )
+    app.state.settings = settings
+    app.state.injected_broker = broker
+    app.state.broker = None
+    name = broker.card.name if broker is not None else settings.served_model_name
+    app.state.metrics = Metrics(model=name, max_depth=settings.max_depth)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (solve.router, jobs.router, models.router, ops.router):
+        app.include_router(router)
+    mount_playground(app)
+    return app

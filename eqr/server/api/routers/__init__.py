@@ -1,0 +1,1 @@
+"""One router per resource: solve (+batch), jobs, models, and the operational endpoints."""

@@ -1,0 +1,59 @@
+"""Async jobs: ``POST /v1/jobs`` (202 + Location), ``GET`` and ``DELETE /v1/jobs/{id}``.
+
+Finished jobs stay readable for the server's ``job_ttl_s``, then answer 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, Response
+
+from eqr.model.tasks.sudoku import parse_puzzle
+from eqr.server.api.deps import BrokerDep, require_model
+from eqr.server.api.errors import job_not_found
+from eqr.server.api.routers.solve import ERRORS
+from eqr.server.api.schemas import ErrorResponse, JobRequest, JobView
+from eqr.server.broker.base import Broker, JobHandle
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# A cancelled job leaves its slots within one engine step; waiting this long for its final state lets
+# DELETE answer with the cancelled result instead of a still-running view.
+CANCEL_WAIT_S = 5.0
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown job, or its result expired"}}
+
+
+async def _find(broker: Broker, job_id: str) -> JobHandle:
+    handle = await broker.get(job_id)
+    if handle is None:
+        raise job_not_found(job_id)
+    return handle
+
+
+@router.post("", status_code=202, response_model=JobView, responses=ERRORS, summary="Submit a job")
+async def submit_job(body: JobRequest, response: Response, broker: BrokerDep) -> JobView:
+    """Queue a puzzle and return at once; poll ``Location`` for the result."""
+    require_model(body.model, broker)
+    job = body.job(parse_puzzle(body.puzzle), broker.card.task)
+    handle = await broker.submit(job, keep=True)
+    response.headers["Location"] = f"{router.prefix}/{handle.id}"
+    return JobView.from_handle(handle, broker.card.name)
+
+
+@router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Job status and result")
+async def get_job(job_id: str, broker: BrokerDep) -> JobView:
+    return JobView.from_handle(await _find(broker, job_id), broker.card.name)
+
+
+@router.delete("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Cancel a job")
+async def cancel_job(job_id: str, broker: BrokerDep) -> JobView:
+    """Cancel a pending or running job (its slots are freed within one step) and return its final state;
+    a finished job is returned unchanged."""
+    handle = await _find(broker, job_id)
+    if handle.peek() is None:
+        handle.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(handle.result(), CANCEL_WAIT_S)
+    return JobView.from_handle(handle, broker.card.name)

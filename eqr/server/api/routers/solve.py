@@ -1,0 +1,77 @@
+"""``POST /v1/solve`` (JSON or an SSE stream) and ``POST /v1/solve/batch``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
+from eqr.server.api.deps import BrokerDep, require_model
+from eqr.server.api.errors import as_api_error, engine_failed
+from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
+from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
+from eqr.server.broker.base import JobHandle, Overloaded
+from eqr.server.engine.request import Status
+
+router = APIRouter(prefix="/v1", tags=["solve"])
+
+ERRORS = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        404: "unknown model",
+        413: "body too large",
+        422: "bad puzzle (with cells) or bad parameter (with field)",
+        429: "queue full; see Retry-After",
+        503: "not ready or draining",
+    }.items()
+}
+
+
+@router.post(
+    "/solve",
+    response_model=SolveResponse,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "result, or an SSE stream"}},
+    summary="Solve one puzzle",
+)
+async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> SolveResponse | EventStream:
+    """Solve and answer the result; with ``"stream": true`` answer ``text/event-stream`` instead:
+    ``event: iteration`` every ``stream_every`` iterations, then ``event: result`` (or ``event: error``).
+    A client that disconnects cancels the work."""
+    require_model(body.model, broker)
+    job = body.job(parse_puzzle(body.puzzle), broker.card.task)
+    handle = await broker.submit(job, stream=body.stream)
+    if body.stream:
+        return EventStream(solve_events(handle, broker.card.name), on_close=handle.cancel)
+    (result,) = await results_or_cancel([handle], request.receive)
+    if result.status is Status.FAILED:
+        raise engine_failed(result)
+    return SolveResponse.from_result(result, broker.card.name)
+
+
+@router.post("/solve/batch", response_model=BatchResponse, responses=ERRORS, summary="Solve many puzzles")
+async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -> BatchResponse:
+    """Solve ``puzzles`` concurrently with shared parameters. A bad puzzle or a full queue fails only
+    its own item (``error`` instead of ``result``); results come back in input order."""
+    require_model(body.model, broker)
+    items: list[BatchItem] = []
+    handles: dict[int, JobHandle] = {}
+    try:
+        for index, puzzle in enumerate(body.puzzles):
+            try:
+                job = body.job(parse_puzzle(puzzle), broker.card.task)
+                handles[index] = await broker.submit(job)
+            except (PuzzleError, Overloaded) as exc:
+                error = as_api_error(exc).body().model_copy(update={"field": f"puzzles.{index}"})
+                items.append(BatchItem(index=index, error=error))
+    except BaseException:
+        # a request-wide problem (bad parameter, draining): nothing of this batch may keep running
+        for handle in handles.values():
+            handle.cancel()
+        raise
+    results = await results_or_cancel(list(handles.values()), request.receive)
+    for index, result in zip(handles, results, strict=True):
+        if result.status is Status.FAILED:
+            items.append(BatchItem(index=index, error=engine_failed(result).body()))
+        else:
+            items.append(BatchItem(index=index, result=SolveResponse.from_result(result, broker.card.name)))
+    items.sort(key=lambda item: item.index)
+    return BatchResponse(model=broker.card.name, results=items)

@@ -1,0 +1,251 @@
+"""Request and response bodies of the HTTP API (pydantic v2), with constraints and examples.
+
+Static limits live here (types, ranges, enums); limits that depend on the running server (depth and
+breadth caps) are checked by the engine and come back as the same 422 shape. A puzzle's *content* is
+not validated here but by the task codec (``parse_puzzle``), so every puzzle mistake is reported once,
+with the offending cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+
+from eqr.model.tasks.sudoku import to_grid, to_string
+from eqr.server.broker.base import JobHandle, ModelCard
+from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
+
+EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
+MAX_BATCH = 512
+PARAM_NAMES = {f.name for f in dataclasses.fields(SolveParams)}
+
+Puzzle = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "description": "81 cells row by row: 1-9 givens, '.' or '0' blanks"},
+                {
+                    "type": "array",
+                    "minItems": 9,
+                    "maxItems": 9,
+                    "items": {
+                        "type": "array",
+                        "minItems": 9,
+                        "maxItems": 9,
+                        "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                    },
+                    "description": "9 rows of 9 numbers, 0 = blank",
+                },
+            ]
+        }
+    ),
+    Field(description="the puzzle: an 81-character string or a 9×9 grid", examples=[EXAMPLE_PUZZLE]),
+]
+
+Status = Literal["converged", "max_iterations", "deadline", "cancelled", "failed"]
+
+
+def finite(x: float | None) -> float | None:
+    """JSON has no inf/nan; a score that is not finite (e.g. no window yet) is reported as null."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable error code", examples=["invalid_puzzle"])
+    message: str = Field(description="what went wrong, for humans", examples=["conflicting givens: r1c3 and r1c7"])
+    field: str | None = Field(None, description="the offending request field (dotted path)", examples=["puzzle"])
+    cells: list[list[int]] | None = Field(None, description="offending cells as [row, col], 0-based")
+
+
+class ErrorResponse(BaseModel):
+    """The single error shape of every non-2xx response."""
+
+    error: ErrorBody
+
+
+# -- requests ----------------------------------------------------------------------------------------
+
+
+class SolveOptions(BaseModel):
+    """Budgets and knobs of a solve; omitted values take the served model's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="served model name; others get 404", examples=["sudoku-small"])
+    depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
+    breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
+    aggregate: Literal["converged", "vote"] = Field("converged", description="most-converged trajectory, or majority")
+    quorum: int | None = Field(None, ge=1, description="stop remaining trajectories once this many agree")
+    noise: float | None = Field(None, ge=0, le=10, description="latent noise scale; default from the model")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same answer (alone or batched)")
+    timeout_ms: int | None = Field(None, ge=1, le=3_600_000, description="answer best-so-far after this long")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; waiting raises priority")
+    halt: Literal["convergence", "q_halt"] = Field("convergence", description="convergence rule or learned halting")
+    stream_every: int = Field(1, ge=1, le=1_000_000, description="streaming: an event every this many iterations")
+
+    @field_validator("quorum")
+    @classmethod
+    def _quorum_within_breadth(cls, quorum: int | None, info: ValidationInfo) -> int | None:
+        breadth = info.data.get("breadth")
+        if quorum is not None and breadth is not None and quorum > breadth:
+            raise ValueError(f"quorum ({quorum}) cannot exceed breadth ({breadth})")
+        return quorum
+
+    def job(self, digits: list[int], task: str) -> Job:
+        """The engine job for one parsed puzzle; every engine parameter comes from this request."""
+        params = SolveParams(**self.model_dump(include=PARAM_NAMES))
+        return Job(digits=digits, params=params, task=task)
+
+
+class SolveRequest(SolveOptions):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"puzzle": EXAMPLE_PUZZLE, "depth": 32, "seed": 1}]}
+    )
+
+    puzzle: Puzzle
+    stream: bool = Field(False, description="answer text/event-stream: iteration events, then the result")
+
+
+class JobRequest(SolveOptions):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"puzzle": EXAMPLE_PUZZLE}]})
+
+    puzzle: Puzzle
+
+
+class BatchRequest(SolveOptions):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"puzzles": [EXAMPLE_PUZZLE, EXAMPLE_PUZZLE], "seed": 1}]}
+    )
+
+    puzzles: list[Puzzle] = Field(min_length=1, max_length=MAX_BATCH, description="puzzles, solved concurrently")
+
+
+# -- responses ---------------------------------------------------------------------------------------
+
+
+class Timings(BaseModel):
+    queued_ms: float = Field(description="waiting for a slot")
+    compute_ms: float = Field(description="from the first slot to the result")
+
+
+class SolveResponse(BaseModel):
+    id: str = Field(description="request id")
+    model: str
+    status: Status
+    answer: str = Field(description="81 characters, '.' where the model produced no digit")
+    grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
+    valid: bool = Field(description="the answer obeys the rules and keeps the givens (reported, never steered)")
+    iterations: list[int] = Field(description="iterations run per trajectory")
+    iterations_to_convergence: int | None = Field(description="of the chosen trajectory; null if it never converged")
+    agreement: float = Field(description="share of trajectories agreeing with the answer")
+    convergence_score: float | None = Field(description="mean logit change over the last window (lower = settled)")
+    timings: Timings
+    seed: int | None = Field(None, description="the seed used (drawn at random when none was given)")
+    error: str | None = Field(None, description="why the engine failed (status failed only)")
+
+    @classmethod
+    def from_result(cls, result: SolveResult, model: str) -> SolveResponse:
+        return cls(
+            id=result.request_id,
+            model=model,
+            status=result.status.value,
+            answer=to_string(result.answer),
+            grid=to_grid(result.answer),
+            valid=result.valid,
+            iterations=list(result.iterations),
+            iterations_to_convergence=result.iterations_to_convergence,
+            agreement=finite(result.agreement) or 0.0,
+            convergence_score=finite(result.convergence_score),
+            timings=Timings(queued_ms=result.queued_ms, compute_ms=result.compute_ms),
+            seed=result.seed,
+            error=result.error,
+        )
+
+
+class IterationData(BaseModel):
+    """Payload of an SSE ``iteration`` event."""
+
+    id: str
+    iteration: int
+    board: str = Field(description="current best board, '.' where undecided")
+    residual: float | None
+    live_trajectories: int
+
+    @classmethod
+    def from_event(cls, event: IterationEvent) -> IterationData:
+        return cls(
+            id=event.request_id,
+            iteration=event.iteration,
+            board=to_string(event.board),
+            residual=finite(event.residual),
+            live_trajectories=event.live_trajectories,
+        )
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["pending", "running", "done"]
+    result: SolveResponse | None = Field(None, description="present once the job is done")
+
+    @classmethod
+    def from_handle(cls, handle: JobHandle, model: str) -> JobView:
+        result = handle.peek()
+        return cls(
+            id=handle.id,
+            status=handle.state.value,
+            result=None if result is None else SolveResponse.from_result(result, model),
+        )
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="position in the request's `puzzles`")
+    result: SolveResponse | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    model: str
+    results: list[BatchItem] = Field(description="one item per puzzle, in input order")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    arch: dict[str, Any] = Field(description="architecture summary")
+    defaults: dict[str, Any] = Field(description="values used when a request omits them")
+    caps: dict[str, Any] = Field(description="server limits (depth, breadth, slots, queue)")
+    accuracy: dict[str, Any] | None = Field(None, description="measured at training time, if recorded")
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> ModelInfo:
+        return cls(
+            name=card.name,
+            task=card.task,
+            arch=card.arch,
+            defaults=card.defaults,
+            caps=card.caps,
+            accuracy=card.accuracy,
+        )
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    queue_depth: int
+    live_slots: int
+    capacity: int
+    in_flight: int

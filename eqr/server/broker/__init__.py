@@ -1,0 +1,25 @@
+"""Brokers carry jobs from the API to an engine: in-process (``local``) now, Redis streams later."""
+
+from eqr.server.broker.base import (
+    Broker,
+    BrokerStats,
+    InvalidParams,
+    JobHandle,
+    JobState,
+    ModelCard,
+    Overloaded,
+    Readiness,
+    Unavailable,
+)
+
+__all__ = [
+    "Broker",
+    "BrokerStats",
+    "InvalidParams",
+    "JobHandle",
+    "JobState",
+    "ModelCard",
+    "Overloaded",
+    "Readiness",
+    "Unavailable",
+]

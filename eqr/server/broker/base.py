@@ -1,0 +1,139 @@
+"""The broker interface: how the API hands jobs to an engine without knowing where it runs.
+
+The API talks only to a :class:`Broker`. The in-process :class:`~eqr.server.broker.local.LocalBroker`
+wraps an engine thread; a Redis broker will put the same jobs on a stream for worker processes. So
+everything here is asyncio-facing, carries only the plain dataclasses of
+``eqr.server.engine.request``, and raises the broker's own errors (never an engine's).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eqr.server.engine.request import IterationEvent, Job, SolveResult
+
+
+class JobState(str, enum.Enum):
+    PENDING = "pending"  # accepted, waiting for a slot
+    RUNNING = "running"  # at least one trajectory has iterated
+    DONE = "done"  # a result exists (any status, including cancelled and failed)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a client may know about the served model: identity, shape, defaults and limits."""
+
+    name: str
+    task: str
+    arch: dict[str, Any]
+    defaults: dict[str, Any]
+    caps: dict[str, Any]
+    accuracy: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BrokerStats:
+    queue_depth: int  # queued trajectories
+    live_slots: int
+    capacity: int
+    in_flight: int  # accepted requests without a result yet
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """``ready`` or, when not, a machine ``code`` (``not_ready`` / ``draining``) and a human reason."""
+
+    ready: bool
+    code: str = "ready"
+    reason: str = "ready"
+
+
+class BrokerError(Exception):
+    """Base of the errors a broker raises to the API."""
+
+
+class Overloaded(BrokerError):
+    """No room for the job now; a retry after ``retry_after_s`` seconds may succeed."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(BrokerError):
+    """The broker takes no work: ``code`` is ``draining`` (shutting down) or ``not_ready``."""
+
+    def __init__(self, message: str, code: str = "not_ready") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class InvalidParams(BrokerError):
+    """A parameter the engine refuses (e.g. over a cap); ``field`` names it as the client spelled it."""
+
+    message: str
+    field: str | None = field(default=None)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class JobHandle(Protocol):
+    """One submitted job, seen from the event loop."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def state(self) -> JobState: ...
+
+    def peek(self) -> SolveResult | None:
+        """The result if it already exists, without waiting."""
+        ...
+
+    async def result(self) -> SolveResult:
+        """Wait for the result (raises :class:`Unavailable` if the engine stopped without one)."""
+        ...
+
+    def events(self) -> AsyncIterator[IterationEvent]:
+        """Iteration events in order, ending when the result exists (only for ``stream=True`` jobs)."""
+        ...
+
+    def cancel(self) -> None:
+        """Ask for cancellation; never blocks, so it is safe in ``finally`` blocks of cancelled tasks."""
+        ...
+
+
+class Broker(Protocol):
+    """Accepts jobs, tracks them to a result, keeps async jobs' results for a TTL."""
+
+    card: ModelCard
+
+    async def start(self) -> None: ...
+
+    async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> JobHandle:
+        """Queue ``job``. ``stream``: deliver iteration events; ``keep``: retrievable by id until the TTL.
+
+        Raises :class:`Overloaded`, :class:`Unavailable` or :class:`InvalidParams`.
+        """
+        ...
+
+    async def get(self, job_id: str) -> JobHandle | None:
+        """A kept job by id, or ``None`` when unknown or expired."""
+        ...
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop admitting work and wait for running work; True when everything finished in time."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the engine; anything still running ends (cancelled)."""
+        ...
+
+    def stats(self) -> BrokerStats: ...
+
+    def readiness(self) -> Readiness: ...

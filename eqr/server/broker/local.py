@@ -1,0 +1,275 @@
+"""The in-process broker: an :class:`~eqr.server.engine.engine.Engine` thread behind the Broker interface.
+
+The engine completes futures and emits iteration events on its own thread; each such callback is
+handed to the event loop with ``loop.call_soon_threadsafe``, so every piece of asyncio state here is
+touched by the loop thread only. Both kinds of callback for one job travel through that same FIFO,
+so a job's events always arrive before its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from eqr.server.broker.base import (
+    BrokerStats,
+    InvalidParams,
+    JobState,
+    ModelCard,
+    Overloaded,
+    Readiness,
+    Unavailable,
+)
+from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped, InvalidParam, QueueFull
+from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.settings import Settings
+
+_END = object()  # closes a job's event queue
+
+
+class LocalJob:
+    """A job's view from the event loop: a future for the result and, when streaming, an event queue."""
+
+    def __init__(
+        self,
+        job: Job,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        cancel: Callable[[str], object],
+        on_settled: Callable[[LocalJob], None],
+        stream: bool,
+    ) -> None:
+        self.job = job
+        self._loop = loop
+        self._cancel = cancel
+        self._on_settled = on_settled
+        self._result: asyncio.Future[SolveResult] = loop.create_future()
+        self._events: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
+        self._started = False  # set by the engine thread at the first event; a plain bool write is atomic
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def state(self) -> JobState:
+        if self._result.done():
+            return JobState.DONE
+        return JobState.RUNNING if self._started else JobState.PENDING
+
+    def peek(self) -> SolveResult | None:
+        done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
+        return self._result.result() if done else None
+
+    async def result(self) -> SolveResult:
+        # shielded: a caller that stops waiting (disconnect, timeout) must not destroy the result
+        return await asyncio.shield(self._result)
+
+    async def events(self) -> AsyncIterator[IterationEvent]:
+        if self._events is None:
+            raise RuntimeError(f"job {self.id} was not submitted with stream=True")
+        while (item := await self._events.get()) is not _END:
+            yield item  # type: ignore[misc]
+
+    def cancel(self) -> None:
+        if not self._result.done():
+            self._cancel(self.id)
+
+    # -- engine thread ------------------------------------------------------------------------------
+
+    def on_engine_event(self, event: IterationEvent) -> None:
+        self._started = True
+        if self._events is not None:
+            self._call_in_loop(self._events.put_nowait, event)
+
+    def on_engine_done(self, future: concurrent.futures.Future[SolveResult]) -> None:
+        self._call_in_loop(self._settle, future)
+
+    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- loop thread --------------------------------------------------------------------------------
+
+    def _settle(self, future: concurrent.futures.Future[SolveResult]) -> None:
+        if not self._result.done():
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled() or isinstance(error, EngineStopped):
+                self._result.set_exception(Unavailable(f"the engine stopped before job {self.id} finished"))
+                self._result.exception()  # mark retrieved: kept jobs may never be awaited
+            elif error is not None:
+                self._result.set_exception(error)
+                self._result.exception()
+            else:
+                self._result.set_result(future.result())
+        if self._events is not None:
+            self._events.put_nowait(_END)
+        self._on_settled(self)
+
+
+class LocalBroker:
+    """Submits to an in-process engine; keeps async jobs' results for ``job_ttl_s``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        accuracy: dict[str, Any] | None = None,
+        job_ttl_s: float = 600.0,
+        stall_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.card = ModelCard(
+            name=engine.model_name,
+            task=engine.task,
+            arch=_arch_summary(engine.model),
+            defaults={**engine.defaults, "stream_every": SolveParams.stream_every},
+            caps=dict(engine.caps),
+            accuracy=accuracy,
+        )
+        self._engine = engine
+        self._ttl = job_ttl_s
+        self._stall = stall_timeout_s
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._draining = False
+        self._live: dict[str, LocalJob] = {}
+        self._busy_since = 0.0  # monotonic time at which _live last became non-empty
+        self._kept: dict[str, LocalJob] = {}
+        self._expiry: OrderedDict[str, float] = OrderedDict()  # kept + finished, in finishing order
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, observer: EngineObserver | None = None) -> LocalBroker:
+        """Load ``settings.model`` and build its engine; defaults come from the model's ``inference`` block."""
+        from eqr.model.checkpoint import load_model
+
+        model, meta = load_model(settings.model, device=settings.device)
+        config = EngineConfig(
+            slots=settings.slots,
+            max_queue=settings.max_queue,
+            max_depth=settings.max_depth,
+            max_breadth=settings.max_breadth,
+            device=settings.device,
+            threads=settings.threads,
+        )
+        engine = Engine(
+            model,
+            config,
+            model_name=settings.served_model_name,
+            task=str(meta.get("task", "sudoku")),
+            defaults=meta.get("inference"),
+            observer=observer,
+        )
+        return cls(
+            engine,
+            accuracy=meta.get("accuracy"),
+            job_ttl_s=settings.job_ttl_s,
+            stall_timeout_s=settings.stall_timeout_s,
+        )
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._engine.start()
+        self._running = True
+
+    async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> LocalJob:
+        self._purge()
+        if self._draining:
+            raise Unavailable("the server is shutting down and accepts no new work", code="draining")
+        if not self._running or self._loop is None:
+            raise Unavailable("the engine is not running")
+        handle = LocalJob(job, self._loop, cancel=self._engine.cancel, on_settled=self._finished, stream=stream)
+        # events are only produced for jobs that use them: streams, and kept jobs (to tell pending from running)
+        on_event = handle.on_engine_event if (stream or keep) else None
+        try:
+            future = self._engine.submit(job, on_event=on_event)
+        except QueueFull as exc:
+            raise Overloaded(str(exc), exc.retry_after_s) from exc
+        except EngineStopped as exc:
+            raise Unavailable(str(exc)) from exc
+        except InvalidParam as exc:
+            raise InvalidParams(str(exc), field=exc.field) from exc
+        if not self._live:
+            self._busy_since = time.monotonic()
+        self._live[job.id] = handle
+        self._idle.clear()
+        if keep:
+            self._kept[job.id] = handle
+        future.add_done_callback(handle.on_engine_done)
+        return handle
+
+    async def get(self, job_id: str) -> LocalJob | None:
+        self._purge()
+        return self._kept.get(job_id)
+
+    async def drain(self, timeout_s: float) -> bool:
+        self._draining = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return not self._live
+
+    async def close(self) -> None:
+        self._draining = True
+        if self._running:
+            self._running = False
+            # whatever still runs is cancelled; joining the engine thread must not block the loop
+            await asyncio.to_thread(self._engine.stop)
+        await asyncio.sleep(0)  # let result callbacks queued by the stop land
+
+    def stats(self) -> BrokerStats:
+        s = self._engine.stats()
+        return BrokerStats(
+            queue_depth=s.queue_depth, live_slots=s.live_slots, capacity=s.capacity, in_flight=len(self._live)
+        )
+
+    def readiness(self) -> Readiness:
+        if self._draining:
+            return Readiness(False, "draining", f"draining: admitting no work, {len(self._live)} request(s) finishing")
+        if not self._running:
+            return Readiness(False, "not_ready", "the engine is not running")
+        # A failed model step fails only its requests and the engine carries on, so ``stats().error``
+        # alone does not make the server unready; an engine that stops stepping does.
+        if self._live:
+            # progress = a step since the work arrived; an engine idle for hours is not stalled
+            since = max(self._engine.stats().last_step_time or 0.0, self._busy_since)
+            idle_s = time.monotonic() - since
+            if idle_s > self._stall:
+                return Readiness(False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending")
+        return Readiness(True)
+
+    # -- bookkeeping (loop thread) ------------------------------------------------------------------
+
+    def _finished(self, handle: LocalJob) -> None:
+        self._live.pop(handle.id, None)
+        if handle.id in self._kept:
+            self._expiry[handle.id] = self._clock() + self._ttl
+        if not self._live:
+            self._idle.set()
+
+    def _purge(self) -> None:
+        """Forget kept jobs whose TTL passed; finishing order = expiry order, so this stops early."""
+        now = self._clock()
+        while self._expiry:
+            job_id, expires = next(iter(self._expiry.items()))
+            if expires > now:
+                break
+            del self._expiry[job_id]
+            self._kept.pop(job_id, None)
+
+
+def _arch_summary(model: Any) -> dict[str, Any]:
+    cfg = model.cfg
+    keys = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "mlp_t", "seq_len")
+    return {
+        **{k: getattr(cfg, k) for k in keys},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "blocks_per_iteration": cfg.blocks_per_step,
+    }

@@ -1,0 +1,127 @@
+"""Prometheus metrics of one server: the engine's observer plus the API's rejection counter.
+
+Each app owns a :class:`Metrics` with its own ``CollectorRegistry``, so two apps in one process (the
+tests build many) never share or collide on series. Every metric is documented in docs/metrics.md;
+names use the ``eqr_`` prefix and base units (seconds, counts).
+
+The engine calls the ``on_*`` methods from its own thread; prometheus-client is thread-safe, and
+nothing here blocks, so observing costs the step loop a few dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from eqr.server.engine.request import Job, SolveResult
+
+# Integer iteration counts; the buckets stop at the server's depth cap, which is then the last bucket.
+ITERATION_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def iteration_buckets(max_depth: int) -> tuple[float, ...]:
+    """The standard integer buckets below the depth cap, then the cap itself (``+Inf`` is implicit)."""
+    below = [b for b in ITERATION_BUCKETS if b < max_depth]
+    return tuple(float(b) for b in [*below, max_depth])
+
+
+def iterations_of(result: SolveResult) -> int:
+    """The per-request value of the iterations histogram.
+
+    The chosen trajectory's iterations to convergence; a request that never converged (budget,
+    deadline, cancel, failure) counts the most iterations any of its trajectories ran, so every
+    finished request lands in the histogram and its ``status`` label tells the cases apart.
+    """
+    if result.iterations_to_convergence is not None:
+        return result.iterations_to_convergence
+    return max(result.iterations, default=0)
+
+
+class Metrics:
+    """All series of one server, registered in a private registry."""
+
+    def __init__(self, model: str, max_depth: int) -> None:
+        self.model = model
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.iterations_to_convergence = Histogram(
+            "eqr_iterations_to_convergence",
+            "Iterations until a request's answer converged (iterations run when it did not), per finished request",
+            ["task", "model", "status"],
+            buckets=iteration_buckets(max_depth),
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "eqr_request_duration_seconds",
+            "Time from submission to result of finished requests (queue wait + compute)",
+            ["task", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "eqr_queue_wait_seconds",
+            "Time a finished request waited before its first trajectory got a slot",
+            ["task", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "eqr_step_duration_seconds", "Wall time of one engine step", buckets=STEP_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("eqr_queue_depth", "Trajectories waiting for a slot", registry=r)
+        self.live_slots = Gauge("eqr_live_slots", "Slots holding a live trajectory after the last step", registry=r)
+        self.slot_capacity = Gauge("eqr_slot_capacity", "Size of the slot pool", registry=r)
+        self.requests_in_flight = Gauge(
+            "eqr_requests_in_flight", "Accepted requests without a result yet (queued or running)", registry=r
+        )
+        self.requests = Counter("eqr_requests", "Finished requests by result status", ["status"], registry=r)
+        self.evicted = Counter(
+            "eqr_trajectories_evicted", "Trajectories that left a slot, by reason", ["reason"], registry=r
+        )
+        self.iterations = Counter("eqr_iterations", "Trajectory iterations run (one slot, one step)", registry=r)
+        self.rejections = Counter(
+            "eqr_rejections", "Requests refused before any work was queued, by error code", ["reason"], registry=r
+        )
+
+    # -- EngineObserver (called from the engine thread) --------------------------------------------
+
+    def on_step(self, duration_s: float, live_slots: int, capacity: int, queue_depth: int) -> None:
+        self.step_duration.observe(duration_s)
+        self.live_slots.set(live_slots)
+        self.slot_capacity.set(capacity)
+        self.queue_depth.set(queue_depth)
+
+    def on_evict(self, reason: str, count: int) -> None:
+        if count:
+            self.evicted.labels(reason).inc(count)
+
+    def on_iterations(self, n: int) -> None:
+        if n:
+            self.iterations.inc(n)
+
+    def on_finished(self, result: SolveResult, job: Job) -> None:
+        status = getattr(result.status, "value", str(result.status))
+        self.iterations_to_convergence.labels(job.task, self.model, status).observe(iterations_of(result))
+        total_s = (result.queued_ms + result.compute_ms) / 1000.0
+        if math.isfinite(total_s):
+            self.request_duration.labels(job.task, self.model, status).observe(total_s)
+            self.queue_wait.labels(job.task, self.model).observe(result.queued_ms / 1000.0)
+        self.requests.labels(status).inc()
+
+    # -- API side ------------------------------------------------------------------------------------
+
+    def reject(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+    def track(self, in_flight: Callable[[], float], capacity: int) -> None:
+        """Read in-flight requests at scrape time and publish the pool size before the first step."""
+        self.requests_in_flight.set_function(in_flight)
+        self.slot_capacity.set(capacity)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

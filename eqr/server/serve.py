@@ -1,0 +1,75 @@
+"""``eqr serve``: the API under uvicorn, with a graceful SIGTERM.
+
+Plain uvicorn closes its listening socket at the first SIGTERM, so a load balancer would see
+connection errors instead of a failing ``/readyz``, and it re-raises the signal on the way out (exit
+status 143). Here the first SIGTERM starts a drain instead: readiness turns 503, new work gets 503,
+running work finishes (bounded by ``drain_timeout_s``), and only then does uvicorn shut down, with
+exit status 0. A second SIGTERM, or Ctrl-C, exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from types import FrameType
+
+import uvicorn
+
+from eqr.server.api import create_app, drain
+from eqr.server.settings import Settings
+
+STARTUP_FAILURE = 3  # uvicorn's own exit status when the lifespan start-up fails
+GRACEFUL_CLOSE_S = 5.0  # after the drain: time for connections to deliver their last responses
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server whose first SIGTERM drains the app before shutting down."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self._draining and not self.should_exit and self._loop is not None:
+            self._draining = True
+            # a signal handler may interrupt the loop anywhere: hand the work to the loop itself
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self.should_exit = True
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (0 after a drain, 3 when start-up failed)."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_CLOSE_S,
+    )
+    server = DrainingServer(config, drain=lambda: drain(app))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn already shut down; exit quietly
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE

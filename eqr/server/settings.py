@@ -1,0 +1,49 @@
+"""Server configuration: one object read from ``EQR_*`` environment variables and ``eqr serve`` flags.
+
+Defaults suit a 2-core CPU serving the bundled small model: 64 slots (one step of the small model
+over 64 boards costs milliseconds there), torch's own thread count, a breadth cap that keeps one
+request from monopolising the pool, and a bounded queue so overload becomes a fast 429 instead of
+unbounded latency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eqr.model.checkpoint import default_model_dir
+
+
+class Settings(BaseSettings):
+    """Everything ``eqr serve`` needs; each field is also the env var ``EQR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EQR_", extra="ignore", protected_namespaces=())
+
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    model: Path = Field(default_factory=default_model_dir, description="model folder (config.json + weights)")
+    model_name: str | None = Field(None, description="name clients use in the `model` field; default: folder name")
+    device: str = Field("cpu", description="torch device of the slot pool")
+    slots: int = Field(64, ge=1, le=4096, description="slot pool capacity (trajectories advanced per step)")
+    max_queue: int = Field(1024, ge=1, description="queued trajectories before new work gets 429")
+    max_depth: int = Field(256, ge=1, description="cap on a request's iteration budget")
+    max_breadth: int = Field(16, ge=1, description="cap on a request's trajectories")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
+    job_ttl_s: float = Field(600.0, gt=0, description="how long a finished async job stays readable")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body")
+    drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long running work may finish")
+    stall_timeout_s: float = Field(30.0, gt=0, description="/readyz fails when work waits and no step ran this long")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def served_model_name(self) -> str:
+        """The public model name: explicit, else the model folder's name (``sudoku-small``)."""
+        return self.model_name or Path(self.model).name

@@ -1,0 +1,94 @@
+"""``POST /v1/solve`` (JSON and SSE) and ``POST /v1/solve/batch`` on the real engine."""
+
+from __future__ import annotations
+
+import httpx
+
+from eqr.model.tasks.sudoku import parse_puzzle, to_grid
+from tests.server.api.conftest import MODEL_NAME, PUZZLE
+from tests.server.sse import parse_sse
+
+BAD_CHAR = "x" + PUZZLE[1:]
+CONFLICT = "3" + PUZZLE[1:]  # r1c1 and r1c3 both 3
+
+
+async def test_solve_returns_answer_grid_status_and_timings(client: httpx.AsyncClient):
+    r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "seed": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == MODEL_NAME and len(body["id"]) == 32
+    assert body["status"] == "max_iterations"  # tolerance 0: the model's default depth (6) runs out
+    assert body["iterations"] == [6] and body["iterations_to_convergence"] is None
+    assert len(body["answer"]) == 81 and [len(row) for row in body["grid"]] == [9] * 9
+    assert body["answer"] == "".join(str(d) if d else "." for row in body["grid"] for d in row)
+    assert isinstance(body["valid"], bool) and body["agreement"] == 1.0 and body["seed"] == 7
+    assert body["timings"]["queued_ms"] >= 0 and body["timings"]["compute_ms"] > 0
+
+
+async def test_grid_and_string_puzzles_give_the_same_seeded_answer(client: httpx.AsyncClient):
+    grid = to_grid(parse_puzzle(PUZZLE))
+    answers = [
+        (await client.post("/v1/solve", json={"puzzle": puzzle, "seed": 11, "depth": 4})).json()["answer"]
+        for puzzle in (PUZZLE, grid, PUZZLE.replace(".", "0"))
+    ]
+    assert answers[0] == answers[1] == answers[2]
+
+
+async def test_breadth_reports_every_trajectory(client: httpx.AsyncClient):
+    r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "breadth": 3, "aggregate": "vote", "depth": 5})
+    body = r.json()
+    assert r.status_code == 200 and body["iterations"] == [5, 5, 5]
+    assert body["agreement"] in (1 / 3, 2 / 3, 1.0)
+
+
+async def test_stream_sends_iteration_events_then_the_result(client: httpx.AsyncClient):
+    r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "stream": True, "depth": 6, "stream_every": 2})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert "content-length" not in r.headers
+    events = parse_sse(r.text.splitlines())
+    # every 2nd iteration while a trajectory is live; the last one (6) is reported by the result
+    assert [name for name, _ in events] == ["iteration", "iteration", "result"]
+    iterations = [data for name, data in events if name == "iteration"]
+    assert [e["iteration"] for e in iterations] == [2, 4]
+    result = events[-1][1]
+    assert all(e["id"] == result["id"] and len(e["board"]) == 81 for e in iterations)
+    assert all(e["live_trajectories"] == 1 and e["residual"] >= 0 for e in iterations)
+    assert result["status"] == "max_iterations" and result["iterations"] == [6]
+
+
+async def test_model_field_must_name_the_served_model(client: httpx.AsyncClient):
+    ok = await client.post("/v1/solve", json={"puzzle": PUZZLE, "model": MODEL_NAME, "depth": 1})
+    assert ok.status_code == 200
+    r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "model": "sudoku-huge"})
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "code": "model_not_found",
+        "message": f"model 'sudoku-huge' is not served here; this server serves '{MODEL_NAME}'",
+        "field": "model",
+        "cells": None,
+    }
+
+
+async def test_batch_reports_bad_items_without_failing_the_others(client: httpx.AsyncClient):
+    puzzles = [PUZZLE, BAD_CHAR, to_grid(parse_puzzle(PUZZLE)), CONFLICT, "123"]
+    r = await client.post("/v1/solve/batch", json={"puzzles": puzzles, "seed": 5, "depth": 3})
+    assert r.status_code == 200, r.text
+    items = r.json()["results"]
+    assert [item["index"] for item in items] == [0, 1, 2, 3, 4]
+    assert [item["result"] is not None for item in items] == [True, False, True, False, False]
+    assert items[0]["result"]["answer"] == items[2]["result"]["answer"]  # same puzzle, same seed
+    assert items[1]["error"] == {
+        "code": "invalid_puzzle",
+        "message": items[1]["error"]["message"],
+        "field": "puzzles.1",
+        "cells": [[0, 0]],
+    }
+    assert items[3]["error"]["cells"] == [[0, 0], [0, 2]] and items[3]["error"]["field"] == "puzzles.3"
+    assert items[4]["error"]["code"] == "invalid_puzzle" and items[4]["error"]["cells"] is None
+
+
+async def test_batch_parameter_errors_fail_the_whole_call(client: httpx.AsyncClient):
+    over_cap = await client.post("/v1/solve/batch", json={"puzzles": [PUZZLE, PUZZLE], "depth": 65})
+    assert over_cap.status_code == 422 and over_cap.json()["error"]["field"] == "depth"
+    empty = await client.post("/v1/solve/batch", json={"puzzles": []})
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "puzzles"

@@ -1,0 +1,49 @@
+"""Server settings: EQR_* environment variables, ``eqr serve`` flags over them, early failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eqr.model.checkpoint import BUNDLED_MODEL, save_model
+from eqr.model.config import EqRConfig
+from eqr.model.network import EqRNetwork
+from eqr.server.cli import main
+from eqr.server.settings import Settings
+
+TINY = EqRConfig(hidden_size=16, expansion=2, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """Capture the settings ``eqr serve`` would run with, instead of starting a server."""
+    runs: list[Settings] = []
+    monkeypatch.setattr("eqr.server.serve.run", lambda settings: runs.append(settings) or 0)
+    return runs
+
+
+def test_defaults_serve_the_bundled_model_locally(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("EQR_MODEL", raising=False)
+    s = Settings()
+    assert (s.host, s.port, s.model, s.served_model_name) == ("127.0.0.1", 8000, BUNDLED_MODEL, "sudoku-small")
+    assert s.threads is None and s.max_depth >= 64 and s.job_ttl_s > 0 and s.max_body_bytes >= 100_000
+
+
+def test_flags_override_environment_variables(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = save_model(tmp_path / "tiny-cli", EqRNetwork(TINY))
+    for name, value in {"MODEL": str(folder), "PORT": "9001", "SLOTS": "12", "JOB_TTL_S": "5"}.items():
+        monkeypatch.setenv(f"EQR_{name}", value)
+    assert main(["serve", "--port", "9100", "--max-depth", "32", "--threads", "1"]) == 0
+    (s,) = served
+    assert (s.port, s.slots, s.max_depth, s.threads, s.job_ttl_s) == (9100, 12, 32, 1, 5.0)
+    assert s.model == folder and s.served_model_name == "tiny-cli"
+
+
+def test_bad_model_folder_or_setting_fails_before_serving(served, tmp_path: Path, capsys: pytest.CaptureFixture):
+    assert main(["serve", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "config.json: no such file" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid setting" in err and "port" in err
+    assert served == []
