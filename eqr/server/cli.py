@@ -1,4 +1,4 @@
-"""The ``eqr`` command line: train, eval, convert, solve, serve."""
+"""The ``eqr`` command line: train, eval, convert, solve, serve, and the distributed api and worker."""
 
 from __future__ import annotations
 
@@ -166,26 +166,103 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """Serve the model over HTTP; flags override ``EQR_*`` environment variables."""
+def _settings(command: str, args: argparse.Namespace):
+    """``Settings`` from ``EQR_*`` variables overridden by the flags given, or None after printing why not."""
     from pydantic import ValidationError
 
-    from eqr.model.checkpoint import CheckpointError, read_config
-    from eqr.server.serve import run
     from eqr.server.settings import Settings
 
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
-        settings = Settings(**given)
+        return Settings(**given)
     except ValidationError as exc:
-        print(f"eqr serve: invalid setting: {exc}", file=sys.stderr)
-        return 2
+        print(f"eqr {command}: invalid setting: {exc}", file=sys.stderr)
+        return None
+
+
+def _redis_options(command: str, args: argparse.Namespace):
+    """``RedisOptions`` from ``EQR_REDIS_*`` variables overridden by the ``redis_*`` flags, or None."""
+    from pydantic import ValidationError
+
+    from eqr.server.broker.redis_protocol import RedisOptions
+
+    given = {k[6:]: v for k, v in vars(args).items() if k.startswith("redis_") and v is not None}
     try:
-        read_config(settings.model)  # a wrong path fails here, in one line, not in a server traceback
+        return RedisOptions(**given)
+    except ValidationError as exc:
+        print(f"eqr {command}: invalid setting: {exc}", file=sys.stderr)
+        return None
+
+
+def _model_readable(command: str, settings) -> bool:
+    """A wrong model path fails here, in one line, not in a server traceback."""
+    from eqr.model.checkpoint import CheckpointError, read_config
+
+    try:
+        read_config(settings.model)
     except CheckpointError as exc:
-        print(f"eqr serve: {exc}", file=sys.stderr)
+        print(f"eqr {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the model over HTTP; flags override ``EQR_*`` environment variables."""
+    from eqr.server.serve import run
+
+    settings = _settings("serve", args)
+    if settings is None or not _model_readable("serve", settings):
         return 2
     return run(settings)
+
+
+def _api(args: argparse.Namespace) -> int:
+    """Serve the HTTP API over a Redis queue; ``eqr worker`` processes run the model."""
+    settings, options = _settings("api", args), _redis_options("api", args)
+    if settings is None or options is None:
+        return 2
+    from eqr.server.api_node import run_api
+
+    return run_api(settings, options)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run the model on jobs from the Redis queue; /metrics and /healthz on ``--metrics-port``."""
+    settings, options = _settings("worker", args), _redis_options("worker", args)
+    if settings is None or options is None or not _model_readable("worker", settings):
+        return 2
+    from eqr.server.worker import default_name, run_worker
+
+    return run_worker(
+        settings,
+        options,
+        name=args.name or default_name(),
+        prefetch=args.prefetch,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+    )
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The flags of a process that runs the model (``serve``, ``worker``)."""
+    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
+    p.add_argument("--model-name", help="name clients use in the `model` field (default: the folder's name)")
+    p.add_argument("--device", help="torch device of the slot pool (default cpu)")
+    p.add_argument("--slots", type=_positive_int, help="slot pool capacity (default 64)")
+    p.add_argument("--max-queue", type=_positive_int, help="queued trajectories before 429 (default 1024)")
+    p.add_argument("--max-depth", type=_positive_int, help="cap on a request's iterations (default 256)")
+    p.add_argument("--max-breadth", type=_positive_int, help="cap on a request's trajectories (default 16)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+
+
+def _add_redis_options(p: argparse.ArgumentParser) -> None:
+    """The flags of the distributed mode (``api``, ``worker``); also ``EQR_REDIS_*`` variables."""
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (default redis://127.0.0.1:6379/0, $EQR_REDIS_URL)")
+    p.add_argument("--prefix", dest="redis_prefix", help="namespace of the keys (default eqr)")
+    p.add_argument("--heartbeat", dest="redis_heartbeat_s", type=float, help="worker heartbeat seconds (default 2)")
+    p.add_argument(
+        "--claim-idle", dest="redis_claim_idle_s", type=float, help="seconds before a dead worker's jobs move (15)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve one puzzle")
     p.add_argument("puzzle", help="81 characters, 1-9 for givens and '.' or '0' for blanks")
-    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL); with --server: model name")
+    p.add_argument("--model", help="model folder (default: bundled, or $EQR_MODEL); with --server: a model name")
     p.add_argument("--depth", type=_positive_int, help="iteration budget (default: the model's inference depth)")
     p.add_argument("--breadth", type=_positive_int, default=1, help="trajectories from random initial latents")
     p.add_argument("--aggregate", choices=AGGREGATES, default="converged", help="how to pick the answer")
@@ -239,15 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the model over HTTP (flags override EQR_* environment variables)")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
     p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
-    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
-    p.add_argument("--model-name", help="name clients use in the `model` field (default: the folder's name)")
-    p.add_argument("--device", help="torch device of the slot pool (default cpu)")
-    p.add_argument("--slots", type=_positive_int, help="slot pool capacity (default 64)")
-    p.add_argument("--max-queue", type=_positive_int, help="queued trajectories before 429 (default 1024)")
-    p.add_argument("--max-depth", type=_positive_int, help="cap on a request's iterations (default 256)")
-    p.add_argument("--max-breadth", type=_positive_int, help="cap on a request's trajectories (default 16)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    _add_engine_options(p)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("api", help="serve the HTTP API over a Redis queue; no model is loaded (workers run it)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
+    p.add_argument("--model-name", help="name of the served model until a worker reports its own")
+    p.add_argument("--max-jobs", dest="redis_max_jobs", type=_positive_int, help="unfinished jobs before 429 (10000)")
+    _add_redis_options(p)
+    p.set_defaults(func=_api)
+
+    p = sub.add_parser("worker", help="run the model on jobs from a Redis queue (one per GPU)")
+    _add_engine_options(p)
+    _add_redis_options(p)
+    p.add_argument("--name", help="consumer name, unique per worker (default: host-pid)")
+    p.add_argument("--prefetch", type=int, default=8, help="trajectories taken beyond the free slots (default 8)")
+    p.add_argument("--max-deliveries", dest="redis_max_deliveries", type=_positive_int, help="before dead-letter (3)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="interface of /metrics and /healthz")
+    p.add_argument("--metrics-port", type=int, default=9100, help="port of /metrics and /healthz (default 9100)")
+    p.set_defaults(func=_worker)
     return parser
 
 

@@ -1,0 +1,134 @@
+"""Typed views of the server's JSON: what every call returns.
+
+These mirror the response bodies of eqr-serve's HTTP API but are defined here, not imported from the
+server, so the SDK installs without torch or the server code. Unknown fields are ignored rather than
+rejected: a newer server that adds a field must not break an older client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eqr_client.puzzle import format_board
+
+Status = Literal["converged", "max_iterations", "deadline", "cancelled", "failed"]
+JobState = Literal["pending", "running", "done"]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+
+class Timings(_View):
+    """Where the time went on the server."""
+
+    queued_ms: float = Field(description="waiting for a slot")
+    compute_ms: float = Field(description="from the first slot to the result")
+
+
+class SolveResult(_View):
+    """The answer to one puzzle, with how it was reached.
+
+    ``valid`` is reported, never steered: the model's answer is returned as is, and ``valid`` says
+    whether it obeys the rules and keeps the givens.
+    """
+
+    id: str = Field(description="request id")
+    model: str
+    status: Status = Field(description="converged, max_iterations, deadline, cancelled or failed")
+    answer: str = Field(description="81 characters, '.' where the model produced no digit")
+    grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
+    valid: bool
+    iterations: list[int] = Field(description="iterations run per trajectory")
+    iterations_to_convergence: int | None = None
+    agreement: float = Field(description="share of trajectories agreeing with the answer")
+    convergence_score: float | None = Field(None, description="mean logit change over the last window")
+    timings: Timings
+    seed: int | None = Field(None, description="the seed used (pass it back to get the same answer)")
+    error: str | None = None
+
+    @property
+    def solved(self) -> bool:
+        """Converged on a valid grid: the answer can be trusted without checking it yourself."""
+        return self.status == "converged" and self.valid
+
+    def board(self) -> str:
+        """The answer as a 9×9 grid with box separators, for terminals."""
+        return format_board(self.answer)
+
+
+class IterationEvent(_View):
+    """One progress report of a streamed solve (every ``stream_every`` iterations)."""
+
+    id: str
+    iteration: int
+    board: str = Field(description="current best board, '.' where undecided")
+    residual: float | None = Field(None, description="how much the latent state still moves (null: not yet known)")
+    live_trajectories: int
+
+
+class Job(_View):
+    """An asynchronous job; ``result`` is present once ``status`` is ``done``."""
+
+    id: str
+    status: JobState
+    result: SolveResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+class ErrorBody(_View):
+    """The server's error shape: ``{"error": {"code", "message", "field", "cells"}}``."""
+
+    code: str
+    message: str
+    field: str | None = None
+    cells: list[list[int]] | None = None
+
+
+class BatchItem(_View):
+    """One puzzle of a batch: a ``result`` or, for that puzzle alone, an ``error``."""
+
+    index: int
+    result: SolveResult | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(_View):
+    model: str
+    results: list[BatchItem]
+
+
+class ModelInfo(_View):
+    """A served model: its architecture, request defaults and the server's caps."""
+
+    name: str
+    task: str
+    arch: dict[str, Any]
+    defaults: dict[str, Any]
+    caps: dict[str, Any]
+    accuracy: dict[str, Any] | None = None
+
+
+class ModelList(_View):
+    models: list[ModelInfo]
+
+
+class Health(_View):
+    """Liveness: the process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(_View):
+    """Readiness: the model is loaded, the engine makes progress, and the server is not draining."""
+
+    status: Literal["ready"]
+    queue_depth: int
+    live_slots: int
+    capacity: int
+    in_flight: int

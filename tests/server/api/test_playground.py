@@ -1,0 +1,158 @@
+"""The web playground in headless Chromium (the OS packages ``chromium`` and ``chromium-driver``).
+
+Selenium drives the distribution's chromedriver, which is built for the distribution's chromium, so
+nothing is downloaded. The served model is the tiny random one, whose answers are garbage: these tests
+check what the page shows (live board, chart, result, errors at their cells), never whether the
+answer is right. Screenshots land in ``artifacts/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_server import LiveServer, serve
+
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "artifacts"
+BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1100,900",
+]
+CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e '.[dev]' brings selenium")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        message = "apt-get install chromium chromium-driver (as .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(f"the playground test must run in CI: {message}")
+        pytest.skip(message)
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_state(driver: webdriver.Chrome) -> str:
+    return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") or ""
+
+
+def wait_for(driver: webdriver.Chrome, condition, timeout_s: float = 20.0):
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition)
+
+
+def text(driver: webdriver.Chrome, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def set_value(driver: webdriver.Chrome, element_id: str, value: str) -> None:
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def open_playground(driver: webdriver.Chrome, url: str) -> None:
+    driver.get(url + "/")
+    wait_for(driver, lambda d: text(d, "model-name"))  # the page read GET /v1/models
+
+
+def solve_and_check_rendering(driver: webdriver.Chrome, url: str, example: str, depth: str, shot: str) -> str:
+    """Solve an example in the page; check the board, chart and result panel; return the answer."""
+    open_playground(driver, url)
+    Select(driver.find_element(By.ID, "example")).select_by_visible_text(example)
+    set_value(driver, "depth", depth)
+    driver.find_element(By.ID, "solve").click()
+    wait_for(driver, lambda d: page_state(d) in ("done", "error"))
+    driver.save_screenshot(str(ARTIFACTS / shot))
+    assert page_state(driver) == "done", text(driver, "error")
+
+    answer = text(driver, "answer")
+    assert len(answer) == 81
+    cells = driver.find_elements(By.CSS_SELECTOR, "#board .cell")
+    puzzle = driver.find_element(By.ID, "puzzle-text").get_attribute("value")
+    for i, cell in enumerate(cells):
+        shown = cell.get_attribute("value")
+        if puzzle[i] != ".":
+            assert shown == puzzle[i] and "given" in cell.get_attribute("class")
+        else:
+            assert shown == (answer[i] if answer[i] != "." else ""), f"cell {i}"
+    assert text(driver, "status") in ("converged", "max_iterations")
+    assert text(driver, "iterations").split()[0].isdigit()
+    assert text(driver, "valid") in ("yes", "no")
+    chart = driver.find_element(By.ID, "chart")
+    assert int(chart.get_attribute("data-points")) >= 2 and chart.find_elements(By.TAG_NAME, "polyline")
+    return answer
+
+
+def test_playground_streams_a_solve_and_shows_the_result(browser, live_server: LiveServer):
+    ARTIFACTS.mkdir(exist_ok=True)
+    solve_and_check_rendering(browser, live_server.url, "Easy (36 givens)", "8", "playground.png")
+    assert text(browser, "status") == "max_iterations" and text(browser, "iterations") == "8"
+    filled = [c.get_attribute("value") for c in browser.find_elements(By.CSS_SELECTOR, "#board .cell.model")]
+    assert filled and all(v.isdigit() for v in filled)  # the model's digits, drawn apart from the givens
+
+
+def test_playground_marks_the_cells_and_fields_at_fault(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)
+    set_value(browser, "puzzle-text", CONFLICT)
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) == "error")
+    bad = [c.get_attribute("data-index") for c in browser.find_elements(By.CSS_SELECTOR, "#board .cell.bad")]
+    assert bad == ["0", "9"] and "conflicting" in text(browser, "error")
+    browser.save_screenshot(str(ARTIFACTS / "playground-error.png"))
+
+    set_value(browser, "puzzle-text", "." * 81)
+    set_value(browser, "depth", "0")
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) == "error")
+    assert "bad" in browser.find_element(By.ID, "depth").get_attribute("class") and "depth" in text(browser, "error")
+
+
+def test_playground_stop_cancels_the_work(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)
+    set_value(browser, "depth", "1000000")
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points") or 0) >= 3)
+    browser.find_element(By.ID, "stop").click()
+    wait_for(browser, lambda d: page_state(d) == "idle" and text(d, "status") == "stopped")
+    deadline = time.monotonic() + 10
+    while httpx.get(live_server.url + "/readyz").json()["in_flight"]:
+        assert time.monotonic() < deadline, "the stopped solve kept running on the server"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="no bundled model")
+def test_playground_with_the_bundled_model(browser, tmp_path: Path):
+    """The real model, for the screenshot: still asserts rendering only, never the answer's quality."""
+    with serve(BUNDLED_MODEL, "--slots", "8", log_dir=tmp_path) as server:
+        solve_and_check_rendering(browser, server.url, "Easy (36 givens)", "64", "playground-sudoku-small.png")
