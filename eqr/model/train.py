@@ -134,9 +134,17 @@ def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[s
     return out
 
 
-def train(config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = "data/cache") -> Path:
-    """Train (or resume from ``out_dir``) and write the EMA model to ``out_dir`` periodically."""
+def train(
+    config_path: str | Path, out_dir: str | Path, cache_dir: str | Path = "data/cache", threads: int | None = None
+) -> Path:
+    """Train (or resume from ``out_dir``) and write the EMA model to ``out_dir`` periodically.
+
+    ``threads`` overrides the config's CPU thread count (one thread per free core: oversubscribed
+    OpenMP threads spin against each other and can make a step ten times slower).
+    """
     cfg = RunConfig.load(config_path)
+    if threads is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
     tc = cfg.train
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

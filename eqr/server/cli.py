@@ -9,7 +9,7 @@ import sys
 def _train(args: argparse.Namespace) -> int:
     from eqr.model.train import train
 
-    train(args.config, args.out, cache_dir=args.cache)
+    train(args.config, args.out, cache_dir=args.cache, threads=args.threads)
     return 0
 
 
@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="run config JSON, e.g. configs/sudoku-small.json")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--cache", default="data/cache", help="where generated puzzle pools are cached")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (overrides the config's train.threads)")
     p.set_defaults(func=_train)
 
     from eqr.model.aggregate import AGGREGATES
