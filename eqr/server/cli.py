@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `eqr --help` must not import the server
+    from eqr.server.broker.redis_protocol import RedisOptions
+    from eqr.server.settings import Settings
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -166,7 +171,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(command: str, args: argparse.Namespace):
+def _settings(command: str, args: argparse.Namespace) -> Settings | None:
     """``Settings`` from ``EQR_*`` variables overridden by the flags given, or None after printing why not."""
     from pydantic import ValidationError
 
@@ -180,7 +185,7 @@ def _settings(command: str, args: argparse.Namespace):
         return None
 
 
-def _redis_options(command: str, args: argparse.Namespace):
+def _redis_options(command: str, args: argparse.Namespace) -> RedisOptions | None:
     """``RedisOptions`` from ``EQR_REDIS_*`` variables overridden by the ``redis_*`` flags, or None."""
     from pydantic import ValidationError
 
@@ -194,7 +199,7 @@ def _redis_options(command: str, args: argparse.Namespace):
         return None
 
 
-def _model_readable(command: str, settings) -> bool:
+def _model_readable(command: str, settings: Settings) -> bool:
     """A wrong model path fails here, in one line, not in a server traceback."""
     from eqr.model.checkpoint import CheckpointError, read_config
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from eqr.server.api import create_app, drain
 from eqr.server.settings import Settings
@@ -57,10 +58,11 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; the exit status (0 after a drain, 3 when start-up failed)."""
+def run(settings: Settings, app: FastAPI | None = None) -> int:
+    """Serve ``app`` (default: the embedded app of ``settings``) until SIGTERM/SIGINT; the exit status
+    (0 after a drain, 3 when start-up failed)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    app = app or create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -1,4 +1,4 @@
-"""Brokers carry jobs from the API to an engine: in-process (``local``) now, Redis streams later."""
+"""Brokers carry jobs from the API to an engine: in-process (``local``) or over Redis Streams (``redis``)."""
 
 from eqr.server.broker.base import (
     Broker,

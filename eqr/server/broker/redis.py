@@ -1,0 +1,472 @@
+"""The Redis broker: the API node's side of the distributed mode (``eqr api --redis URL``).
+
+No model is loaded here. A job is validated against the caps the workers advertise, appended to the
+jobs stream (``ENQUEUE``: bounded, atomic), and its answer comes back on this node's reply channel,
+where workers publish iteration events and the stored result. The channel is the fast path only: a
+sweep reads the result keys of everything still waiting, so an announcement missed while Redis was
+restarting, or while this node was reconnecting, costs a sweep period, never the answer.
+
+A job counts as *accepted* once Redis has answered the ``ENQUEUE`` (202 for an async job, or a
+``/v1/solve`` caller now waiting). From then on its entry or its result exists in Redis, so it
+survives the death of any worker, and of Redis itself when Redis persists every write (``appendonly
+yes``, ``appendfsync always``, as the compose stack runs it). If Redis comes back without its data,
+the sweep notices that the job has neither entry nor result and fails the caller with 503 instead of
+leaving it waiting forever. Layout and scripts: :mod:`eqr.server.broker.redis_protocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from eqr.server.broker.base import (
+    BrokerStats,
+    InvalidParams,
+    JobState,
+    ModelCard,
+    Overloaded,
+    Readiness,
+    Unavailable,
+)
+from eqr.server.broker.redis_protocol import (
+    ENQUEUE,
+    EVENT,
+    GROUP,
+    RESULT,
+    Delivery,
+    Keys,
+    RedisOptions,
+    decode_card,
+    decode_event,
+    decode_result,
+    encode_entry,
+)
+from eqr.server.engine.interface import InvalidParam
+from eqr.server.engine.request import IterationEvent, Job, SolveResult
+from eqr.server.engine.validation import check_job
+
+log = logging.getLogger(__name__)
+
+_END = object()  # closes a job's event queue
+PENDING_TTL_S = 86_400.0  # how long an async job's pending marker and a cancellation wait for a worker
+REDIS_ERRORS = (RedisError, OSError)
+
+
+def connect(url: str) -> Redis:
+    """A client whose commands fail within seconds when Redis is gone, instead of hanging."""
+    return Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0)
+
+
+async def ensure_group(client: Redis, keys: Keys) -> None:
+    """Create the jobs stream and its consumer group, reading from the start; a no-op when they exist."""
+    try:
+        await client.xgroup_create(keys.jobs, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class RedisJob:
+    """One job seen from this API node: a future for the result and, when streaming, an event queue."""
+
+    def __init__(self, broker: RedisBroker, job_id: str, *, stream: bool, keep: bool) -> None:
+        self._broker = broker
+        self._id = job_id
+        self.stream = stream
+        self.keep = keep
+        self.entry_id: str | None = None  # the stream entry, once accepted by this node
+        self.swept = False  # the sweep has seen its result once (streams wait one period for the channel)
+        self._running = False
+        self._result: asyncio.Future[SolveResult] = asyncio.get_running_loop().create_future()
+        self._events: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def done(self) -> bool:
+        return self._result.done()
+
+    @property
+    def state(self) -> JobState:
+        if self._result.done():
+            return JobState.DONE
+        return JobState.RUNNING if self._running else JobState.PENDING
+
+    def peek(self) -> SolveResult | None:
+        done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
+        return self._result.result() if done else None
+
+    async def result(self) -> SolveResult:
+        if not self._result.done():
+            self._broker._watch(self)  # a handle from get() is only swept once somebody waits on it
+        return await asyncio.shield(self._result)
+
+    async def events(self) -> AsyncIterator[IterationEvent]:
+        if self._events is None:
+            raise RuntimeError(f"job {self.id} was not submitted with stream=True")
+        while (item := await self._events.get()) is not _END:
+            yield item  # type: ignore[misc]
+
+    def cancel(self) -> None:
+        if not self._result.done():
+            self._broker._cancel_soon(self.id)
+
+    # -- fed by the broker ----------------------------------------------------------------------------
+
+    def _event(self, event: IterationEvent) -> None:
+        self._running = True
+        if self._events is not None and not self._result.done():
+            self._events.put_nowait(event)
+
+    def _settle(self, result: SolveResult) -> None:
+        if not self._result.done():
+            self._result.set_result(result)
+            self._close_events()
+
+    def _fail(self, error: Exception) -> None:
+        if not self._result.done():
+            self._result.set_exception(error)
+            self._result.exception()  # mark retrieved: kept jobs may never be awaited
+            self._close_events()
+
+    def _close_events(self) -> None:
+        if self._events is not None:
+            self._events.put_nowait(_END)
+
+
+class RedisBroker:
+    """The Broker interface over Redis streams; workers (``eqr worker``) do the computing."""
+
+    def __init__(
+        self,
+        options: RedisOptions,
+        *,
+        model_name: str | None = None,
+        client: Redis | None = None,
+    ) -> None:
+        self.options = options
+        self.keys = Keys(options.prefix)
+        self.node = uuid.uuid4().hex[:12]
+        self._reply = self.keys.reply(self.node)
+        self._client = client or connect(options.url)
+        self._enqueue = self._client.register_script(ENQUEUE)
+        self._poll_s = min(0.5, options.heartbeat_s / 2)
+        self._fallback_card = ModelCard(name=model_name or "unknown", task="sudoku", arch={}, defaults={}, caps={})
+        self._card: ModelCard | None = None
+        self._workers: list[dict[str, Any]] = []
+        self._backlog = 0  # jobs in the stream not yet delivered to any worker
+        self._redis_ok = False
+        self._redis_error = "not connected yet"
+        self._subscription = asyncio.Event()  # set while subscribed
+        self._recovering = False  # Redis failed since the last full sweep: check for lost jobs
+        self._waiting: dict[str, RedisJob] = {}  # jobs whose result this node waits for
+        self._submitted: set[str] = set()  # ... of which submitted here (in flight, drained on SIGTERM)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cancels: set[asyncio.Task[None]] = set()
+
+    @property
+    def card(self) -> ModelCard:
+        """The model card the workers publish (the last one seen); a placeholder before any worker."""
+        return self._card or self._fallback_card
+
+    # -- Broker interface -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._poll()  # an early snapshot; a Redis that is down is retried in the background
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll_loop())]
+        if self._redis_ok:  # be subscribed before taking work, so no early event is missed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._subscription.wait(), 5.0)
+
+    async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> RedisJob:
+        if self._draining or self._closed:
+            raise Unavailable("the server is shutting down and accepts no new work", code="draining")
+        card = self._serving_card()
+        try:
+            check_job(job, task=card.task, cells=int(card.arch["seq_len"]), caps=card.caps)
+        except InvalidParam as exc:
+            raise InvalidParams(str(exc), field=exc.field) from exc
+        handle = RedisJob(self, job.id, stream=stream, keep=keep)
+        self._track(handle, submitted=True)  # before the XADD: the answer may come back at once
+        fields = encode_entry(Delivery(job, self._reply, stream, keep))
+        kept_ttl_ms = int(PENDING_TTL_S * 1000) if keep else 0
+        args = [self.options.max_jobs, kept_ttl_ms, *(x for kv in fields.items() for x in kv)]
+        try:
+            entry_id = await self._enqueue(keys=[self.keys.jobs, self.keys.kept(job.id)], args=args)
+        except REDIS_ERRORS as exc:
+            self._untrack(handle)
+            self._mark_down(exc)
+            raise Unavailable(f"Redis is unreachable: {exc}") from exc
+        if entry_id is None:
+            self._untrack(handle)
+            raise Overloaded(f"queue full: {self.options.max_jobs} unfinished jobs", self.options.heartbeat_s)
+        handle.entry_id = entry_id
+        return handle
+
+    async def get(self, job_id: str) -> RedisJob | None:
+        try:
+            envelope, kept = await self._client.mget(self.keys.result(job_id), self.keys.kept(job_id))
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from exc
+        handle = self._waiting.get(job_id)
+        if envelope is not None:
+            result, meta = decode_result(envelope)
+            if not meta.get("kept"):
+                return None  # a synchronous request's result: not addressable by id
+            handle = handle or RedisJob(self, job_id, stream=False, keep=True)
+            handle._settle(result)
+            return handle
+        if kept is None:
+            return handle if handle is not None and handle.keep else None
+        handle = handle or RedisJob(self, job_id, stream=False, keep=True)
+        if kept == "running":
+            handle._running = True
+        return handle
+
+    async def drain(self, timeout_s: float) -> bool:
+        self._draining = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return not self._submitted
+
+    async def close(self) -> None:
+        """Stop listening. Synchronous callers still waiting lose their connection, so their jobs are
+        cancelled; async (kept) jobs run on, and any API node can report them."""
+        self._draining = self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        orphans = [h for h in self._waiting.values() if not h.done and not h.keep]
+        if orphans:
+            with contextlib.suppress(*REDIS_ERRORS, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(self._send_cancel(h.id) for h in orphans)), 2.0)
+        for handle in list(self._waiting.values()):
+            handle._fail(Unavailable(f"the API node shut down before job {handle.id} finished"))
+        await self._client.aclose()
+
+    def stats(self) -> BrokerStats:
+        workers = self._workers
+        return BrokerStats(
+            queue_depth=self._backlog + sum(int(w.get("queue_depth", 0)) for w in workers),
+            live_slots=sum(int(w.get("live_slots", 0)) for w in workers),
+            capacity=sum(int(w.get("slots", 0)) for w in workers),
+            in_flight=len(self._submitted),
+        )
+
+    def readiness(self) -> Readiness:
+        if self._draining:
+            return Readiness(
+                False, "draining", f"draining: admitting no work, {len(self._submitted)} request(s) finishing"
+            )
+        if not self._redis_ok:
+            return Readiness(False, "not_ready", f"Redis is unreachable: {self._redis_error}")
+        if not self._subscription.is_set():
+            return Readiness(False, "not_ready", "not yet subscribed to this node's reply channel")
+        if not self._workers:
+            return Readiness(False, "not_ready", "no live worker: start one with `eqr worker --redis URL`")
+        return Readiness(True)
+
+    def collector(self) -> Collector:
+        """Prometheus series of the distributed state as this node sees it, read at scrape time."""
+        return _StateCollector(self)
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+
+    def _serving_card(self) -> ModelCard:
+        if not self._redis_ok:
+            raise Unavailable(f"Redis is unreachable: {self._redis_error}")
+        if not self._workers or self._card is None:
+            raise Unavailable("no live worker to run the job; start one with `eqr worker --redis URL`")
+        return self._card
+
+    def _track(self, handle: RedisJob, *, submitted: bool) -> None:
+        self._waiting[handle.id] = handle
+        if submitted:
+            self._submitted.add(handle.id)
+            self._idle.clear()
+        handle._result.add_done_callback(lambda _: self._untrack(handle))
+
+    def _untrack(self, handle: RedisJob) -> None:
+        if self._waiting.get(handle.id) is handle:
+            del self._waiting[handle.id]
+        self._submitted.discard(handle.id)
+        if not self._submitted:
+            self._idle.set()
+
+    def _watch(self, handle: RedisJob) -> None:
+        if handle.id not in self._waiting:
+            self._track(handle, submitted=False)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._redis_ok:
+            log.warning("Redis is unreachable: %s", exc)
+        self._redis_ok = False
+        self._redis_error = str(exc) or type(exc).__name__
+        self._recovering = True
+
+    def _cancel_soon(self, job_id: str) -> None:
+        """``JobHandle.cancel`` must not block: the messages go out from a task of their own."""
+        task = asyncio.get_running_loop().create_task(self._send_cancel(job_id))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def _send_cancel(self, job_id: str) -> None:
+        """A key for workers that pick the job up later, and a message for the one running it now."""
+        for attempt in range(3):
+            try:
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.set(self.keys.cancel(job_id), "1", px=int(PENDING_TTL_S * 1000))
+                    pipe.publish(self.keys.cancel_channel, job_id)
+                    await pipe.execute()
+                return
+            except REDIS_ERRORS as exc:
+                if attempt == 2:
+                    log.warning("could not cancel job %s: %s", job_id, exc)
+                else:
+                    await asyncio.sleep(0.5)
+
+    # -- background: the reply channel and the poll -----------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Hold a subscription to this node's reply channel, re-subscribing after any failure."""
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._reply)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._subscription.set()  # from here on no announcement can be missed
+                    elif message["type"] == "message":
+                        self._on_message(message["data"])
+            except REDIS_ERRORS as exc:
+                self._mark_down(exc)
+            except Exception:
+                log.exception("reply listener failed; re-subscribing")
+            finally:
+                self._subscription.clear()
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()
+            await asyncio.sleep(self._poll_s)
+
+    def _on_message(self, data: str) -> None:
+        kind, body = data[:1], data[1:]
+        try:
+            if kind == EVENT:
+                event = decode_event(body)
+                if (handle := self._waiting.get(event.request_id)) is not None:
+                    handle._event(event)
+            elif kind == RESULT:
+                result, _ = decode_result(body)
+                if (handle := self._waiting.get(result.request_id)) is not None:
+                    handle._settle(result)
+        except (ValueError, KeyError, TypeError):
+            log.exception("unreadable message on %s", self._reply)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self._poll()
+            except REDIS_ERRORS as exc:
+                self._mark_down(exc)
+            except Exception:
+                log.exception("poll failed")
+
+    async def _poll(self) -> None:
+        """Refresh the worker list, the card and the backlog; sweep for results; check for lost jobs."""
+        c, k = self._client, self.keys
+        names = sorted(await c.smembers(k.workers))
+        docs = await c.mget([k.worker(n) for n in names]) if names else []
+        gone = [n for n, doc in zip(names, docs, strict=True) if doc is None]
+        if gone:
+            await c.srem(k.workers, *gone)
+        workers = [json.loads(doc) for doc in docs if doc is not None]
+        length = await c.xlen(k.jobs)
+        try:
+            delivered = (await c.xpending(k.jobs, GROUP))["pending"]
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ensure_group(c, k)  # a Redis that came back empty
+            delivered = 0
+        self._workers, self._backlog = workers, max(0, length - delivered)
+        if workers:
+            self._card = decode_card(workers[0]["card"])
+        if not self._redis_ok:
+            log.info("Redis is reachable; %d live worker(s)", len(workers))
+        self._redis_ok = True
+        recovering, self._recovering = self._recovering, False
+        await self._sweep(check_lost=recovering)
+
+    async def _sweep(self, *, check_lost: bool) -> None:
+        """Settle waiting jobs whose result is stored; after an outage, fail those Redis lost."""
+        waiting = [h for h in self._waiting.values() if not h.done]
+        if not waiting:
+            return
+        envelopes = await self._client.mget([self.keys.result(h.id) for h in waiting])
+        missing = []
+        for handle, envelope in zip(waiting, envelopes, strict=True):
+            if envelope is None:
+                missing.append(handle)
+            elif handle.stream and self._subscription.is_set() and not handle.swept:
+                handle.swept = True  # its events and result are on the channel; let them arrive in order
+            else:
+                handle._settle(decode_result(envelope)[0])
+        if check_lost and missing:
+            await self._fail_lost([h for h in missing if h.entry_id is not None])
+
+    async def _fail_lost(self, handles: list[RedisJob]) -> None:
+        """A job with neither a stream entry nor a result was lost by Redis (it came back without data).
+
+        The entry is checked first: completion deletes it and stores the result in one step, so an
+        entry gone *before* a result read that still finds nothing means no result will ever come.
+        """
+        async with self._client.pipeline(transaction=False) as pipe:
+            for h in handles:
+                pipe.xrange(self.keys.jobs, min=h.entry_id, max=h.entry_id, count=1)
+            entries = await pipe.execute()
+        gone = [h for h, found in zip(handles, entries, strict=True) if not found]
+        if not gone:
+            return
+        results = await self._client.mget([self.keys.result(h.id) for h in gone])
+        for handle, envelope in zip(gone, results, strict=True):
+            if envelope is None:
+                log.error("job %s was lost: Redis restarted without its data", handle.id)
+                handle._fail(Unavailable(f"job {handle.id} was lost: Redis restarted without persistence"))
+
+
+class _StateCollector(Collector):
+    def __init__(self, broker: RedisBroker) -> None:
+        self._broker = broker
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        b = self._broker
+        yield GaugeMetricFamily(
+            "eqr_redis_up", "1 when this API node reached Redis at its last poll", value=b._redis_ok
+        )
+        yield GaugeMetricFamily("eqr_workers_live", "Workers with a live heartbeat", value=len(b._workers))
+        yield GaugeMetricFamily(
+            "eqr_stream_backlog", "Jobs in the Redis stream not yet read by a worker", value=b._backlog
+        )

@@ -1,0 +1,248 @@
+"""What the API process and the workers agree on in Redis: names, encodings, and the atomic scripts.
+
+Both sides import this module and nothing of each other, so the wire format lives in one place.
+The layout (``P`` is the prefix, ``eqr`` by default):
+
+==========================  =============  ==========================================================
+key                         type           meaning
+==========================  =============  ==========================================================
+``P:jobs``                  stream         unfinished jobs; consumer group ``workers``; an entry is
+                                           deleted when its result is stored, so XLEN = unfinished
+``P:dead``                  stream         dead letters: jobs delivered more than ``max_deliveries``
+``P:result:{id}``           string, TTL    the result envelope; first writer wins (``SET NX``)
+``P:kept:{id}``             string, TTL    ``pending``/``running`` for async jobs until the result
+``P:cancel:{id}``           string, TTL    a cancellation, for workers that pick the job up later
+``P:worker:{name}``         string, TTL    a worker's heartbeat: its model card and load
+``P:workers``               set            names of workers that sent a heartbeat (pruned by the API)
+``P:reply:{node}``          channel        one per API process: ``E``+event and ``R``+result messages
+``P:cancel``                channel        job ids to cancel, heard by every worker
+==========================  =============  ==========================================================
+
+The scripts make the two transitions that must not be torn apart atomic: admission (check the bound,
+append, mark an async job) and completion (store the result once, announce it, ack and delete the
+entry), plus the lease renewal a worker sends for the entries it is computing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eqr.server.broker.base import ModelCard
+from eqr.server.engine.request import IterationEvent, Job, Request, SolveParams, SolveResult, Status
+
+GROUP = "workers"
+EVENT, RESULT = "E", "R"  # first character of a reply-channel message
+
+
+class RedisOptions(BaseSettings):
+    """The distributed mode's knobs; each is also the env var ``EQR_REDIS_<FIELD>``.
+
+    ``claim_idle_s`` is compared with the idle time of a pending entry, which its owner resets every
+    ``heartbeat_s`` (a lease), so it only has to exceed a few heartbeats, not the longest solve.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EQR_REDIS_", extra="ignore")
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the shared Redis")
+    prefix: str = Field("eqr", min_length=1, description="namespace of every key and channel")
+    max_jobs: int = Field(10_000, ge=1, description="unfinished jobs in the stream before new work gets 429")
+    heartbeat_s: float = Field(2.0, gt=0, description="worker heartbeat and lease renewal period")
+    claim_idle_s: float = Field(15.0, gt=0, description="a pending job idle this long belongs to a dead worker")
+    max_deliveries: int = Field(3, ge=1, description="deliveries of one job before it is dead-lettered")
+    dead_maxlen: int = Field(10_000, ge=1, description="dead letters kept (oldest trimmed)")
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> RedisOptions:
+        if self.claim_idle_s < 2 * self.heartbeat_s:
+            raise ValueError("claim_idle_s must be at least two heartbeats, or live workers lose their jobs")
+        return self
+
+    @property
+    def worker_ttl_s(self) -> float:
+        """A worker missing three heartbeats in a row counts as gone."""
+        return 3 * self.heartbeat_s
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:cancel"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:result:{job_id}"
+
+    def kept(self, job_id: str) -> str:
+        return f"{self.prefix}:kept:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def reply(self, node: str) -> str:
+        return f"{self.prefix}:reply:{node}"
+
+
+# -- scripts ---------------------------------------------------------------------------------------
+
+# KEYS: stream, kept key. ARGV: max_jobs, kept ttl ms (0: not kept), then the entry's field/value pairs.
+# The bound is checked and the entry appended in one step, so concurrent API nodes can never overfill
+# the stream; MAXLEN is then a belt-and-braces cap that trims nothing.
+ENQUEUE = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2]) end
+return id
+"""
+
+# KEYS: result key, kept key, stream. ARGV: envelope, ttl ms, reply channel ('' none), group, entry id.
+# The first stored result wins; a later delivery of the same job announces the stored one instead of
+# its own, so a caller can only ever hear one answer. Acking in the same step means a job whose result
+# exists is never pending, hence never redelivered.
+STORE = """
+local stored = ARGV[1]
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  stored = redis.call('GET', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'R' .. stored) end
+redis.call('XACK', KEYS[3], ARGV[4], ARGV[5])
+redis.call('XDEL', KEYS[3], ARGV[5])
+return stored
+"""
+
+# KEYS: stream. ARGV: group, consumer, entry ids. Resets the idle time of the entries this consumer
+# still owns (JUSTID: the delivery count stays), and returns the ids it no longer owns: another worker
+# claimed them, or they were completed elsewhere. Their local copies are redundant.
+RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+
+# -- encodings -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job as it travels in a stream entry, with how its answer must be delivered."""
+
+    job: Job
+    reply: str  # the submitting API node's reply channel ('' when nobody listens)
+    stream: bool  # publish iteration events
+    keep: bool  # an async job: readable by id from any API node
+
+
+def encode_entry(d: Delivery) -> dict[str, str]:
+    job = {**dataclasses.asdict(d.job), "params": dataclasses.asdict(d.job.params)}
+    return {
+        "job": json.dumps(job),
+        "reply": d.reply,
+        "stream": "1" if d.stream else "0",
+        "keep": "1" if d.keep else "0",
+    }
+
+
+def decode_entry(fields: dict[str, str]) -> Delivery:
+    """Raises ``ValueError`` (or ``KeyError``/``TypeError``) on an entry this version cannot read."""
+    raw = json.loads(fields["job"])
+    params = SolveParams(**raw.pop("params"))
+    return Delivery(
+        Job(params=params, **raw), fields.get("reply", ""), fields.get("stream") == "1", fields.get("keep") == "1"
+    )
+
+
+def entry_job_id(fields: dict[str, str]) -> str | None:
+    """The job id of a possibly malformed entry, so even an unreadable job can be failed, not dropped."""
+    try:
+        value = json.loads(fields["job"]).get("id")
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def encode_result(result: SolveResult, *, worker: str, deliveries: int, kept: bool) -> str:
+    """The stored envelope: the result plus who computed it, at which delivery, and whether it is kept."""
+    body = {**dataclasses.asdict(result), "status": result.status.value}
+    return json.dumps({"result": body, "worker": worker, "deliveries": deliveries, "kept": kept})
+
+
+def decode_result(envelope: str) -> tuple[SolveResult, dict[str, Any]]:
+    """The result and the rest of the envelope (``worker``, ``deliveries``, ``kept``)."""
+    doc = json.loads(envelope)
+    body = doc.pop("result")
+    body["status"] = Status(body["status"])
+    return SolveResult(**body), doc
+
+
+def encode_event(event: IterationEvent) -> str:
+    return EVENT + json.dumps(dataclasses.asdict(event))
+
+
+def decode_event(text: str) -> IterationEvent:
+    return IterationEvent(**json.loads(text))
+
+
+def encode_card(card: ModelCard) -> dict[str, Any]:
+    return dataclasses.asdict(card)
+
+
+def decode_card(doc: dict[str, Any]) -> ModelCard:
+    return ModelCard(**doc)
+
+
+def failed_result(job: Job, message: str) -> SolveResult:
+    """The ``failed`` result of a job no engine ran (refused or dead-lettered): its givens, no iterations.
+
+    Built by the engine's own aggregation over a request with no answered trajectory, so it has exactly
+    the shape of an engine-made failure; a job too broken for that gets the bare minimum.
+    """
+    try:
+        request = Request(job, depth=0, noise=0.0, seed=job.params.seed or 0, deadline=None, arrival=0.0, on_event=None)
+        return request.finish(Status.FAILED, message)
+    except Exception:
+        breadth = job.params.breadth if isinstance(job.params.breadth, int) and job.params.breadth > 0 else 1
+        return SolveResult(
+            request_id=job.id,
+            status=Status.FAILED,
+            answer=[],
+            valid=False,
+            iterations=[0] * breadth,
+            iterations_to_convergence=None,
+            agreement=0.0,
+            convergence_score=math.inf,
+            queued_ms=0.0,
+            compute_ms=0.0,
+            error=message,
+        )

@@ -1,0 +1,154 @@
+"""The distributed mode as real processes: a redis-server, one ``eqr api`` and ``eqr worker`` processes.
+
+The command lines are built here, in one place, so the deployment test can check that the compose
+file runs the same commands with the same flags. Timings are shortened (heartbeat 0.5 s, claim after
+2 s idle) so fault tests take seconds; the tiny model never converges (tolerance 0), so a job runs its
+whole depth, about 3 ms an iteration on a busy CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.live_server import free_port
+from tests.redis_server import RedisServer
+
+START_TIMEOUT_S = 60.0
+TIMING = ["--heartbeat", "0.5", "--claim-idle", "2"]
+SLOTS, PREFETCH, MAX_DELIVERIES = 4, 2, 3
+
+
+def api_args(redis_url: str, host: str, port: int) -> list[str]:
+    """``eqr api`` arguments (after the program name)."""
+    return ["api", "--redis", redis_url, "--host", host, "--port", str(port), *TIMING]
+
+
+def worker_args(redis_url: str, model: str, name: str, host: str, metrics_port: int) -> list[str]:
+    """``eqr worker`` arguments (after the program name)."""
+    return [
+        "worker",
+        "--redis",
+        redis_url,
+        "--model",
+        model,
+        "--name",
+        name,
+        "--metrics-host",
+        host,
+        "--metrics-port",
+        str(metrics_port),
+        "--slots",
+        str(SLOTS),
+        "--prefetch",
+        str(PREFETCH),
+        "--max-deliveries",
+        str(MAX_DELIVERIES),
+        "--max-depth",
+        "1000000",
+        "--threads",
+        "1",
+        *TIMING,
+    ]
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    url: str  # the API, or the worker's metrics/health server
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    model_dir: Path
+    folder: Path
+    api: Proc | None = None
+    workers: dict[str, Proc] = field(default_factory=dict)
+
+    def _spawn(self, name: str, args: list[str], url: str) -> Proc:
+        log_path = self.folder / f"{name}.log"
+        env = {**os.environ, "EQR_LOG_LEVEL": "info", "EQR_DRAIN_TIMEOUT_S": "1"}
+        with log_path.open("w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "eqr.server.cli", *args], env=env, stdout=log, stderr=log)
+        return Proc(name, process, log_path, url)
+
+    def start_api(self) -> Proc:
+        port = free_port()
+        self.api = self._spawn("api", api_args(self.redis.url, "127.0.0.1", port), f"http://127.0.0.1:{port}")
+        return self.api
+
+    def start_worker(self, name: str) -> Proc:
+        port = free_port()
+        args = worker_args(self.redis.url, str(self.model_dir), name, "127.0.0.1", port)
+        self.workers[name] = self._spawn(name, args, f"http://127.0.0.1:{port}")
+        return self.workers[name]
+
+    def wait_healthy(self, proc: Proc, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with httpx.Client(base_url=proc.url, timeout=5) as client:
+            while True:
+                if not proc.alive():
+                    raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()}")
+                try:
+                    if client.get(path).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} not healthy after {START_TIMEOUT_S} s:\n{proc.log()}")
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        for proc in [*self.workers.values(), *([self.api] if self.api else [])]:
+            proc.kill()
+        self.redis.kill()
+
+
+@contextmanager
+def cluster(folder: Path, model_dir: Path, workers: list[str], *, persistent: bool) -> Iterator[Cluster]:
+    """Redis, the API and ``workers``, started in parallel; ready when the API counts every worker."""
+    c = Cluster(RedisServer(folder, persistent=persistent), model_dir, folder)
+    try:
+        c.redis.start()
+        c.start_api()
+        for name in workers:
+            c.start_worker(name)
+        for proc in c.workers.values():
+            c.wait_healthy(proc, "/healthz")
+        assert c.api is not None
+        c.wait_healthy(c.api, "/readyz")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while httpx.get(f"{c.api.url}/readyz").json().get("capacity") != SLOTS * len(workers):
+            assert time.monotonic() < deadline, "the API never saw every worker"
+            time.sleep(0.1)
+        yield c
+    finally:
+        c.close()
