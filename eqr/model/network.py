@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eqr.kernels import dispatch as kernels
+from eqr.kernels.reference import SlotNoise
+from eqr.kernels.reference import rms_norm as rms_norm  # re-exported: it lived here before the kernels
 from eqr.model import rng
 from eqr.model.config import EqRConfig
 
@@ -27,12 +30,6 @@ def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     with torch.no_grad():
         nn.init.trunc_normal_(tensor, std=std * 1.13685, a=-2.0 * std * 1.13685, b=2.0 * std * 1.13685)
     return tensor
-
-
-def rms_norm(x: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
-    """Parameter-free RMSNorm, computed in fp32 and cast back."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.square().mean(dim=dim, keepdim=True) + eps)).to(x.dtype)
 
 
 def swiglu_width(hidden: int, expansion: float, multiple_of: int) -> int:
@@ -79,14 +76,12 @@ class SwiGLU(nn.Module):
         self.down_proj = CastedLinear(inner, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(kernels.swiglu(self.gate_up_proj(x)))
 
     def over_positions(self, h: torch.Tensor) -> torch.Tensor:
         """Apply along the sequence axis of ``h`` [B, S, D] without transposing it (token mixing)."""
         gu = torch.matmul(self.gate_up_proj.weight.to(h.dtype), h)  # [B, 2I, D]
-        gate, up = gu.chunk(2, dim=-2)
-        return torch.matmul(self.down_proj.weight.to(h.dtype), F.silu(gate) * up)  # [B, S, D]
+        return torch.matmul(self.down_proj.weight.to(h.dtype), kernels.swiglu(gu, dim=-2))  # [B, S, D]
 
 
 def rope_tables(seq: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,10 +132,10 @@ class ReasoningBlock(nn.Module):
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if hasattr(self, "mlp_t"):
             # the paper normalises the transposed tensor over its last axis: the sequence (eqr.md §1.3)
-            h = rms_norm(h + self.mlp_t.over_positions(h), self.eps, dim=-2)
+            h = kernels.add_rms_norm(h, self.mlp_t.over_positions(h), self.eps, dim=-2)
         else:
-            h = rms_norm(h + self.self_attn(h, rope), self.eps)
-        return rms_norm(h + self.mlp(h), self.eps)
+            h = kernels.add_rms_norm(h, self.self_attn(h, rope), self.eps)
+        return kernels.add_rms_norm(h, self.mlp(h), self.eps)
 
 
 class NoisyReasoningModule(nn.Module):
@@ -217,29 +212,60 @@ class EqRNetwork(nn.Module):
         return (self.rope_cos, self.rope_sin) if hasattr(self, "rope_cos") else None
 
     def recur(
-        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, noise: NoiseFn, grad_last_only: bool = True
+        self,
+        z_H: torch.Tensor,
+        z_L: torch.Tensor,
+        x: torch.Tensor,
+        noise: NoiseFn | SlotNoise,
+        grad_last_only: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ACT step of latent updates (eqr.md §1.4); ``noise(call, z)`` returns σ·ξ or None.
+        """One ACT step of latent updates (eqr.md §1.4).
 
+        ``noise`` is either a callable ``noise(call, z)`` returning σ·ξ or None (training), or the
+        serving step's counter-based :class:`SlotNoise`, which the update kernel draws itself.
         With ``grad_last_only`` the first H_cycles-1 cycles run without autograd, as in training.
+        """
+        z_H, z_L, _ = self._recur(z_H, z_L, x, noise, grad_last_only)
+        return z_H, z_L
+
+    def _recur(
+        self,
+        z_H: torch.Tensor,
+        z_L: torch.Tensor,
+        x: torch.Tensor,
+        noise: NoiseFn | SlotNoise,
+        grad_last_only: bool,
+        base: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``recur``, plus the residual sums the update kernel fuses into the last update of each latent.
+
+        ``base`` is the iteration's starting (z_H, z_L); the sums come back only where a kernel ran.
         """
         cfg, rope, lam = self.cfg, self._rope_tables(), self.cfg.lambda_
 
-        def g(z: torch.Tensor, inj: torch.Tensor, call: int) -> torch.Tensor:
-            out = (1 - lam) * z + lam * self.L_level(z + inj, rope)
+        def g(
+            z: torch.Tensor, inj: torch.Tensor, call: int, ref: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            fz = self.L_level(z + inj, rope)
+            if isinstance(noise, SlotNoise):
+                return kernels.damped_update(z, fz, lam, noise, call, ref)
+            out = (1 - lam) * z + lam * fz
             xi = noise(call, z)
-            return out if xi is None else out + xi
+            return (out if xi is None else out + xi), None
 
+        sums_H = sums_L = None
         call = 0
         for h in range(cfg.H_cycles):
-            ctx = torch.no_grad() if grad_last_only and h < cfg.H_cycles - 1 else nullcontext()
+            last_cycle = h == cfg.H_cycles - 1
+            ctx = torch.no_grad() if grad_last_only and not last_cycle else nullcontext()
             with ctx:
-                for _ in range(cfg.L_cycles):
-                    z_L = g(z_L, z_H + x, call)
+                for i in range(cfg.L_cycles):
+                    last_L = base is not None and last_cycle and i == cfg.L_cycles - 1
+                    z_L, sums_L = g(z_L, z_H + x, call, base[1] if last_L else None)
                     call += 1
-                z_H = g(z_H, z_L, call)
+                z_H, sums_H = g(z_H, z_L, call, base[0] if base is not None and last_cycle else None)
                 call += 1
-        return z_H, z_L
+        return z_H, z_L, (None if sums_H is None or sums_L is None else (sums_H, sums_L))
 
     # -- the serving step ---------------------------------------------------------------------
     @torch.no_grad()
@@ -259,28 +285,21 @@ class EqRNetwork(nn.Module):
         ``seeds``/``steps`` (int64 [B]) key the per-slot noise so a trajectory is reproducible
         whatever else shares the batch; ``noise_scale`` is σ per slot ([B], 0 disables noise).
         ``prev_logits``/``prev_pred`` are the previous iteration's outputs (any values for a fresh
-        slot; the caller ignores its first deltas).
+        slot; the caller ignores its first deltas). On CUDA the fused ops run as Triton kernels and
+        nothing here reads the device, so the whole call can be captured in a CUDA graph.
         """
-        shape = z_H.shape[1:]
-        sigma = noise_scale.to(z_H.dtype).view(-1, 1, 1)
-        use_noise = bool((noise_scale > 0).any())
-
-        def noise(call: int, z: torch.Tensor) -> torch.Tensor | None:
-            return sigma * rng.normal(seeds, steps, call, shape).to(z.dtype) if use_noise else None
-
         x = self.embed(tokens)
-        new_H, new_L = self.recur(z_H, z_L, x, noise, grad_last_only=False)
+        noise = SlotNoise(seeds, steps, noise_scale)
+        new_H, new_L, sums = self._recur(z_H, z_L, x, noise, grad_last_only=False, base=(z_H, z_L))
         logits, q_halt = self.heads(new_H)
-        pred = logits.argmax(dim=-1)
-        diff = torch.cat([(new_H - z_H).flatten(1), (new_L - z_L).flatten(1)], dim=1).float().norm(dim=1)
-        base = torch.cat([z_H.flatten(1), z_L.flatten(1)], dim=1).float().norm(dim=1).clamp_min(1e-12)
+        pred, pred_change, logit_delta = kernels.step_deltas(logits, prev_logits, prev_pred)
         return StepOutput(
             z_H=new_H,
             z_L=new_L,
             logits=logits,
             pred=pred,
             q_halt=q_halt,
-            residual=diff / base,
-            pred_change=(pred != prev_pred).sum(dim=1),
-            logit_delta=(logits.float() - prev_logits.float()).norm(dim=-1).mean(dim=1),
+            residual=kernels.latent_residual(new_H, new_L, z_H, z_L, sums),
+            pred_change=pred_change,
+            logit_delta=logit_delta,
         )
