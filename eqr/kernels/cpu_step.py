@@ -212,16 +212,25 @@ class CpuStep:
         model = self.model
         n = z_H.shape[0]
         x = model.embed(tokens)
-        new_H = torch.empty(z_H.shape, dtype=torch.float32)
-        new_L = torch.empty(z_L.shape, dtype=torch.float32)
-        sums = np.zeros((2, n, 2), np.float64)  # [latent H/L, slot, (Σdiff², Σbase²)]
+        # every chunk has the same shape (the last one padded with copies of row 0): matmul kernels
+        # are then chosen identically for every slot, so a slot's numbers do not depend on how
+        # many neighbours it has, and a seeded request is bit-identical alone or batched
+        pad = -n % self.chunk
+        z_H_in, z_L_in, x_in, seeds_in, steps_in, sigma_in = (
+            torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) if pad else t
+            for t in (z_H, z_L, x, seeds, steps, noise_scale)
+        )
+        total_rows = n + pad
+        new_H = torch.empty((total_rows, *z_H.shape[1:]), dtype=torch.float32)
+        new_L = torch.empty((total_rows, *z_L.shape[1:]), dtype=torch.float32)
+        sums = np.zeros((2, total_rows, 2), np.float64)  # [latent H/L, slot, (Σdiff², Σbase²)]
         # σ is cast to the latent dtype first, as the reference does
-        noise = (seeds.numpy(), steps.numpy(), noise_scale.to(z_H.dtype).float().numpy())
-        chunks = [slice(b, min(b + self.chunk, n)) for b in range(0, n, self.chunk)]
+        noise = (seeds_in.numpy(), steps_in.numpy(), sigma_in.to(z_H.dtype).float().numpy())
+        chunks = [slice(b, b + self.chunk) for b in range(0, total_rows, self.chunk)]
 
         def run(rows: slice) -> None:
             with torch.no_grad():  # grad mode is per thread: the pool's threads need it too
-                self._run_chunk(rows, (z_H, z_L, x), noise, (new_H, new_L), sums)
+                self._run_chunk(rows, (z_H_in, z_L_in, x_in), noise, (new_H, new_L), sums)
 
         if self._pool is None:
             for rows in chunks:
@@ -233,7 +242,7 @@ class CpuStep:
                 list(self._pool.map(run, chunks))
             finally:
                 torch.set_num_threads(threads)
-        new_H, new_L = new_H.to(z_H.dtype), new_L.to(z_L.dtype)
+        new_H, new_L, sums = new_H[:n].to(z_H.dtype), new_L[:n].to(z_L.dtype), sums[:, :n]
         logits, q_halt = model.heads(new_H)
         pred, pred_change, logit_delta = reference.step_deltas(logits, prev_logits, prev_pred)
         total = torch.from_numpy(sums.sum(axis=0))

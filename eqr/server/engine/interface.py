@@ -51,6 +51,7 @@ class EngineConfig:
     aging_per_s: float = 1.0  # effective priority gained per second of waiting
     device: str = "cpu"  # where the slot pool lives; the model must already be there
     threads: int | None = None  # torch intra-op threads of the engine thread; None: torch's choice
+    fast_step: bool = True  # run EqRNetwork models through eqr.kernels.make_step (CUDA graphs / CPU fast step)
 
     def __post_init__(self) -> None:
         for name in ("slots", "max_queue", "max_depth", "max_breadth"):
