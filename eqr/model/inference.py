@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from eqr.kernels.step import make_step
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
 
@@ -46,6 +47,7 @@ def rollout(
     preds = torch.zeros(len(depths), n, s, dtype=torch.long)
     scores = torch.full((len(depths), n), float("inf"))
     converged_at = torch.full((n,), depth + 1, dtype=torch.long)
+    step = make_step(model, batch_size)  # the fastest step for the device (CPU fast path, CUDA graphs)
     bar = tqdm(total=n * depth, desc="rollout", unit="it", disable=not progress)
     for start in range(0, n, batch_size):
         tok = tokens[start : start + batch_size].to(device)
@@ -60,7 +62,7 @@ def rollout(
         conv = torch.full((b,), depth + 1, dtype=torch.long, device=device)
         for t in range(depth):
             steps = torch.full((b,), t, dtype=torch.long, device=device)
-            out = model.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
+            out = step.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
             z_H, z_L, prev_logits, prev_pred = out.z_H, out.z_L, out.logits, out.pred
             if t > 0:
                 deltas.append(out.logit_delta)
