@@ -135,7 +135,7 @@ def test_cancel_across_processes_frees_the_worker_slots(c: Cluster, api: httpx.C
     workers = [w.url for w in c.workers.values()]
     job_id = api.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 1_000_000, "breadth": 2}).json()["id"]
     _until(lambda: sum(_gauge(w, "eqr_live_slots") for w in workers) == 2, 10, "the job to hold two slots")
-    _until(lambda: api.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 5, "the job to show as running")
+    _until(lambda: api.get(f"/v1/jobs/{job_id}").json().get("status") == "running", 5, "the job to show as running")
     view = api.delete(f"/v1/jobs/{job_id}")
     assert view.status_code == 200 and view.json()["status"] == "done"
     assert view.json()["result"]["status"] == "cancelled" and max(view.json()["result"]["iterations"]) > 0
@@ -252,7 +252,7 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
     r = c.redis.client()
     short = api.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 100}).json()["id"]
     long = api.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 1_000_000, "timeout_ms": 4000}).json()["id"]
-    _until(lambda: api.get(f"/v1/jobs/{long}").json()["status"] == "running", 5, "w2 to start the long job")
+    _until(lambda: api.get(f"/v1/jobs/{long}").json().get("status") == "running", 5, "w2 to start the long job")
     assert c.workers["w2"].terminate(timeout=20) == 0
     assert _envelope(c, short)["worker"] == "w2"  # finished during the drain
     [pending] = r.xpending_range(KEYS.jobs, GROUP, "-", "+", 10)
