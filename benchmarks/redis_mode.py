@@ -15,66 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 from batching import DATA, load_mix
+from servers import distributed, embedded
 
 from eqr.model.checkpoint import default_model_dir
 from eqr.model.tasks.sudoku import to_string
 
-CLI = [sys.executable, "-m", "eqr.server.cli"]
 MIX_SIZE = 96  # distinct puzzles of the mix (the easy files hold 80); longer loads cycle through them
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
-    """A child process for the duration of the block, stopped with SIGTERM (then SIGKILL)."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=out, env={**os.environ, "EQR_LOG_LEVEL": "warning"})
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0, json_key: str | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            sys.exit(f"{' '.join(proc.args[:5])} exited:\n{log.read_text()}")
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == 200 and (json_key is None or r.json().get(json_key)):
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            sys.exit(f"{url} not ready after {timeout:.0f} s:\n{log.read_text()}")
-        time.sleep(0.2)
 
 
 async def drive(url: str, puzzles: list[str], depth: int, concurrency: int) -> dict:
@@ -104,35 +57,13 @@ async def drive(url: str, puzzles: list[str], depth: int, concurrency: int) -> d
 
 
 def run_embedded(args: argparse.Namespace, puzzles: list[str], tmp: Path, threads: int) -> dict:
-    port = free_port()
-    log = tmp / "serve.log"
-    engine = ["--model", str(args.model), "--slots", str(args.slots), "--threads", str(threads)]
-    with process([*CLI, "serve", "--port", str(port), *engine], log) as proc:
-        wait_ok(f"http://127.0.0.1:{port}/readyz", proc, log)
-        return asyncio.run(drive(f"http://127.0.0.1:{port}", puzzles, args.depth, args.concurrency))
+    with embedded(args.model, args.slots, threads, tmp) as deployment:
+        return asyncio.run(drive(deployment.url, puzzles, args.depth, args.concurrency))
 
 
 def run_distributed(args: argparse.Namespace, puzzles: list[str], tmp: Path) -> dict:
-    redis_server = shutil.which("redis-server") or sys.exit("redis-server not found: apt-get install -y redis-server")
-    rport, aport = free_port(), free_port()
-    redis_url = f"redis://127.0.0.1:{rport}/0"
-    engine = ["--model", str(args.model), "--slots", str(args.slots), "--threads", str(args.threads)]
-    with ExitStack() as stack:
-        persistence = ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp)]
-        stack.enter_context(process([redis_server, "--port", str(rport), *persistence], tmp / "redis.log"))
-        api_log = tmp / "api.log"
-        api = stack.enter_context(process([*CLI, "api", "--redis", redis_url, "--port", str(aport)], api_log))
-        for i in range(args.workers):
-            worker = [*CLI, "worker", "--redis", redis_url, "--name", f"bench-{i}", "--metrics-port", str(free_port())]
-            stack.enter_context(process([*worker, *engine], tmp / f"worker-{i}.log"))
-        url = f"http://127.0.0.1:{aport}"
-        wait_ok(f"{url}/readyz", api, api_log)
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{url}/readyz").json().get("capacity") != args.slots * args.workers:
-            if time.monotonic() > deadline:
-                sys.exit("not every worker registered:\n" + api_log.read_text())
-            time.sleep(0.2)
-        return asyncio.run(drive(url, puzzles, args.depth, args.concurrency))
+    with distributed(args.model, args.slots, args.threads, args.workers, tmp) as deployment:
+        return asyncio.run(drive(deployment.url, puzzles, args.depth, args.concurrency))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live_server import LiveServer, save_tiny_model, serve
+from tests.live_server import API_KEY, LiveServer, save_tiny_model, serve
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +17,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """
     model_dir = save_tiny_model(tmp_path_factory.mktemp("live") / "tiny")
     with serve(model_dir, "--slots", "8", "--max-depth", "1000000") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """An ``eqr serve`` that requires ``API_KEY`` (from ``--api-keys-file``), logging at info level so a
+    test can check that the key never appears; depth is capped at 8, so no request runs long."""
+    folder = tmp_path_factory.mktemp("keyed")
+    (folder / "keys").write_text(f"# test clients\n{API_KEY}\n")
+    args = ["--slots", "8", "--max-depth", "8", "--api-keys-file", str(folder / "keys")]
+    with serve(save_tiny_model(folder / "tiny"), *args, env={"EQR_LOG_LEVEL": "info"}) as server:
         yield server

@@ -26,6 +26,7 @@ from eqr.model.network import EqRNetwork
 TINY = EqRConfig(hidden_size=16, expansion=2, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
 TINY_INFERENCE = {"depth": 6, "noise": 0.01, "window": 2, "tol": 0.0}
 START_TIMEOUT_S = 60.0
+API_KEY = "test-key-6c1e0b9d2f"  # the key of the ``keyed_server`` fixture
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,17 @@ def save_tiny_model(folder: Path) -> Path:
 
 
 @contextmanager
-def serve(model_dir: Path, *extra_args: str, log_dir: Path | None = None) -> Iterator[LiveServer]:
+def serve(
+    model_dir: Path, *extra_args: str, log_dir: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
     """Start ``eqr serve`` on ``model_dir``, wait for ``/readyz``, and kill it afterwards.
 
-    The server's log goes to ``log_dir`` (default: beside the model folder, for a temporary model).
+    The server's log goes to ``log_dir`` (default: beside the model folder, for a temporary model);
+    ``env`` adds or overrides environment variables (``EQR_*`` settings; the log level is warning).
     """
     port = free_port()
     log_path = (log_dir or model_dir.parent) / f"{model_dir.name}-server.log"
-    env = {**os.environ, "EQR_LOG_LEVEL": "warning"}
+    env = {**os.environ, "EQR_LOG_LEVEL": "warning", **(env or {})}
     cmd = [sys.executable, "-m", "eqr.server.cli", "serve", "--model", str(model_dir), "--port", str(port)]
     with log_path.open("w+") as log:
         proc = subprocess.Popen([*cmd, "--threads", "1", *extra_args], env=env, stdout=log, stderr=log)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from eqr.model.config import EqRConfig
@@ -64,7 +65,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Eq
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: no such file")
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as exc:  # e.g. a pickle renamed: refused by the header parser, never unpickled
+        raise CheckpointError(f"{weights}: not a safetensors file ({exc})") from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

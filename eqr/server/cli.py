@@ -179,10 +179,25 @@ def _settings(command: str, args: argparse.Namespace) -> Settings | None:
 
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         print(f"eqr {command}: invalid setting: {exc}", file=sys.stderr)
         return None
+    return settings if _api_keys_usable(command, settings) else None
+
+
+def _api_keys_usable(command: str, settings: Settings) -> bool:
+    """An unreadable or empty key file fails here, in one line: serving without keys would fail open."""
+    if command not in ("serve", "api"):
+        return True
+    from eqr.server.api.auth import ApiKeyError, load_api_keys
+
+    try:
+        load_api_keys(settings)
+    except ApiKeyError as exc:
+        print(f"eqr {command}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _redis_options(command: str, args: argparse.Namespace) -> RedisOptions | None:
@@ -260,6 +275,15 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
 
 
+def _add_api_options(p: argparse.ArgumentParser) -> None:
+    """The flags of a process that serves the HTTP API (``serve``, ``api``)."""
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
+    p.add_argument(
+        "--api-keys-file", help="require one of these API keys (one a line) on /v1 ($EQR_API_KEYS_FILE, $EQR_API_KEYS)"
+    )
+
+
 def _add_redis_options(p: argparse.ArgumentParser) -> None:
     """The flags of the distributed mode (``api``, ``worker``); also ``EQR_REDIS_*`` variables."""
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default redis://127.0.0.1:6379/0, $EQR_REDIS_URL)")
@@ -320,14 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("serve", help="serve the model over HTTP (flags override EQR_* environment variables)")
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
-    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
+    _add_api_options(p)
     _add_engine_options(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("api", help="serve the HTTP API over a Redis queue; no model is loaded (workers run it)")
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
-    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
+    _add_api_options(p)
     p.add_argument("--model-name", help="name of the served model until a worker reports its own")
     p.add_argument("--max-jobs", dest="redis_max_jobs", type=_positive_int, help="unfinished jobs before 429 (10000)")
     _add_redis_options(p)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eqr.model.checkpoint import default_model_dir
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long running work may finish")
     stall_timeout_s: float = Field(30.0, gt=0, description="/readyz fails when work waits and no step ran this long")
+    engine_error_window_s: float = Field(
+        10.0, ge=0, description="/readyz fails this long after a failed engine step, unless a step succeeds since"
+    )
+    # -- security and per-client limits (README "Security and limits"); a client is its API key, else its IP
+    api_keys: SecretStr | None = Field(None, description="comma-separated API keys; any set: /v1 needs one")
+    api_keys_file: Path | None = Field(None, description="file of API keys, one a line ('#' comments)")
+    rate_limit_per_s: float = Field(0.0, ge=0, description="requests per second per client (token bucket); 0: off")
+    rate_limit_burst: int = Field(0, ge=0, description="token bucket size; 0: the rate, rounded up")
+    max_in_flight_per_client: int = Field(0, ge=0, description="requests one client may have running; 0: off")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     @field_validator("log_level", mode="before")

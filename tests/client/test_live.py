@@ -19,8 +19,9 @@ from eqr_client import (
     NotFound,
     PuzzleError,
     SolveResult,
+    Unauthorized,
 )
-from tests.live_server import LiveServer
+from tests.live_server import API_KEY, LiveServer
 
 PUZZLES = [
     "...26.7.168..7..9.19...45..82.1...4...46.29...5...3.28..93...74.4..5..367.3.18...",
@@ -170,3 +171,16 @@ def test_cli_solves_through_the_server(live_server: LiveServer, capsys: pytest.C
 
     assert main(["solve", "11" + "." * 79, "--server", live_server.url]) == 2
     assert "r1c1, r1c2" in capsys.readouterr().err
+
+
+def test_the_api_key_is_sent_and_checked(keyed_server: LiveServer, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("EQR_API_KEY", raising=False)
+    with Client(keyed_server.url, api_key=API_KEY) as keyed:
+        assert keyed.solve(PUZZLES[0], depth=2).iterations == [2]
+    for key, status in ((None, 401), ("not-the-key", 403)):
+        with Client(keyed_server.url, api_key=key) as client, pytest.raises(Unauthorized) as info:
+            client.solve(PUZZLES[0], depth=2)
+        assert info.value.status == status
+    monkeypatch.setenv("EQR_API_KEY", API_KEY)  # the default source of the key
+    with Client(keyed_server.url) as from_env:
+        assert from_env.models()[0].name == keyed_server.model_name

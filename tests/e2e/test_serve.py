@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
@@ -107,6 +108,30 @@ def test_metrics_and_models(client: httpx.Client):
     assert info["name"] == "tiny-e2e" and info["caps"]["slots"] == 8
     text = client.get("/metrics").text
     assert "eqr_iterations_to_convergence_count" in text and "eqr_requests_total" in text
+
+
+def _gauges(client: httpx.Client) -> dict[str, float]:
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+        if s.name in ("eqr_live_slots", "eqr_requests_in_flight", "eqr_queue_depth")
+    }
+
+
+def test_closing_a_stream_mid_way_frees_its_slots(client: httpx.Client):
+    forever = {"puzzle": PUZZLE, "stream": True, "depth": 1_000_000, "breadth": 3}
+    with client.stream("POST", "/v1/solve", json=forever) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        while not next(lines).startswith("event: iteration"):
+            pass
+        assert _gauges(client)["eqr_live_slots"] == 3  # the stream holds its three slots while open
+    # the connection is closed now: the server must notice and give the slots back within a few steps
+    deadline = time.monotonic() + 10
+    while (gauges := _gauges(client)) != {"eqr_live_slots": 0, "eqr_requests_in_flight": 0, "eqr_queue_depth": 0}:
+        assert time.monotonic() < deadline, f"slots not freed after the client left: {gauges}"
+        time.sleep(0.05)
 
 
 def test_sigterm_drains_running_work_then_exits_zero(server, client: httpx.Client):

@@ -81,3 +81,29 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
     _edit_config(folder, L_layers=1, mlp_t=False, num_heads=4)
     with pytest.raises(CheckpointError, match=r"unexpected tensors \['L_level\.layers\.0\.mlp_t\."):
         load_model(folder)
+
+
+class _RunsCode:
+    """A pickle payload that would leave a marker file if it were ever unpickled."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_is_never_loaded_only_safetensors(tmp_path):
+    # only `eqr convert --trust` unpickles (with a restricted unpickler, tests/model/test_paper_checkpoint.py);
+    # serving reads model.safetensors, so a pickle there, or beside it, is refused without running
+    _, folder = _saved(tmp_path)
+    marker = tmp_path / "pwned"
+    (folder / WEIGHTS).unlink()
+    for name in ("pytorch_model.bin", "model.pt", "eqr.pth"):
+        torch.save({"payload": _RunsCode(marker)}, folder / name)
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS}: no such file"):
+        load_model(folder)
+    torch.save({"payload": _RunsCode(marker)}, folder / WEIGHTS)
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_model(folder)
+    assert not marker.exists()

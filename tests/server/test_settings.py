@@ -47,3 +47,26 @@ def test_bad_model_folder_or_setting_fails_before_serving(served, tmp_path: Path
     err = capsys.readouterr().err
     assert "invalid setting" in err and "port" in err
     assert served == []
+
+
+def test_api_keys_and_limits_come_from_flags_and_environment(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    folder = save_model(tmp_path / "tiny-keys", EqRNetwork(TINY))
+    keys = tmp_path / "keys"
+    keys.write_text("first-key\n")
+    monkeypatch.setenv("EQR_API_KEYS", "env-key")
+    monkeypatch.setenv("EQR_RATE_LIMIT_PER_S", "5")
+    monkeypatch.setenv("EQR_MAX_IN_FLIGHT_PER_CLIENT", "4")
+    assert main(["serve", "--model", str(folder), "--api-keys-file", str(keys)]) == 0
+    (s,) = served
+    assert s.api_keys_file == keys and s.api_keys is not None and s.api_keys.get_secret_value() == "env-key"
+    assert (s.rate_limit_per_s, s.rate_limit_burst, s.max_in_flight_per_client) == (5.0, 0, 4)
+
+    keys.write_text("# revoked everyone\n")  # an empty key file must not quietly open the server
+    for command in (["serve", "--model", str(folder)], ["api"]):
+        assert main([*command, "--api-keys-file", str(keys)]) == 2
+        assert "holds no key" in capsys.readouterr().err
+    assert main(["serve", "--model", str(folder), "--api-keys-file", str(tmp_path / "absent")]) == 2
+    assert "cannot read the API keys file" in capsys.readouterr().err
+    assert len(served) == 1

@@ -15,9 +15,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from eqr.server.api.auth import KeyRing, load_api_keys
 from eqr.server.api.errors import install_error_handlers
+from eqr.server.api.guard import ClientGuard
 from eqr.server.api.limits import BodySizeLimit
 from eqr.server.api.playground import mount_playground
+from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
 from eqr.server.api.routers import jobs, models, ops, solve
 from eqr.server.api.schemas import ErrorResponse
 from eqr.server.broker.base import Broker
@@ -49,7 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await broker.start()
     metrics.track(lambda: broker.stats().in_flight, broker.stats().capacity)
     app.state.broker = broker
-    log.info("serving model %r (task %s)", broker.card.name, broker.card.task)
+    log.info("serving model %r (task %s); %s", broker.card.name, broker.card.task, app.state.key_ring.describe())
     try:
         yield
     finally:
@@ -92,7 +95,38 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     app.state.metrics = Metrics(model=name, max_depth=settings.max_depth)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (solve.router, jobs.router, models.router, ops.router):
-        app.include_router(router)
+    _install_guard(app, settings)  # added last: the outermost layer, so refusals cost nothing else
+    for router in (solve.router, jobs.router, models.router):
+        app.include_router(router, responses=GUARD_RESPONSES)
+    app.include_router(ops.router)
     mount_playground(app)
     return app
+
+
+GUARD_RESPONSES: dict[int | str, dict] = {
+    401: {"model": ErrorResponse, "description": "API key missing (only when the server has keys)"},
+    403: {"model": ErrorResponse, "description": "API key not valid"},
+    429: {"model": ErrorResponse, "description": "queue full, rate limited or too many in flight; see Retry-After"},
+}
+
+
+def _install_guard(app: FastAPI, settings: Settings) -> None:
+    """API keys and per-client limits on ``/v1`` (see ``guard.py``); raises ``ApiKeyError`` on bad keys."""
+    keys = app.state.key_ring = KeyRing(load_api_keys(settings))
+    rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s else None
+    in_flight = InFlightLimiter(settings.max_in_flight_per_client) if settings.max_in_flight_per_client else None
+    app.add_middleware(ClientGuard, keys=keys, rate=rate, in_flight=in_flight)
+    if keys.enabled:
+        app.openapi = lambda: _with_bearer_scheme(app)  # type: ignore[method-assign]
+
+
+def _with_bearer_scheme(app: FastAPI) -> dict:
+    """The OpenAPI document, with the bearer key declared on every ``/v1`` operation."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+    return app.openapi_schema

@@ -29,7 +29,19 @@ log = logging.getLogger("eqr.server.api")
 
 # Codes that mean "refused before any work was queued"; they feed eqr_rejections_total{reason}.
 REJECTIONS = frozenset(
-    {"invalid_request", "invalid_puzzle", "payload_too_large", "queue_full", "not_ready", "draining", "model_not_found"}
+    {
+        "invalid_request",
+        "invalid_puzzle",
+        "payload_too_large",
+        "queue_full",
+        "not_ready",
+        "draining",
+        "model_not_found",
+        "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "too_many_in_flight",
+    }
 )
 _HTTP_CODES = {
     400: "bad_request",
@@ -104,9 +116,21 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ClientGone):
         return ApiError(499, "client_closed_request", "the client disconnected; its work was cancelled")
     if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
+            return _unparsable_body(exc.__cause__)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
     return ApiError(500, "internal_error", "internal server error; the server log has the details")
+
+
+def _unparsable_body(cause: BaseException) -> ApiError:
+    """FastAPI answers 400 for a body its JSON parser raised on (other than a syntax error); for a
+    client these are the same mistake as malformed JSON, so they get the same 422."""
+    if isinstance(cause, RecursionError):
+        return ApiError(422, "invalid_request", "request body is not valid JSON: nested too deeply")
+    if isinstance(cause, UnicodeDecodeError):
+        return ApiError(422, "invalid_request", "request body is not valid JSON: not UTF-8 text")
+    return ApiError(422, "invalid_request", "request body is not valid JSON")
 
 
 def _from_validation(errors: Sequence[Any]) -> ApiError:

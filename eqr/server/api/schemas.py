@@ -74,11 +74,17 @@ class ErrorResponse(BaseModel):
 
 
 class SolveOptions(BaseModel):
-    """Budgets and knobs of a solve; omitted values take the served model's defaults."""
+    """Budgets and knobs of a solve; omitted values take the served model's defaults.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a value of the wrong JSON type (``"depth": "5"``, ``"breadth": true``) is a 422, not
+    quietly converted, so a client's bug surfaces at the first request rather than as odd results.
+    """
 
-    model: str | None = Field(None, description="served model name; others get 404", examples=["sudoku-small"])
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(
+        None, max_length=256, description="served model name; others get 404", examples=["sudoku-small"]
+    )
     depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
     breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
     aggregate: Literal["converged", "vote"] = Field("converged", description="most-converged trajectory, or majority")

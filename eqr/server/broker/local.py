@@ -26,6 +26,7 @@ from eqr.server.broker.base import (
     Unavailable,
 )
 from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped, InvalidParam, QueueFull
+from eqr.server.engine.interface import EngineStats
 from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
 from eqr.server.settings import Settings
 
@@ -122,6 +123,7 @@ class LocalBroker:
         accuracy: dict[str, Any] | None = None,
         job_ttl_s: float = 600.0,
         stall_timeout_s: float = 30.0,
+        error_window_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.card = ModelCard(
@@ -135,6 +137,7 @@ class LocalBroker:
         self._engine = engine
         self._ttl = job_ttl_s
         self._stall = stall_timeout_s
+        self._error_window = error_window_s
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -173,6 +176,7 @@ class LocalBroker:
             accuracy=meta.get("accuracy"),
             job_ttl_s=settings.job_ttl_s,
             stall_timeout_s=settings.stall_timeout_s,
+            error_window_s=settings.engine_error_window_s,
         )
 
     async def start(self) -> None:
@@ -235,15 +239,35 @@ class LocalBroker:
             return Readiness(False, "draining", f"draining: admitting no work, {len(self._live)} request(s) finishing")
         if not self._running:
             return Readiness(False, "not_ready", "the engine is not running")
-        # A failed model step fails only its requests and the engine carries on, so ``stats().error``
-        # alone does not make the server unready; an engine that stops stepping does.
+        stats = self._engine.stats()
+        failing = self._failing(stats)
+        if failing is not None:
+            return failing
         if self._live:
             # progress = a step since the work arrived; an engine idle for hours is not stalled
-            since = max(self._engine.stats().last_step_time or 0.0, self._busy_since)
+            since = max(stats.last_step_time or 0.0, self._busy_since)
             idle_s = time.monotonic() - since
             if idle_s > self._stall:
                 return Readiness(False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending")
         return Readiness(True)
+
+    def _failing(self, stats: EngineStats) -> Readiness | None:
+        """Degraded while the latest model steps failed, for ``error_window_s`` after the last failure.
+
+        A failed step fails only its own requests and the engine carries on, so one old error must not
+        keep the server out of rotation forever: a successful step clears it at once, and the window
+        lets an idle server (which has no step to succeed with) take traffic again and try.
+        """
+        if not stats.failed_steps or stats.last_failure_time is None:
+            return None
+        age_s = time.monotonic() - stats.last_failure_time
+        if age_s >= self._error_window:
+            return None
+        return Readiness(
+            False,
+            "engine_error",
+            f"the engine failed its last {stats.failed_steps} step(s), most recently {age_s:.1f} s ago: {stats.error}",
+        )
 
     # -- bookkeeping (loop thread) ------------------------------------------------------------------
 

@@ -120,6 +120,8 @@ class Engine:
         self._last_step_time: float | None = None
         self._last_step_duration = 0.0
         self._error: str | None = None
+        self._failed_steps = 0  # consecutive: reset by a step whose model call succeeds
+        self._last_failure: float | None = None
         self._left_ema = 0.0  # trajectories leaving slots per step, and step seconds (for retry hints)
         self._step_s_ema = 0.0
 
@@ -173,6 +175,8 @@ class Engine:
                 last_step_duration_s=self._last_step_duration,
                 error=self._error,
                 draining=not self._accepting,
+                failed_steps=self._failed_steps,
+                last_failure_time=self._last_failure,
             )
 
     @staticmethod
@@ -241,11 +245,13 @@ class Engine:
                 codes = self.runner.run()
             except Exception as exc:  # fail the requests of this step, keep serving the queue
                 log.exception("model step failed on %d slots", ran)
-                with self._cond:
-                    self._error = f"{type(exc).__name__}: {exc}"
+                self._record_failure(exc)
                 ended += s.fail_live(f"model step failed: {type(exc).__name__}: {exc}")
                 ran = 0
             else:
+                if self._failed_steps:  # only this thread writes it: reading without the lock is safe
+                    with self._cond:
+                        self._failed_steps = 0
                 done, events = s.postprocess(codes)
                 ended += done
         self._publish(ended, events, ran, time.perf_counter() - t0)
@@ -315,13 +321,20 @@ class Engine:
             self._in_flight.clear()
             self._inbox, self._inbox_trajectories, self._cancels = [], 0, set()
             self._waiting = self._queued_requests = self._live = 0
-            self._error = f"{type(exc).__name__}: {exc}"
             self._cond.notify_all()
+        self._record_failure(exc)
         self.pool.owners.clear()
         self.scheduler = Scheduler(self.pool, self.config.aging_per_s)
         for request in lost:
             if not request.future.done():
                 request.future.set_result(_failed(request, error))
+
+    def _record_failure(self, exc: Exception) -> None:
+        """Remember a failed step for readiness (see ``LocalBroker.readiness``)."""
+        with self._cond:
+            self._error = f"{type(exc).__name__}: {exc}"
+            self._failed_steps += 1
+            self._last_failure = time.monotonic()
 
     # -- admission --------------------------------------------------------------------------------
 

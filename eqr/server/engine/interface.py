@@ -75,6 +75,9 @@ class EngineStats:
     last_step_duration_s: float
     error: str | None  # the last engine exception ("Type: message"), or None
     draining: bool  # no longer accepting work (drain or stop called)
+    # failures since the last step that ran the model successfully (0: healthy), and when the last was
+    failed_steps: int = 0
+    last_failure_time: float | None = None  # time.monotonic(); None when no step ever failed
 
 
 class EngineObserver(Protocol):

@@ -163,3 +163,36 @@ async def test_a_failing_model_step_is_a_500_or_an_sse_error_event(gated: Gated)
     gated.model.fail = False  # the engine carries on serving
     assert (await gated.client.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 1})).status_code == 200
     assert (await gated.client.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize("gated_config", [{"engine": {"slots": 1}}], indirect=True)
+async def test_a_failing_step_fails_only_the_requests_in_the_slots(gated: Gated):
+    running, queued = solve(gated, depth=2), solve(gated, depth=2)
+    await until(lambda: gated.in_flight() == 2)
+    gated.model.fail = True
+    gated.model.allow(1)  # one step, which fails: only the request in the slot was in it
+    r = await running
+    assert r.status_code == 500 and "injected model failure" in r.json()["error"]["message"]
+    gated.model.fail = False
+    gated.model.open()
+    r = await queued
+    assert r.status_code == 200 and r.json()["status"] == "max_iterations"
+
+
+@pytest.mark.parametrize("gated_config", [{"broker": {"error_window_s": 0.5}}], indirect=True)
+async def test_readiness_reports_a_failing_engine_and_recovers(gated: Gated):
+    gated.model.fail = True
+    gated.model.open()
+    assert (await gated.client.post("/v1/solve", json={"puzzle": PUZZLE})).status_code == 500
+    r = await gated.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_error"
+    assert "injected model failure" in r.json()["error"]["message"]
+    gated.model.fail = False  # a step that succeeds makes the server ready at once
+    assert (await gated.client.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 1})).status_code == 200
+    assert (await gated.client.get("/readyz")).status_code == 200
+
+    gated.model.fail = True  # an idle server has no step to succeed with: the window lets traffic back in
+    assert (await gated.client.post("/v1/solve", json={"puzzle": PUZZLE})).status_code == 500
+    assert (await gated.client.get("/readyz")).json()["error"]["code"] == "engine_error"
+    await asyncio.sleep(0.6)
+    assert (await gated.client.get("/readyz")).status_code == 200

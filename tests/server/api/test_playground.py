@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, serve
+from tests.live_server import API_KEY, LiveServer, serve
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "artifacts"
@@ -149,6 +149,22 @@ def test_playground_stop_cancels_the_work(browser, live_server: LiveServer):
     while httpx.get(live_server.url + "/readyz").json()["in_flight"]:
         assert time.monotonic() < deadline, "the stopped solve kept running on the server"
         time.sleep(0.05)
+
+
+def test_playground_sends_the_key_the_user_enters(browser, keyed_server: LiveServer):
+    browser.get(keyed_server.url + "/")  # the page itself is public
+    wait_for(browser, lambda d: "API key" in text(d, "model-name"))
+    set_value(browser, "api-key", API_KEY)
+    browser.find_element(By.ID, "depth").click()  # leaving the field stores the key and reloads the model
+    wait_for(browser, lambda d: text(d, "model-name").startswith("model:"))
+    assert browser.execute_script("return sessionStorage.getItem('eqr-api-key')") == API_KEY
+    set_value(browser, "depth", "4")
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    assert page_state(browser) == "done", text(browser, "error")
+    browser.refresh()  # same tab: the key is still there
+    wait_for(browser, lambda d: text(d, "model-name").startswith("model:"))
+    browser.execute_script("sessionStorage.clear()")
 
 
 @pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="no bundled model")

@@ -243,6 +243,24 @@ function requestBody() {
   return body;
 }
 
+// -- the API key: kept for this tab only (sessionStorage), sent as a bearer token --------------------
+
+const KEY_STORE = "eqr-api-key";
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+function initApiKey() {
+  const input = $("api-key");
+  input.value = sessionStorage.getItem(KEY_STORE) || "";
+  input.addEventListener("change", () => {
+    sessionStorage.setItem(KEY_STORE, input.value.trim());
+    loadModel();
+  });
+}
+
 async function errorOf(response) {
   try {
     const body = await response.json();
@@ -264,7 +282,7 @@ async function solve() {
   try {
     const response = await fetch("v1/solve", {
       method: "POST",
-      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders() },
       body: JSON.stringify(requestBody()),
       signal: controller.signal,
     });
@@ -301,7 +319,11 @@ async function solve() {
 
 async function loadModel() {
   try {
-    const response = await fetch("v1/models");
+    const response = await fetch("v1/models", { headers: authHeaders() });
+    if (response.status === 401 || response.status === 403) {
+      $("model-name").textContent = "this server needs an API key: enter it above";
+      return;
+    }
     if (!response.ok) return;
     const [model] = (await response.json()).models;
     if (!model) return;
@@ -331,6 +353,7 @@ function init() {
   });
   select.value = EXAMPLES[0][1];
   loadPuzzle(select.value);
+  initApiKey();
   loadModel();
 }
 

@@ -1,0 +1,102 @@
+"""Who may call ``/v1`` and how much: API key, rate limit, requests in flight, as ASGI middleware.
+
+In that order, before the request reaches a route: a missing key is 401, a wrong one 403, a client
+over its rate 429 ``rate_limited``, one with too many requests running 429 ``too_many_in_flight``,
+each in the one JSON error shape. Middleware rather than a route dependency because the in-flight
+count must cover the whole response, and a streamed solve answers long after its route returned.
+
+Only paths under ``/v1/`` are guarded. ``/healthz``, ``/readyz`` and ``/metrics`` stay open for load
+balancers, orchestrators and Prometheus, which carry no keys and get only aggregate numbers, never a
+puzzle or an answer; ``/``, ``/static`` and the OpenAPI documents are the same public files for
+everyone (the playground asks its user for a key and sends it on its ``/v1`` calls).
+"""
+
+from __future__ import annotations
+
+import math
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from eqr.server.api.auth import KeyRing
+from eqr.server.api.errors import ApiError, respond
+from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+
+GUARDED_PREFIX = "/v1/"
+
+
+def unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "an API key is required: send 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": 'Bearer realm="eqr"'},
+    )
+
+
+def forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "the API key is not valid")
+
+
+def rate_limited(wait_s: float, rate: float) -> ApiError:
+    retry = max(1, math.ceil(wait_s))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"rate limit of {rate:g} requests/s exceeded; retry in {retry} s",
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def too_many_in_flight(limit: int) -> ApiError:
+    return ApiError(
+        429,
+        "too_many_in_flight",
+        f"at most {limit} requests per client may run at once; retry when one has finished",
+        headers={"Retry-After": "1"},
+    )
+
+
+class ClientGuard:
+    """Authenticates and limits each ``/v1`` request; any part may be off (no keys, rate 0, limit 0)."""
+
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing, rate: RateLimiter | None = None, in_flight: InFlightLimiter | None = None
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.rate = rate
+        self.in_flight = in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        client, error = self._admit(scope)
+        if error is not None:
+            metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+            await respond(error, metrics)(scope, receive, send)
+            return
+        if self.in_flight is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave(client)
+
+    def _admit(self, scope: Scope) -> tuple[str, ApiError | None]:
+        """The client's name and, when it may not proceed, why; an admitted client is counted in flight."""
+        if self.keys.enabled:
+            presented, key = self.keys.check(Headers(scope=scope).get("authorization"))
+            if key is None:
+                return "", forbidden() if presented else unauthorized()
+            client = f"key:{key}"
+        else:
+            peer = scope.get("client")
+            client = f"ip:{peer[0] if peer else 'unknown'}"
+        if self.rate is not None and (wait := self.rate.acquire(client)) > 0:
+            return client, rate_limited(wait, self.rate.rate)
+        if self.in_flight is not None and not self.in_flight.enter(client):
+            return client, too_many_in_flight(self.in_flight.limit)
+        return client, None

@@ -1,0 +1,164 @@
+"""API keys and per-client limits: 401/403/429 in the one error shape, open operational endpoints,
+keys that never reach a log, and bounded limiter memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eqr.server.api import create_app
+from eqr.server.api.auth import ApiKeyError, fingerprint, load_api_keys
+from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+from eqr.server.settings import Settings
+from tests.server.api.conftest import PUZZLE, Gated, make_settings, serving, until
+from tests.server.api.test_errors import error_of
+
+KEY, OTHER_KEY = "k-3f9a1c77e0b24d6a", "k-second-key-0042"
+SOLVE = {"puzzle": PUZZLE, "depth": 1}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def keyed(model_dir: Path, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Keys from both sources: one in EQR_API_KEYS, one in the keys file."""
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# clients\n\n{OTHER_KEY}\n")
+    app = create_app(make_settings(model_dir, api_keys=KEY, api_keys_file=keys_file))
+    async with serving(app) as client:
+        yield client
+
+
+async def test_missing_key_is_401_and_wrong_key_403(keyed: httpx.AsyncClient):
+    missing = await keyed.post("/v1/solve", json=SOLVE)
+    assert error_of(missing, 401)["code"] == "unauthorized" and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for headers in (bearer("nope"), bearer(KEY + "x"), bearer(KEY[:-1])):
+        assert error_of(await keyed.post("/v1/solve", json=SOLVE, headers=headers), 403)["code"] == "forbidden"
+    basic = await keyed.get("/v1/models", headers={"Authorization": f"Basic {KEY}"})
+    assert error_of(basic, 401)["code"] == "unauthorized"
+    for path in ("/v1/models", "/v1/jobs/anything"):
+        assert (await keyed.get(path)).status_code == 401
+
+
+async def test_either_configured_key_is_accepted(keyed: httpx.AsyncClient):
+    for key in (KEY, OTHER_KEY):
+        r = await keyed.post("/v1/solve", json=SOLVE, headers=bearer(key))
+        assert r.status_code == 200, r.text
+    r = await keyed.post("/v1/jobs", json=SOLVE, headers={"authorization": f"bearer {KEY}"})  # case-insensitive
+    assert r.status_code == 202
+
+
+async def test_operational_endpoints_and_the_playground_stay_open(keyed: httpx.AsyncClient):
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+        assert (await keyed.get(path)).status_code == 200, path
+    doc = (await keyed.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
+    assert doc["paths"]["/v1/solve"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
+
+
+async def test_refusals_are_counted_by_reason(keyed: httpx.AsyncClient):
+    await keyed.post("/v1/solve", json=SOLVE)
+    await keyed.post("/v1/solve", json=SOLVE, headers=bearer("wrong"))
+    text = (await keyed.get("/metrics")).text
+    assert 'eqr_rejections_total{reason="unauthorized"} 1.0' in text
+    assert 'eqr_rejections_total{reason="forbidden"} 1.0' in text
+
+
+async def test_keys_never_reach_the_log(model_dir: Path, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    app = create_app(make_settings(model_dir, api_keys=f"{KEY},{OTHER_KEY}"))
+    async with serving(app) as client:
+        await client.post("/v1/solve", json=SOLVE, headers=bearer(KEY))
+        await client.post("/v1/solve", json=SOLVE, headers=bearer("guess-" + KEY))
+    assert fingerprint(KEY) in caplog.text  # keys are named by a hash prefix only
+    assert KEY not in caplog.text and OTHER_KEY not in caplog.text
+    assert KEY not in repr(app.state.settings) and KEY not in str(app.state.settings.model_dump())
+
+
+def test_unusable_key_configurations_fail_closed(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.write_text("# nobody yet\n\n")
+    for settings, words in [
+        (Settings(api_keys_file=tmp_path / "missing"), "cannot read"),
+        (Settings(api_keys_file=empty), "holds no key"),
+        (Settings(api_keys="good,has space"), "spaces"),
+    ]:
+        with pytest.raises(ApiKeyError, match=words) as info:
+            load_api_keys(settings)
+        assert "has space" not in str(info.value)
+    assert load_api_keys(Settings()) == frozenset()
+    assert load_api_keys(Settings(api_keys=" a , b ,, ")) == {"a", "b"}
+
+
+async def test_rate_limit_is_per_key_with_retry_after(model_dir: Path):
+    app = create_app(make_settings(model_dir, api_keys=f"{KEY},{OTHER_KEY}", rate_limit_per_s=0.5, rate_limit_burst=2))
+    async with serving(app) as client:
+        statuses = [(await client.get("/v1/models", headers=bearer(KEY))).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        r = await client.get("/v1/models", headers=bearer(KEY))
+        assert error_of(r, 429)["code"] == "rate_limited" and int(r.headers["Retry-After"]) in (1, 2)
+        assert (await client.get("/v1/models", headers=bearer(OTHER_KEY))).status_code == 200  # its own bucket
+        assert (await client.get("/readyz")).status_code == 200  # probes are never limited
+
+
+async def test_rate_limit_is_per_ip_without_keys(model_dir: Path):
+    app = create_app(make_settings(model_dir, rate_limit_per_s=0.5, rate_limit_burst=1))
+    async with serving(app) as first:
+        other = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("10.9.8.7", 4321)), base_url="http://t"
+        )
+        async with other:
+            assert (await first.get("/v1/models")).status_code == 200
+            assert error_of(await first.get("/v1/models"), 429)["code"] == "rate_limited"
+            assert (await other.get("/v1/models")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "gated_config", [{"settings": {"api_keys": f"{KEY},{OTHER_KEY}", "max_in_flight_per_client": 2}}], indirect=True
+)
+async def test_requests_in_flight_are_limited_per_key_until_they_finish(gated: Gated):
+    def solve(key: str, **extra: object) -> asyncio.Task:
+        return asyncio.ensure_future(gated.client.post("/v1/solve", json={**SOLVE, **extra}, headers=bearer(key)))
+
+    held = [solve(KEY), solve(KEY, stream=True)]  # a stream counts until its last event is sent
+    await until(lambda: gated.in_flight() == 2)
+    r = await gated.client.post("/v1/solve", json=SOLVE, headers=bearer(KEY))
+    assert error_of(r, 429)["code"] == "too_many_in_flight" and r.headers["Retry-After"] == "1"
+    other = solve(OTHER_KEY)  # another key has its own allowance
+    await until(lambda: gated.in_flight() == 3)
+    gated.model.open()
+    assert [t.status_code for t in await asyncio.gather(*held, other)] == [200, 200, 200]
+    assert (await gated.client.post("/v1/solve", json=SOLVE, headers=bearer(KEY))).status_code == 200
+
+
+def test_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)  # one token every 0.5 s
+    now[0] += 0.5
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") > 0
+    assert RateLimiter(2.5).burst == 3  # burst 0: the rate, rounded up
+
+
+def test_limiter_memory_is_bounded_however_many_clients_come():
+    now = [0.0]
+    limiter = RateLimiter(1.0, 2, clock=lambda: now[0], max_tracked=100)
+    for i in range(1000):
+        limiter.acquire(f"ip:{i}")
+    assert len(limiter) == 100  # the least recently seen are forgotten
+    now[0] += 2.0  # every bucket has refilled: each is as good as new, so none is kept
+    limiter.acquire("late")
+    assert len(limiter) == 1
+    in_flight = InFlightLimiter(1)
+    assert in_flight.enter("a") and not in_flight.enter("a")
+    in_flight.leave("a")
+    assert len(in_flight) == 0 and in_flight.enter("a")
