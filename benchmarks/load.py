@@ -297,16 +297,25 @@ def wait_idle(url: str, timeout_s: float = IDLE_TIMEOUT_S) -> dict:
         time.sleep(0.1)
 
 
+def settled_connections(port: int, timeout_s: float = 10.0) -> int:
+    """Client connections to ``port`` once closing ones had time to finish (a leak stays)."""
+    deadline = time.monotonic() + timeout_s
+    while (count := client_connections(port)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return count
+
+
 def snapshot(deployment: Deployment) -> Snapshot:
     ready = wait_idle(deployment.url)
     time.sleep(1.0)  # let closed connections finish closing on the server side
+    port = int(deployment.url.rsplit(":", 1)[1])
     return Snapshot(
         rss_mb={name: rss_mb(pid) for name, pid in deployment.pids.items()},
         sockets={name: sockets(pid) for name, pid in deployment.pids.items()},
         queue_depth=int(ready.get("queue_depth", -1)),
         in_flight=int(ready.get("in_flight", -1)),
         finished=finished_requests(deployment.metrics),
-        client_connections=client_connections(int(deployment.url.rsplit(":", 1)[1])),
+        client_connections=settled_connections(port),
     )
 
 
