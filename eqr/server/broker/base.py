@@ -8,6 +8,7 @@ everything here is asyncio-facing, carries only the plain dataclasses of
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -137,3 +138,35 @@ class Broker(Protocol):
     def stats(self) -> BrokerStats: ...
 
     def readiness(self) -> Readiness: ...
+
+
+END_OF_EVENTS = object()  # closes a job's event queue
+
+
+class FutureJob:
+    """What every job handle shares: a result future, an optional event queue and a started flag.
+
+    Brokers differ only in how results and events arrive and how a cancel travels; the
+    state, ``peek`` and event iteration are the same everywhere, so they live here.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: bool) -> None:
+        self._result: asyncio.Future[SolveResult] = loop.create_future()
+        self._events: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
+        self._started = False  # the first iteration event arrived (a plain bool write is atomic)
+
+    @property
+    def state(self) -> JobState:
+        if self._result.done():
+            return JobState.DONE
+        return JobState.RUNNING if self._started else JobState.PENDING
+
+    def peek(self) -> SolveResult | None:
+        done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
+        return self._result.result() if done else None
+
+    async def events(self) -> AsyncIterator[IterationEvent]:
+        if self._events is None:
+            raise RuntimeError(f"job {self.id} was not submitted with stream=True")  # type: ignore[attr-defined]
+        while (item := await self._events.get()) is not END_OF_EVENTS:
+            yield item  # type: ignore[misc]

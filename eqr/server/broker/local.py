@@ -13,13 +13,14 @@ import concurrent.futures
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from eqr.server.broker.base import (
+    END_OF_EVENTS,
     BrokerStats,
+    FutureJob,
     InvalidParams,
-    JobState,
     ModelCard,
     Overloaded,
     Readiness,
@@ -30,10 +31,8 @@ from eqr.server.engine.interface import EngineStats
 from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
 from eqr.server.settings import Settings
 
-_END = object()  # closes a job's event queue
 
-
-class LocalJob:
+class LocalJob(FutureJob):
     """A job's view from the event loop: a future for the result and, when streaming, an event queue."""
 
     def __init__(
@@ -49,33 +48,15 @@ class LocalJob:
         self._loop = loop
         self._cancel = cancel
         self._on_settled = on_settled
-        self._result: asyncio.Future[SolveResult] = loop.create_future()
-        self._events: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
-        self._started = False  # set by the engine thread at the first event; a plain bool write is atomic
+        super().__init__(loop, stream)
 
     @property
     def id(self) -> str:
         return self.job.id
 
-    @property
-    def state(self) -> JobState:
-        if self._result.done():
-            return JobState.DONE
-        return JobState.RUNNING if self._started else JobState.PENDING
-
-    def peek(self) -> SolveResult | None:
-        done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
-        return self._result.result() if done else None
-
     async def result(self) -> SolveResult:
         # shielded: a caller that stops waiting (disconnect, timeout) must not destroy the result
         return await asyncio.shield(self._result)
-
-    async def events(self) -> AsyncIterator[IterationEvent]:
-        if self._events is None:
-            raise RuntimeError(f"job {self.id} was not submitted with stream=True")
-        while (item := await self._events.get()) is not _END:
-            yield item  # type: ignore[misc]
 
     def cancel(self) -> None:
         if not self._result.done():
@@ -109,7 +90,7 @@ class LocalJob:
             else:
                 self._result.set_result(future.result())
         if self._events is not None:
-            self._events.put_nowait(_END)
+            self._events.put_nowait(END_OF_EVENTS)
         self._on_settled(self)
 
 

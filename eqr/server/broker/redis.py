@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -30,9 +30,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from eqr.server.broker.base import (
+    END_OF_EVENTS,
     BrokerStats,
+    FutureJob,
     InvalidParams,
-    JobState,
     ModelCard,
     Overloaded,
     Readiness,
@@ -57,7 +58,6 @@ from eqr.server.engine.validation import check_job
 
 log = logging.getLogger(__name__)
 
-_END = object()  # closes a job's event queue
 PENDING_TTL_S = 86_400.0  # how long an async job's pending marker and a cancellation wait for a worker
 REDIS_ERRORS = (RedisError, OSError)
 
@@ -76,7 +76,7 @@ async def ensure_group(client: Redis, keys: Keys) -> None:
             raise
 
 
-class RedisJob:
+class RedisJob(FutureJob):
     """One job seen from this API node: a future for the result and, when streaming, an event queue."""
 
     def __init__(self, broker: RedisBroker, job_id: str, *, stream: bool, keep: bool) -> None:
@@ -86,9 +86,7 @@ class RedisJob:
         self.keep = keep
         self.entry_id: str | None = None  # the stream entry, once accepted by this node
         self.swept = False  # the sweep has seen its result once (streams wait one period for the channel)
-        self._running = False
-        self._result: asyncio.Future[SolveResult] = asyncio.get_running_loop().create_future()
-        self._events: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
+        super().__init__(asyncio.get_running_loop(), stream)
 
     @property
     def id(self) -> str:
@@ -98,26 +96,10 @@ class RedisJob:
     def done(self) -> bool:
         return self._result.done()
 
-    @property
-    def state(self) -> JobState:
-        if self._result.done():
-            return JobState.DONE
-        return JobState.RUNNING if self._running else JobState.PENDING
-
-    def peek(self) -> SolveResult | None:
-        done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
-        return self._result.result() if done else None
-
     async def result(self) -> SolveResult:
         if not self._result.done():
             self._broker._watch(self)  # a handle from get() is only swept once somebody waits on it
         return await asyncio.shield(self._result)
-
-    async def events(self) -> AsyncIterator[IterationEvent]:
-        if self._events is None:
-            raise RuntimeError(f"job {self.id} was not submitted with stream=True")
-        while (item := await self._events.get()) is not _END:
-            yield item  # type: ignore[misc]
 
     def cancel(self) -> None:
         if not self._result.done():
@@ -126,7 +108,7 @@ class RedisJob:
     # -- fed by the broker ----------------------------------------------------------------------------
 
     def _event(self, event: IterationEvent) -> None:
-        self._running = True
+        self._started = True
         if self._events is not None and not self._result.done():
             self._events.put_nowait(event)
 
@@ -143,7 +125,7 @@ class RedisJob:
 
     def _close_events(self) -> None:
         if self._events is not None:
-            self._events.put_nowait(_END)
+            self._events.put_nowait(END_OF_EVENTS)
 
 
 class RedisBroker:
@@ -237,7 +219,7 @@ class RedisBroker:
             return handle if handle is not None and handle.keep else None
         handle = handle or RedisJob(self, job_id, stream=False, keep=True)
         if kept == "running":
-            handle._running = True
+            handle._started = True
         return handle
 
     async def drain(self, timeout_s: float) -> bool:
