@@ -42,7 +42,7 @@ class SolveResult(_View):
     grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
     valid: bool
     iterations: list[int] = Field(description="iterations run per trajectory")
-    iterations_to_convergence: int | None = None
+    iterations_to_convergence: int | None = Field(None, description="iteration at which the answer settled")
     agreement: float = Field(description="share of trajectories agreeing with the answer")
     convergence_score: float | None = Field(None, description="mean logit change over the last window")
     timings: Timings

@@ -2,6 +2,13 @@
 
 A trajectory has settled on an attractor when its decoded prediction has not changed for
 ``window`` consecutive iterations and its relative latent residual is below ``tol``.
+
+Two iteration counts come out of it, and they differ by the confirmation window:
+
+- *iterations to convergence*: the iteration at which the answer it settled on first appeared
+  (the fixed point was reached there; an easy board often settles at iteration 1 or 2);
+- *iterations run*: the iteration at which the rule fired, ``window`` or more later, which is
+  what the trajectory cost (the engine evicts it then).
 """
 
 from __future__ import annotations
@@ -23,3 +30,10 @@ class ConvergenceRule:
 
     def converged(self, streak: torch.Tensor) -> torch.Tensor:
         return streak >= self.window
+
+    @staticmethod
+    def update_changed_at(
+        changed_at: torch.Tensor, pred_change: torch.Tensor, iteration: torch.Tensor | int
+    ) -> torch.Tensor:
+        """The iteration at which each prediction last changed: once converged, where its answer first appeared."""
+        return torch.where(pred_change != 0, iteration, changed_at)

@@ -33,6 +33,7 @@ RECORD_KEYS = (
     "cell_accuracy",
     "mean_iterations",
     "p90_iterations",
+    "mean_iterations_run",
     "puzzles",
 )
 
@@ -57,14 +58,18 @@ def accuracy(chosen: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return float(hit.all(dim=1).float().mean()), float(hit.float().mean())
 
 
-def iteration_stats(converged_at: torch.Tensor, depth: int) -> tuple[float, float]:
-    """Mean and p90 iterations to convergence, capped at ``depth``.
+def iteration_stats(converged_at: torch.Tensor, detected_at: torch.Tensor, depth: int) -> tuple[float, float, float]:
+    """Mean and p90 iterations to convergence, and mean iterations run, within ``depth``.
 
-    A trajectory not converged within ``depth`` counts as ``depth``: that is what it cost. p90
-    is the nearest-rank percentile, an iteration count that actually occurred.
+    A trajectory counts as converged within ``depth`` when the rule fired by then (``detected_at``);
+    its iterations to convergence are where its answer settled (``converged_at``), what it ran is
+    ``detected_at``. One not converged within ``depth`` counts as ``depth`` for both: that is what
+    it cost. p90 is the nearest-rank percentile, an iteration count that actually occurred.
     """
-    its = converged_at.clamp(max=depth).double().numpy()
-    return float(its.mean()), float(np.percentile(its, 90, method="inverted_cdf"))
+    done = detected_at <= depth
+    its = torch.where(done, converged_at, depth).double().numpy()
+    run = torch.where(done, detected_at, depth).double().numpy()
+    return float(its.mean()), float(np.percentile(its, 90, method="inverted_cdf")), float(run.mean())
 
 
 def grid_records(
@@ -72,6 +77,7 @@ def grid_records(
     preds: torch.Tensor,
     scores: torch.Tensor,
     converged_at: torch.Tensor,
+    detected_at: torch.Tensor,
     labels: torch.Tensor,
     breadths: Sequence[int],
     rules: Sequence[str],
@@ -79,8 +85,9 @@ def grid_records(
 ) -> list[dict[str, Any]]:
     """Score every (depth, breadth, rule) cell from snapshots of a rollout.
 
-    ``preds`` [len(depths), N, B, S], ``scores`` [len(depths), N, B], ``converged_at`` [N, B]
-    (first converged iteration, anything > depth if never), ``labels`` [N, S].
+    ``preds`` [len(depths), N, B, S], ``scores`` [len(depths), N, B], ``converged_at`` and
+    ``detected_at`` [N, B] (see :class:`eqr.model.inference.Rollout`; anything > depth if never),
+    ``labels`` [N, S].
     """
     n = labels.shape[0]
     rows = torch.arange(n)
@@ -90,8 +97,8 @@ def grid_records(
             for rule in rules:
                 pick = choose(preds[k], scores[k], breadth, rule)
                 exact, cell = accuracy(preds[k, rows, pick], labels)
-                mean_it, p90_it = iteration_stats(converged_at[rows, pick], depth)
-                values = (data, depth, breadth, rule, exact, cell, mean_it, p90_it, n)
+                stats = iteration_stats(converged_at[rows, pick], detected_at[rows, pick], depth)
+                values = (data, depth, breadth, rule, exact, cell, *stats, n)
                 records.append(dict(zip(RECORD_KEYS, values, strict=True)))
     return records
 
@@ -126,6 +133,7 @@ def evaluate(
         r.preds.view(len(r.depths), n, width, -1),
         r.scores.view(len(r.depths), n, width),
         r.converged_at.view(n, width),
+        r.detected_at.view(n, width),
         labels,
         breadths,
         rules,
@@ -145,14 +153,14 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table of records, one line per cell of the grid."""
     head = (
         f"{'data':<24} {'depth':>5} {'breadth':>7} {'aggregate':<9} "
-        f"{'exact':>7} {'cell':>7} {'mean_it':>7} {'p90_it':>6}"
+        f"{'exact':>7} {'cell':>7} {'mean_it':>7} {'p90_it':>6} {'mean_run':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
         lines.append(
             f"{Path(r['data']).name:<24} {r['depth']:>5} {r['breadth']:>7} {r['aggregate']:<9} "
             f"{r['exact_accuracy']:>7.3f} {r['cell_accuracy']:>7.3f} {r['mean_iterations']:>7.2f} "
-            f"{r['p90_iterations']:>6.0f}"
+            f"{r['p90_iterations']:>6.0f} {r['mean_iterations_run']:>8.2f}"
         )
     return "\n".join(lines)
 

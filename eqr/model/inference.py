@@ -23,7 +23,8 @@ class Rollout:
     depths: list[int]
     preds: torch.Tensor  # [len(depths), N, S] token ids
     scores: torch.Tensor  # [len(depths), N] mean logit change over the last `window` steps (lower = settled)
-    converged_at: torch.Tensor  # [N] first iteration where the convergence rule held (depth+1 if never)
+    converged_at: torch.Tensor  # [N] iteration at which the answer it converged on appeared (depth+1 if never)
+    detected_at: torch.Tensor  # [N] iteration at which the convergence rule held (depth+1 if never): its cost
 
 
 def rollout(
@@ -47,6 +48,7 @@ def rollout(
     preds = torch.zeros(len(depths), n, s, dtype=torch.long)
     scores = torch.full((len(depths), n), float("inf"))
     converged_at = torch.full((n,), depth + 1, dtype=torch.long)
+    detected_at = torch.full((n,), depth + 1, dtype=torch.long)
     step = make_step(model, batch_size)  # the fastest step for the device (CPU fast path, CUDA graphs)
     bar = tqdm(total=n * depth, desc="rollout", unit="it", disable=not progress)
     for start in range(0, n, batch_size):
@@ -58,16 +60,21 @@ def rollout(
         prev_logits = torch.zeros(b, s, model.cfg.vocab_size, device=device)
         prev_pred = torch.full((b, s), -1, dtype=torch.long, device=device)
         streak = torch.zeros(b, dtype=torch.long, device=device)
+        changed = torch.zeros(b, dtype=torch.long, device=device)
         deltas: list[torch.Tensor] = []
         conv = torch.full((b,), depth + 1, dtype=torch.long, device=device)
+        detected = conv.clone()
         for t in range(depth):
             steps = torch.full((b,), t, dtype=torch.long, device=device)
             out = step.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
             z_H, z_L, prev_logits, prev_pred = out.z_H, out.z_L, out.logits, out.pred
+            changed = rule.update_changed_at(changed, out.pred_change, t + 1)
             if t > 0:
                 deltas.append(out.logit_delta)
                 streak = rule.update_streak(streak, out.pred_change, out.residual)
-                conv = torch.where((conv > depth) & rule.converged(streak), t + 1, conv)
+                now = (detected > depth) & rule.converged(streak)
+                detected = torch.where(now, t + 1, detected)
+                conv = torch.where(now, changed, conv)
             if t + 1 in depths:
                 k = depths.index(t + 1)
                 preds[k, start : start + b] = out.pred.cpu()
@@ -75,5 +82,6 @@ def rollout(
                     scores[k, start : start + b] = torch.stack(deltas[-rule.window :]).mean(0).cpu()
             bar.update(b)
         converged_at[start : start + b] = conv.cpu()
+        detected_at[start : start + b] = detected.cpu()
     bar.close()
-    return Rollout(depths=depths, preds=preds, scores=scores, converged_at=converged_at)
+    return Rollout(depths=depths, preds=preds, scores=scores, converged_at=converged_at, detected_at=detected_at)

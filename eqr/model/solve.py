@@ -67,7 +67,7 @@ class OfflineSolution:
     valid: bool  # a complete, rule-abiding grid that keeps the givens
     status: str  # "converged" or "max_iterations" (same words as the engine's Status)
     iterations: int  # iterations run (every trajectory runs the same number)
-    converged_at: int | None  # iteration at which the chosen trajectory converged; None if never
+    converged_at: int | None  # iteration at which the chosen trajectory's answer settled; None if it never converged
     converged_trajectories: int
     breadth: int
     trajectory: int  # index of the chosen trajectory
@@ -103,6 +103,7 @@ def solve_offline(
     prev_logits = torch.zeros(breadth, s, model.cfg.vocab_size, device=device)
     pred = torch.full((breadth, s), -1, dtype=torch.long, device=device)
     streak = torch.zeros(breadth, dtype=torch.long, device=device)
+    changed = torch.zeros(breadth, dtype=torch.long, device=device)
     conv = torch.full((breadth,), never, dtype=torch.long, device=device)
     deltas: deque[torch.Tensor] = deque(maxlen=rule.window)
     iterations = 0
@@ -110,10 +111,11 @@ def solve_offline(
         steps = torch.full((breadth,), iterations, dtype=torch.long, device=device)
         out = model.iterate(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, pred)
         z_H, z_L, prev_logits, pred = out.z_H, out.z_L, out.logits, out.pred
+        changed = rule.update_changed_at(changed, out.pred_change, iterations + 1)
         if iterations > 0:  # a fresh trajectory's first change is measured against nothing
             deltas.append(out.logit_delta)
             streak = rule.update_streak(streak, out.pred_change, out.residual)
-            conv = torch.where((conv == never) & rule.converged(streak), iterations + 1, conv)
+            conv = torch.where((conv == never) & rule.converged(streak), changed, conv)
         iterations += 1
         if bool((conv < never).all()):
             break

@@ -50,9 +50,10 @@ def hand_built():
     """Depths (1, 2); 3 trajectories per puzzle. Convergence and vote disagree at breadth 3."""
     preds = torch.tensor([[WRONG0, RIGHT0, RIGHT0], [RIGHT1, WRONG1, WRONG1]])
     scores = torch.tensor([[0.1, 0.3, 0.4], [0.2, 0.05, 0.3]])
-    converged_at = torch.tensor([[2, 5, 1], [1, 3, 9]])
+    converged_at = torch.tensor([[1, 2, 1], [1, 1, 6]])  # where each answer settled
+    detected_at = torch.tensor([[2, 5, 1], [1, 3, 9]])  # where the rule fired
     inf = torch.full_like(scores, float("inf"))  # depth 1 has no convergence score yet
-    return [1, 2], torch.stack([preds, preds]), torch.stack([inf, scores]), converged_at
+    return [1, 2], torch.stack([preds, preds]), torch.stack([inf, scores]), converged_at, detected_at
 
 
 def cell(records, depth, breadth, rule):
@@ -61,8 +62,10 @@ def cell(records, depth, breadth, rule):
 
 
 def test_grid_records_hand_built():
-    depths, preds, scores, conv = hand_built()
-    records = grid_records(depths, preds, scores, conv, LABELS, [1, 2, 3], ["converged", "vote"], data="x.csv")
+    depths, preds, scores, conv, detected = hand_built()
+    records = grid_records(
+        depths, preds, scores, conv, detected, LABELS, [1, 2, 3], ["converged", "vote"], data="x.csv"
+    )
     assert len(records) == 2 * 3 * 2 and all(tuple(r) == RECORD_KEYS for r in records)
     assert all(r["data"] == "x.csv" and r["puzzles"] == 2 for r in records)
 
@@ -70,12 +73,13 @@ def test_grid_records_hand_built():
     for rule in ("converged", "vote"):
         r = cell(records, 2, 1, rule)
         assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
-        assert (r["mean_iterations"], r["p90_iterations"]) == (1.5, 2.0)
+        assert (r["mean_iterations"], r["p90_iterations"], r["mean_iterations_run"]) == (1.0, 1.0, 1.5)
 
     # breadth 3, depth 2: lowest score picks WRONG0 and WRONG1
     r = cell(records, 2, 3, "converged")
     assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.0, 5 / 8)
-    assert r["mean_iterations"] == 2.0  # trajectory 1 of puzzle 1 converged at 3 > depth 2: counts as 2
+    # trajectory 1 of puzzle 1 settled at 1 but was confirmed at 3 > depth 2: counts as 2 for both
+    assert (r["mean_iterations"], r["mean_iterations_run"]) == (1.5, 2.0)
     # the vote picks RIGHT0 (2 of 3) and WRONG1 (2 of 3)
     r = cell(records, 2, 3, "vote")
     assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 6 / 8)
@@ -91,9 +95,11 @@ def test_grid_records_hand_built():
 
 def test_accuracy_and_iteration_stats():
     assert accuracy(torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1, 2], [3, 4]])) == (0.5, 0.75)
-    its = torch.arange(1, 11)
-    assert iteration_stats(its, 100) == (5.5, 9.0)  # nearest rank: the 9th of 10 values
-    assert iteration_stats(its, 4) == (pytest.approx(3.4), 4.0)
+    detected = torch.arange(1, 11)
+    settled = (detected - 3).clamp(min=1)  # 1 1 1 1 2 3 4 5 6 7
+    assert iteration_stats(settled, detected, 100) == (pytest.approx(3.1), 6.0, 5.5)  # p90: the 9th of 10
+    # within depth 4 only the first four converged; the rest count 4 for both numbers
+    assert iteration_stats(settled, detected, 4) == (pytest.approx(2.8), 4.0, pytest.approx(3.4))
 
 
 def test_trajectory_seeds_depend_only_on_puzzle_and_index():
@@ -118,6 +124,7 @@ def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
         assert tuple(r) == RECORD_KEYS and r["puzzles"] == 3 and r["data"] == str(csv_file)
         assert 0.0 <= r["exact_accuracy"] <= r["cell_accuracy"] <= 1.0
         assert 1.0 <= r["mean_iterations"] <= r["p90_iterations"] <= r["depth"]
+        assert r["mean_iterations"] <= r["mean_iterations_run"] <= r["depth"]
     # breadth 1 of a breadth-2 run is the same trajectory as a breadth-1 run, and --limit keeps trajectories
     narrow = evaluate_file(model, csv_file, breadths=[1], **kw)
     assert narrow == [r for r in records if r["breadth"] == 1]

@@ -49,9 +49,13 @@ def test_solve_stops_once_every_trajectory_converged(model_dir):
         model.lm_head.weight.zero_()  # constant logits: the prediction never changes
     rule = ConvergenceRule(window=2, tol=float("inf"))
     result = solve_offline(model, parse_puzzle(PUZZLE), depth=50, breadth=2, rule_name="vote", rule=rule)
-    # iteration 1 has nothing to compare with; iterations 2 and 3 are unchanged -> converged at 3
-    assert (result.iterations, result.converged_at, result.status) == (3, 3, "converged")
+    # iteration 1 has nothing to compare with; iterations 2 and 3 are unchanged -> the rule fires at 3,
+    # and the answer it confirms appeared at iteration 1
+    assert (result.iterations, result.converged_at, result.status) == (3, 1, "converged")
     assert result.converged_trajectories == 2 and result.agreement == 1.0 and not result.valid
+    tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
+    r = rollout(model, tokens, trajectory_seeds(0, 1, 2), 10, 0.0, rule=rule)
+    assert r.converged_at.tolist() == [1, 1] and r.detected_at.tolist() == [3, 3]
 
 
 def test_format_board():

@@ -149,7 +149,10 @@ class SolveResponse(BaseModel):
     grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
     valid: bool = Field(description="the answer obeys the rules and keeps the givens (reported, never steered)")
     iterations: list[int] = Field(description="iterations run per trajectory")
-    iterations_to_convergence: int | None = Field(description="of the chosen trajectory; null if it never converged")
+    iterations_to_convergence: int | None = Field(
+        description="iteration at which the chosen trajectory's answer appeared and then held (its run adds the "
+        "convergence window that confirmed it); null if it never converged"
+    )
     agreement: float = Field(description="share of trajectories agreeing with the answer")
     convergence_score: float | None = Field(description="mean logit change over the last window (lower = settled)")
     timings: Timings

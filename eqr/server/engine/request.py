@@ -78,7 +78,9 @@ class SolveResult:
     answer: list[int]  # digits 1..9 (0 where the model produced a non-digit)
     valid: bool  # answer obeys the rules and keeps the givens (reported, not used to steer)
     iterations: list[int]  # iterations run per trajectory
-    iterations_to_convergence: int | None  # of the chosen trajectory; None if it never converged
+    # of the chosen trajectory: the iteration at which its answer appeared and then stayed (its
+    # `iterations` add the confirmation window); None if it never converged
+    iterations_to_convergence: int | None
     agreement: float  # share of trajectories agreeing with the answer
     convergence_score: float  # mean logit change over the last window (lower = more settled); inf: none ran
     queued_ms: float
@@ -133,7 +135,13 @@ class Trajectory:
     iterations: int = 0  # fixed when it leaves its slot
     answer: tuple[int, ...] | None = None  # predicted token ids (a partial state for DROPPED ones)
     score: float = math.inf  # convergence score at its last iteration
-    converged: bool = False  # left because the convergence rule (or the learned halt) held
+    # set when it left because the convergence rule (or the learned halt) held: the iteration at
+    # which the answer it converged on first appeared (the rule confirms it `window` iterations later)
+    settled_at: int | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.settled_at is not None
 
 
 class RequestStatus(str, enum.Enum):
@@ -209,12 +217,13 @@ class Request:
         score: float,
         *,
         finished: bool,
-        converged: bool = False,
+        settled_at: int | None = None,
     ) -> None:
-        """``t`` leaves its slot at iteration clock ``clock`` with its last prediction (if kept) and score."""
+        """``t`` leaves its slot at iteration clock ``clock`` with its last prediction (if kept) and score;
+        ``settled_at`` is given when it converged (see :attr:`Trajectory.settled_at`)."""
         t.status = TrajectoryStatus.FINISHED if finished else TrajectoryStatus.DROPPED
         t.iterations = clock - t.started_at_step
-        t.answer, t.score, t.converged, t.slot = answer, score, converged, -1
+        t.answer, t.score, t.settled_at, t.slot = answer, score, settled_at, -1
         self.live.discard(t)
 
     def quorum_answer(self) -> tuple[int, ...] | None:
@@ -260,7 +269,7 @@ class Request:
             answer=answer,
             valid=is_valid_solution(self.job.digits, answer),
             iterations=[t.iterations for t in self.trajectories],
-            iterations_to_convergence=chosen.iterations if chosen is not None and converged else None,
+            iterations_to_convergence=chosen.settled_at if chosen is not None else None,
             agreement=agreement,
             convergence_score=chosen.score if chosen is not None else math.inf,
             queued_ms=max(0.0, (started - self.job.submitted_at) * 1000.0),

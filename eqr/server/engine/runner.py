@@ -2,7 +2,7 @@
 
 This is the only engine file that touches tensors on the hot path. One call runs the model step
 on the live prefix of the slot pool, writes the new state back, updates each slot's convergence
-bookkeeping (streak, ring buffer of logit deltas) and returns one small code per slot, so a step
+bookkeeping (streak, last prediction change, ring buffer of logit deltas) and returns one small code per slot, so a step
 costs a single device-to-host copy of ``live`` bytes and no per-slot Python.
 """
 
@@ -61,6 +61,7 @@ class Runner:
         steps += 1
         # ring buffer: iteration t writes column (t-1) % window, so the buffer holds the last `window` deltas
         p.deltas[:n].scatter_(1, ((steps - 1) % p.window).unsqueeze(1), out.logit_delta.float().unsqueeze(1))
+        p.changed_at[:n] = self.rule.update_changed_at(p.changed_at[:n], out.pred_change, steps)
         streak = self.rule.update_streak(p.streak[:n], out.pred_change, out.residual)
         p.streak[:n] = streak
         halt_on_q = p.halt_on_q[:n]

@@ -89,13 +89,13 @@ class Scheduler:
         if rows.size:
             snap = self.pool.snapshot(rows)
             touched: dict[str, Request] = {}
-            for row, code, pred, score in zip(
-                rows.tolist(), codes[rows].tolist(), snap.preds, snap.scores.tolist(), strict=True
-            ):
+            for row, code, pred, score, changed in zip(
+                rows.tolist(), codes[rows].tolist(), snap.preds, snap.scores.tolist(), snap.changed_at.tolist(),
+                strict=True,
+            ):  # fmt: skip
                 t = self.pool.owners[row]
-                t.request.leave(
-                    t, self.clock, tuple(pred.tolist()), score, finished=True, converged=code != Leave.DEPTH
-                )
+                settled = changed if code != Leave.DEPTH else None  # where the answer it converged on appeared
+                t.request.leave(t, self.clock, tuple(pred.tolist()), score, finished=True, settled_at=settled)
                 self.evictions[Leave(code).label] += 1
                 touched[t.request.id] = t.request
             self.pool.release(rows.tolist())

@@ -29,6 +29,7 @@ class Snapshot(NamedTuple):
     preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
     scores: np.ndarray  # [k] mean logit change over the last `window` iterations (inf before the first)
     residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
+    changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
 
 
 class SlotPool:
@@ -60,6 +61,7 @@ class SlotPool:
         self.prev_logits = torch.zeros(c, seq_len, vocab_size, dtype=z_H.dtype, device=device)
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
         self.streak = torch.zeros(c, dtype=long, device=device)
+        self.changed_at = torch.zeros(c, dtype=long, device=device)  # iteration of the last prediction change
         self.deltas = torch.zeros(c, window, dtype=torch.float32, device=device)  # ring buffer of logit deltas
         self.residual = torch.zeros(c, dtype=torch.float32, device=device)
         self._buffers = [
@@ -74,6 +76,7 @@ class SlotPool:
             self.prev_logits,
             self.prev_pred,
             self.streak,
+            self.changed_at,
             self.deltas,
             self.residual,
         ]
@@ -105,6 +108,7 @@ class SlotPool:
         self.prev_logits[rows] = 0  # so the first delta is the size of the first logits: unsettled
         self.prev_pred[rows] = -1  # never a prediction, so the first iteration always counts as a change
         self.streak[rows] = 0
+        self.changed_at[rows] = 0
         self.deltas[rows] = 0
         self.residual[rows] = math.inf
         for i, t in enumerate(trajectories):
@@ -130,10 +134,13 @@ class SlotPool:
         del self.owners[keep:]
 
     def snapshot(self, rows: Sequence[int]) -> Snapshot:
-        """Latest prediction, convergence score and residual of ``rows``, copied to the host."""
+        """Latest prediction, convergence score, residual and last change of ``rows``, copied to the host."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         count = self.steps[idx].clamp(max=self.window)
         scores = torch.where(count > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
         return Snapshot(
-            self.prev_pred[idx].cpu().numpy(), scores.cpu().numpy(), self.residual[idx].float().cpu().numpy()
+            self.prev_pred[idx].cpu().numpy(),
+            scores.cpu().numpy(),
+            self.residual[idx].float().cpu().numpy(),
+            self.changed_at[idx].cpu().numpy(),
         )

@@ -52,14 +52,15 @@ def test_quorum_stops_the_remaining_siblings(make_engine):
     seed = 3
     future = engine.submit(Job(puzzle(1), SolveParams(breadth=6, quorum=2, seed=seed)))
     run_until_done(engine, [future])
-    finish = [1 + trajectory_seed(seed, k) % 8 + 3 for k in range(6)]  # converged at settle + window
+    settle = [1 + trajectory_seed(seed, k) % 8 for k in range(6)]
+    finish = [s + 3 for s in settle]  # the rule fires at settle + window
     quorum_at = sorted(finish)[1]
     r = future.result()
     assert r.iterations == [min(f, quorum_at) for f in finish]
     assert model.rows == sum(r.iterations) < sum(finish)
     # equal scores: the first finished trajectory in index order reports the agreed answer
     chosen = next(k for k in range(6) if finish[k] <= quorum_at)
-    assert r.status is Status.CONVERGED and r.agreement == 1.0 and r.iterations_to_convergence == finish[chosen]
+    assert r.status is Status.CONVERGED and r.agreement == 1.0 and r.iterations_to_convergence == settle[chosen]
 
 
 def test_learned_halting_stops_at_the_first_positive_q(make_engine):
