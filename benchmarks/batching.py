@@ -21,6 +21,7 @@ alternation so that load from other processes hits both alike.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -37,7 +38,8 @@ from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
 from eqr.server.engine.request import trajectory_seed
 
-DATA = Path("/work/shared/data/sudoku")
+SHARED = Path("/work/shared/data/sudoku")  # the full public sets, where this project's machines keep them
+DATA = SHARED if SHARED.is_dir() else Path(__file__).parent / "puzzles"  # else the small copy in the repo
 EASY = ("easy50.csv", "printable30.csv")
 HARD = ("top95.csv",)
 
@@ -192,8 +194,11 @@ def main() -> None:
     steps = meta.get("training", {}).get("steps", "?")
     print(
         f"model {args.model} (training step {steps}), slots {args.slots}, depth {args.depth}, noise {noise:g}, "
-        f"threads {args.threads}; {len(mix)} puzzles ({n_easy} easy, {len(mix) - n_easy} hard)"
+        f"threads {args.threads}; {len(mix)} puzzles ({n_easy} easy, {len(mix) - n_easy} hard) from {args.data}"
     )
+    # latency ratios compare a lone slot with a full pool: on a CPU that other processes keep busy the
+    # pool loses its parallelism first, so say how busy the machine was
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (run it on an idle machine)")
 
     engine.start()
     cont = run_continuous(engine, mix, args.depth)
