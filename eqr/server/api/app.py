@@ -115,7 +115,9 @@ def _install_guard(app: FastAPI, settings: Settings) -> None:
     keys = app.state.key_ring = KeyRing(load_api_keys(settings))
     rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s else None
     in_flight = InFlightLimiter(settings.max_in_flight_per_client) if settings.max_in_flight_per_client else None
-    app.add_middleware(ClientGuard, keys=keys, rate=rate, in_flight=in_flight)
+    per_min = settings.auth_failures_per_min
+    failures = RateLimiter(per_min / 60.0, per_min) if keys.enabled and per_min else None
+    app.add_middleware(ClientGuard, keys=keys, rate=rate, in_flight=in_flight, auth_failures=failures)
     if keys.enabled:
         app.openapi = lambda: _with_bearer_scheme(app)  # type: ignore[method-assign]
 

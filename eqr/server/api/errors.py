@@ -41,6 +41,7 @@ REJECTIONS = frozenset(
         "forbidden",
         "rate_limited",
         "too_many_in_flight",
+        "auth_throttled",
     }
 )
 _HTTP_CODES = {

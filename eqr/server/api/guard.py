@@ -2,8 +2,12 @@
 
 In that order, before the request reaches a route: a missing key is 401, a wrong one 403, a client
 over its rate 429 ``rate_limited``, one with too many requests running 429 ``too_many_in_flight``,
-each in the one JSON error shape. Middleware rather than a route dependency because the in-flight
-count must cover the whole response, and a streamed solve answers long after its route returned.
+each in the one JSON error shape. An IP address that keeps failing authentication (401 or 403) runs
+out of its failure budget and then gets 429 ``auth_throttled`` without its key even being looked
+at, so guessing keys costs a fixed wait per try rather than one round trip.
+
+Middleware rather than a route dependency because the in-flight count must cover the whole
+response, and a streamed solve answers long after its route returned.
 
 Only paths under ``/v1/`` are guarded. ``/healthz``, ``/readyz`` and ``/metrics`` stay open for load
 balancers, orchestrators and Prometheus, which carry no keys and get only aggregate numbers, never a
@@ -48,6 +52,16 @@ def rate_limited(wait_s: float, rate: float) -> ApiError:
     )
 
 
+def auth_throttled(wait_s: float) -> ApiError:
+    retry = max(1, math.ceil(wait_s))
+    return ApiError(
+        429,
+        "auth_throttled",
+        f"too many failed API-key attempts from this address; retry in {retry} s",
+        headers={"Retry-After": str(retry)},
+    )
+
+
 def too_many_in_flight(limit: int) -> ApiError:
     return ApiError(
         429,
@@ -58,15 +72,24 @@ def too_many_in_flight(limit: int) -> ApiError:
 
 
 class ClientGuard:
-    """Authenticates and limits each ``/v1`` request; any part may be off (no keys, rate 0, limit 0)."""
+    """Authenticates and limits each ``/v1`` request; any part may be off (no keys, rate 0, limit 0).
+
+    ``auth_failures``: a budget of failed authentications per IP address (a token per failure).
+    """
 
     def __init__(
-        self, app: ASGIApp, keys: KeyRing, rate: RateLimiter | None = None, in_flight: InFlightLimiter | None = None
+        self,
+        app: ASGIApp,
+        keys: KeyRing,
+        rate: RateLimiter | None = None,
+        in_flight: InFlightLimiter | None = None,
+        auth_failures: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.rate = rate
         self.in_flight = in_flight
+        self.auth_failures = auth_failures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
@@ -87,14 +110,20 @@ class ClientGuard:
 
     def _admit(self, scope: Scope) -> tuple[str, ApiError | None]:
         """The client's name and, when it may not proceed, why; an admitted client is counted in flight."""
+        peer = scope.get("client")
+        ip = f"ip:{peer[0] if peer else 'unknown'}"
         if self.keys.enabled:
+            failures = self.auth_failures
+            if failures is not None and (wait := failures.blocked(ip)) > 0:
+                return "", auth_throttled(wait)
             presented, key = self.keys.check(Headers(scope=scope).get("authorization"))
             if key is None:
+                if failures is not None:
+                    failures.acquire(ip)
                 return "", forbidden() if presented else unauthorized()
             client = f"key:{key}"
         else:
-            peer = scope.get("client")
-            client = f"ip:{peer[0] if peer else 'unknown'}"
+            client = ip
         if self.rate is not None and (wait := self.rate.acquire(client)) > 0:
             return client, rate_limited(wait, self.rate.rate)
         if self.in_flight is not None and not self.in_flight.enter(client):

@@ -58,6 +58,14 @@ class RateLimiter:
         self._evict(now)
         return wait
 
+    def blocked(self, client: str) -> float:
+        """Seconds until ``client`` has a token again (0.0: it has one); takes nothing."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def __len__(self) -> int:
         return len(self._buckets)
 

@@ -121,6 +121,26 @@ async def test_rate_limit_is_per_ip_without_keys(model_dir: Path):
             assert (await other.get("/v1/models")).status_code == 200
 
 
+async def test_repeated_key_failures_from_one_address_are_throttled(model_dir: Path):
+    app = create_app(make_settings(model_dir, api_keys=KEY, auth_failures_per_min=3))
+    async with serving(app) as client:
+        other = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("10.9.8.7", 4321)), base_url="http://t"
+        )
+        async with other:
+            for _ in range(5):  # successes spend nothing from the failure budget
+                assert (await client.get("/v1/models", headers=bearer(KEY))).status_code == 200
+            guesses = [await client.get("/v1/models", headers=bearer(f"guess-{i}")) for i in range(2)]
+            missing = await client.get("/v1/models")
+            assert [r.status_code for r in (*guesses, missing)] == [403, 403, 401]
+            # the budget is spent: the next attempt is refused before any key is looked at, even a right one
+            r = await client.get("/v1/models", headers=bearer(KEY))
+            assert error_of(r, 429)["code"] == "auth_throttled" and int(r.headers["Retry-After"]) in (19, 20)
+            assert (await other.get("/v1/models", headers=bearer(KEY))).status_code == 200  # per address
+            assert (await client.get("/readyz")).status_code == 200  # probes are never guarded
+            assert 'eqr_rejections_total{reason="auth_throttled"} 1.0' in (await client.get("/metrics")).text
+
+
 @pytest.mark.parametrize(
     "gated_config", [{"settings": {"api_keys": f"{KEY},{OTHER_KEY}", "max_in_flight_per_client": 2}}], indirect=True
 )
@@ -147,6 +167,9 @@ def test_token_bucket_refills_at_its_rate():
     now[0] += 0.5
     assert limiter.acquire("a") == 0.0 and limiter.acquire("a") > 0
     assert RateLimiter(2.5).burst == 3  # burst 0: the rate, rounded up
+    assert limiter.blocked("a") == pytest.approx(0.5) and limiter.blocked("new") == 0.0  # a peek takes nothing
+    now[0] += 0.5
+    assert limiter.blocked("a") == 0.0 and limiter.acquire("a") == 0.0
 
 
 def test_limiter_memory_is_bounded_however_many_clients_come():
