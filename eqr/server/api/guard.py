@@ -42,23 +42,19 @@ def forbidden() -> ApiError:
     return ApiError(403, "forbidden", "the API key is not valid")
 
 
-def rate_limited(wait_s: float, rate: float) -> ApiError:
+def _retry_later(code: str, message: str, wait_s: float) -> ApiError:
+    """A 429 whose ``Retry-After`` is ``wait_s`` rounded up to whole seconds; ``{retry}`` in ``message`` names it."""
     retry = max(1, math.ceil(wait_s))
-    return ApiError(
-        429,
-        "rate_limited",
-        f"rate limit of {rate:g} requests/s exceeded; retry in {retry} s",
-        headers={"Retry-After": str(retry)},
-    )
+    return ApiError(429, code, message.format(retry=retry), headers={"Retry-After": str(retry)})
+
+
+def rate_limited(wait_s: float, rate: float) -> ApiError:
+    return _retry_later("rate_limited", f"rate limit of {rate:g} requests/s exceeded; retry in {{retry}} s", wait_s)
 
 
 def auth_throttled(wait_s: float) -> ApiError:
-    retry = max(1, math.ceil(wait_s))
-    return ApiError(
-        429,
-        "auth_throttled",
-        f"too many failed API-key attempts from this address; retry in {retry} s",
-        headers={"Retry-After": str(retry)},
+    return _retry_later(
+        "auth_throttled", "too many failed API-key attempts from this address; retry in {retry} s", wait_s
     )
 
 
