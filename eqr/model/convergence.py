@@ -20,8 +20,14 @@ import torch
 
 @dataclass(frozen=True)
 class ConvergenceRule:
+    """``window`` and ``tol`` decide when a trajectory has converged (and the engine evicts it);
+    ``score_window`` is how many of the last logit changes the paper's convergence score averages
+    (eqr.md §5.3: 3), which ranks trajectories for the most-converged aggregation whatever the
+    eviction rule."""
+
     window: int = 3
     tol: float = 0.05
+    score_window: int = 3
 
     def update_streak(self, streak: torch.Tensor, pred_change: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Iterations in a row with an unchanged prediction and a small residual (0 resets)."""

@@ -7,7 +7,7 @@ depth 64 also answers depth 1, 4 and 16. Trajectories are processed in fixed-siz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,14 +15,17 @@ from tqdm import tqdm
 
 from eqr.kernels.step import make_step
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.network import EqRNetwork
+from eqr.model.network import EqRNetwork, StepOutput
+
+# called after every iteration with (iteration index t from 0, rows of the batch, the step's output)
+Observer = Callable[[int, slice, StepOutput], None]
 
 
 @dataclass
 class Rollout:
     depths: list[int]
     preds: torch.Tensor  # [len(depths), N, S] token ids
-    scores: torch.Tensor  # [len(depths), N] mean logit change over the last `window` steps (lower = settled)
+    scores: torch.Tensor  # [len(depths), N] mean logit change over the last `score_window` steps (lower = settled)
     converged_at: torch.Tensor  # [N] iteration at which the answer it converged on appeared (depth+1 if never)
     detected_at: torch.Tensor  # [N] iteration at which the convergence rule held (depth+1 if never): its cost
 
@@ -37,8 +40,12 @@ def rollout(
     rule: ConvergenceRule | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    observe: Observer | None = None,
 ) -> Rollout:
-    """Run ``tokens`` [N, S] (one row per trajectory, seeds [N]) for ``depth`` iterations."""
+    """Run ``tokens`` [N, S] (one row per trajectory, seeds [N]) for ``depth`` iterations.
+
+    ``observe`` sees every iteration's output, for studies that need the whole trajectory.
+    """
     rule = rule or ConvergenceRule()
     depths = sorted(set(snapshots or [depth]))
     if depths[-1] > depth or depths[0] < 1:
@@ -68,6 +75,8 @@ def rollout(
             steps = torch.full((b,), t, dtype=torch.long, device=device)
             out = step.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
             z_H, z_L, prev_logits, prev_pred = out.z_H, out.z_L, out.logits, out.pred
+            if observe is not None:
+                observe(t, slice(start, start + b), out)
             changed = rule.update_changed_at(changed, out.pred_change, t + 1)
             if t > 0:
                 deltas.append(out.logit_delta)
@@ -79,7 +88,7 @@ def rollout(
                 k = depths.index(t + 1)
                 preds[k, start : start + b] = out.pred.cpu()
                 if deltas:
-                    scores[k, start : start + b] = torch.stack(deltas[-rule.window :]).mean(0).cpu()
+                    scores[k, start : start + b] = torch.stack(deltas[-rule.score_window :]).mean(0).cpu()
             bar.update(b)
         converged_at[start : start + b] = conv.cpu()
         detected_at[start : start + b] = detected.cpu()

@@ -105,7 +105,7 @@ def solve_offline(
     streak = torch.zeros(breadth, dtype=torch.long, device=device)
     changed = torch.zeros(breadth, dtype=torch.long, device=device)
     conv = torch.full((breadth,), never, dtype=torch.long, device=device)
-    deltas: deque[torch.Tensor] = deque(maxlen=rule.window)
+    deltas: deque[torch.Tensor] = deque(maxlen=rule.score_window)
     iterations = 0
     while iterations < depth:
         steps = torch.full((breadth,), iterations, dtype=torch.long, device=device)

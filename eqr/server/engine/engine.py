@@ -100,7 +100,9 @@ class Engine:
         params = next(model.parameters(), None) if hasattr(model, "parameters") else None
         if params is not None and params.device != device:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
-        self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule.window, model.initial_state, device)
+        self.pool = SlotPool(
+            config.slots, cfg.seq_len, cfg.vocab_size, self.rule.score_window, model.initial_state, device
+        )
         self.runner = Runner(self._stepper(model, config), self.pool, self.rule)
         self.scheduler = Scheduler(self.pool, config.aging_per_s)
         self._observer: EngineObserver = observer or NullObserver()

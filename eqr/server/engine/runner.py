@@ -59,8 +59,9 @@ class Runner:
         p.residual[:n] = out.residual
         steps = p.steps[:n]
         steps += 1
-        # ring buffer: iteration t writes column (t-1) % window, so the buffer holds the last `window` deltas
-        p.deltas[:n].scatter_(1, ((steps - 1) % p.window).unsqueeze(1), out.logit_delta.float().unsqueeze(1))
+        # ring buffer: iteration t writes column (t-1) % w, so the buffer holds the last w deltas
+        ring = (steps - 1) % p.score_window
+        p.deltas[:n].scatter_(1, ring.unsqueeze(1), out.logit_delta.float().unsqueeze(1))
         p.changed_at[:n] = self.rule.update_changed_at(p.changed_at[:n], out.pred_change, steps)
         streak = self.rule.update_streak(p.streak[:n], out.pred_change, out.residual)
         p.streak[:n] = streak

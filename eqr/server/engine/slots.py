@@ -27,7 +27,7 @@ class Snapshot(NamedTuple):
     """The current state of some slots, on the host: what a trajectory would answer now."""
 
     preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
-    scores: np.ndarray  # [k] mean logit change over the last `window` iterations (inf before the first)
+    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (inf before the first)
     residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
     changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
 
@@ -40,12 +40,12 @@ class SlotPool:
         capacity: int,
         seq_len: int,
         vocab_size: int,
-        window: int,
+        score_window: int,
         init_state: InitState,
         device: torch.device,
     ) -> None:
         self.capacity = capacity
-        self.window = window
+        self.score_window = score_window
         self.device = device
         self._init_state = init_state
         z_H, z_L = init_state(torch.zeros(1, dtype=torch.long, device=device))  # shapes and dtype of the latents
@@ -62,7 +62,7 @@ class SlotPool:
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
         self.streak = torch.zeros(c, dtype=long, device=device)
         self.changed_at = torch.zeros(c, dtype=long, device=device)  # iteration of the last prediction change
-        self.deltas = torch.zeros(c, window, dtype=torch.float32, device=device)  # ring buffer of logit deltas
+        self.deltas = torch.zeros(c, score_window, dtype=torch.float32, device=device)  # ring of logit deltas
         self.residual = torch.zeros(c, dtype=torch.float32, device=device)
         self._buffers = [
             self.z_H,
@@ -136,7 +136,7 @@ class SlotPool:
     def snapshot(self, rows: Sequence[int]) -> Snapshot:
         """Latest prediction, convergence score, residual and last change of ``rows``, copied to the host."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        count = self.steps[idx].clamp(max=self.window)
+        count = self.steps[idx].clamp(max=self.score_window)
         scores = torch.where(count > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
         return Snapshot(
             self.prev_pred[idx].cpu().numpy(),

@@ -106,3 +106,14 @@ def test_seeded_request_is_the_same_alone_and_in_a_full_batch():
     assert batched_steps > alone_steps  # it really waited for and shared slots
     assert batched.answer == alone.answer and batched.iterations == alone.iterations
     assert batched.convergence_score == alone.convergence_score and batched.agreement == alone.agreement
+
+
+def test_score_averages_three_changes_whatever_the_eviction_window(make_engine):
+    engine = make_engine(window=1)
+    future = engine.submit(Job(puzzle(2)))  # moving at iteration 1, settled from iteration 2
+    run_until_done(engine, [future])
+    r = future.result()
+    # window 1: evicted at iteration 3, the first unchanged board; the answer appeared at 2
+    assert (r.iterations, r.iterations_to_convergence) == ([3], 2)
+    # the paper's score still averages the last 3 logit changes: 1.0 (moving), 0.1, 0.1
+    assert r.convergence_score == pytest.approx(0.4)
