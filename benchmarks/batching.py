@@ -1,6 +1,6 @@
 """Continuous vs static batching on a mixed Sudoku load (one command, prints a table).
 
-    python benchmarks/batching.py [--model DIR] [--slots 32] [--puzzles 128] [--depth 64]
+    python benchmarks/batching.py [--model DIR] [--slots N] [--puzzles 128] [--depth 64]
 
 Load: 80% easy puzzles (easy50 + printable30) and 20% hard ones (top95), shuffled, all
 submitted at once, every puzzle seeded, depth 64, the model's inference noise.
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eqr.kernels.step import make_step
+from eqr.kernels.step import make_step, preferred_slots
 from eqr.model.checkpoint import default_model_dir, load_model
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_tokens
@@ -173,7 +173,9 @@ def measure_overhead(model, meta, mix, slots: int, depth: int, rounds: int) -> t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=default_model_dir(), help="model folder (default: bundled)")
-    ap.add_argument("--slots", type=int, default=32, help="slot count, the same for both modes")
+    ap.add_argument(
+        "--slots", type=int, default=None, help="slot count, the same for both modes (default: the server's)"
+    )
     ap.add_argument("--puzzles", type=int, default=128, help="puzzles in the mixed load")
     ap.add_argument("--depth", type=int, default=64)
     ap.add_argument("--alone", type=int, default=0, help="easy puzzles timed alone (default: all of the mix's)")
@@ -185,6 +187,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
+    args.slots = args.slots or preferred_slots(model)
     inference = meta.get("inference") or {}
     mix = load_mix(args.puzzles, args.data, args.seed)
     config = EngineConfig(slots=args.slots, max_queue=len(mix), max_depth=args.depth, threads=args.threads)

@@ -268,7 +268,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
     p.add_argument("--model-name", help="name clients use in the `model` field (default: the folder's name)")
     p.add_argument("--device", help="torch device of the slot pool (default cpu)")
-    p.add_argument("--slots", type=_positive_int, help="slot pool capacity (default 64)")
+    p.add_argument(
+        "--slots", type=_positive_int, help="slot pool capacity (default: what fills the device, 16 on a 2-core CPU)"
+    )
     p.add_argument("--max-queue", type=_positive_int, help="queued trajectories before 429 (default 1024)")
     p.add_argument("--max-depth", type=_positive_int, help="cap on a request's iterations (default 256)")
     p.add_argument("--max-breadth", type=_positive_int, help="cap on a request's trajectories (default 16)")

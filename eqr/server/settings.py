@@ -27,7 +27,13 @@ class Settings(BaseSettings):
     model: Path = Field(default_factory=default_model_dir, description="model folder (config.json + weights)")
     model_name: str | None = Field(None, description="name clients use in the `model` field; default: folder name")
     device: str = Field("cpu", description="torch device of the slot pool")
-    slots: int = Field(64, ge=1, le=4096, description="slot pool capacity (trajectories advanced per step)")
+    slots: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="slot pool capacity (trajectories advanced per step); default: what fills the device "
+        "(CPU: cores x the fast step's chunk, 16 on 2 cores for the bundled model; CUDA: 256)",
+    )
     max_queue: int = Field(1024, ge=1, description="queued trajectories before new work gets 429")
     max_depth: int = Field(256, ge=1, description="cap on a request's iteration budget")
     max_breadth: int = Field(16, ge=1, description="cap on a request's trajectories")

@@ -236,3 +236,28 @@ def test_flop_count_matches_torch_flop_counter(cfg: EqRConfig) -> None:
         s, d = cfg.seq_total, cfg.hidden_size
         missing = 3 * cfg.blocks_per_step * 2 * 2 * s * s * d
         assert counter.get_total_flops() in (expected, expected - missing)
+
+
+@pytest.mark.parametrize(
+    ("cores", "hidden", "slots"), [(2, 64, 16), (4, 64, 32), (2, 128, 8), (2, 512, 8), (16, 64, 128)]
+)
+def test_preferred_slots_fill_every_core_with_one_chunk(monkeypatch, cores, hidden, slots):
+    from eqr.kernels import cpu_step
+    from eqr.kernels.step import preferred_slots
+
+    monkeypatch.setattr(cpu_step, "available_cores", lambda: cores)
+    cfg = EqRConfig(hidden_size=hidden, num_heads=1, expansion=1.0, multiple_of=8, L_layers=1, H_cycles=1, L_cycles=1)
+    assert preferred_slots(EqRNetwork(cfg)) == slots  # cores x (512 // hidden) rows, at least 8
+
+
+def test_the_server_defaults_to_the_preferred_slot_count(tmp_path):
+    from eqr.kernels.step import preferred_slots
+    from eqr.model.checkpoint import load_model
+    from eqr.server.broker.local import LocalBroker
+    from eqr.server.settings import Settings
+    from tests.live_server import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    auto = LocalBroker.from_settings(Settings(model=model_dir))  # not started: no engine thread to stop
+    assert auto.card.caps["slots"] == preferred_slots(load_model(model_dir)[0]) >= 8
+    assert LocalBroker.from_settings(Settings(model=model_dir, slots=5)).card.caps["slots"] == 5

@@ -133,11 +133,12 @@ class LocalBroker:
     @classmethod
     def from_settings(cls, settings: Settings, observer: EngineObserver | None = None) -> LocalBroker:
         """Load ``settings.model`` and build its engine; defaults come from the model's ``inference`` block."""
+        from eqr.kernels.step import preferred_slots
         from eqr.model.checkpoint import load_model
 
         model, meta = load_model(settings.model, device=settings.device)
         config = EngineConfig(
-            slots=settings.slots,
+            slots=settings.slots or preferred_slots(model),
             max_queue=settings.max_queue,
             max_depth=settings.max_depth,
             max_breadth=settings.max_breadth,
