@@ -44,7 +44,7 @@ class SolveResult(_View):
     iterations: list[int] = Field(description="iterations run per trajectory")
     iterations_to_convergence: int | None = Field(None, description="iteration at which the answer settled")
     agreement: float = Field(description="share of trajectories agreeing with the answer")
-    convergence_score: float | None = Field(None, description="mean logit change over the last window")
+    convergence_score: float | None = Field(None, description="mean logit change over the last 3 iterations")
     timings: Timings
     seed: int | None = Field(None, description="the seed used (pass it back to get the same answer)")
     error: str | None = None

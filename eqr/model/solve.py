@@ -72,7 +72,7 @@ class OfflineSolution:
     breadth: int
     trajectory: int  # index of the chosen trajectory
     agreement: float  # share of trajectories that gave the chosen answer
-    convergence_score: float  # mean logit change over the last window (lower = settled)
+    convergence_score: float  # mean logit change over the last 3 iterations (lower = settled)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,21 +106,26 @@ def solve_offline(
     changed = torch.zeros(breadth, dtype=torch.long, device=device)
     conv = torch.full((breadth,), never, dtype=torch.long, device=device)
     deltas: deque[torch.Tensor] = deque(maxlen=rule.score_window)
+    score = torch.full((breadth,), float("inf"), device=device)
+    answer_ids = pred.clone()  # what each trajectory answers: frozen once it converged, as the engine evicts it
     iterations = 0
     while iterations < depth:
         steps = torch.full((breadth,), iterations, dtype=torch.long, device=device)
         out = model.iterate(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, pred)
         z_H, z_L, prev_logits, pred = out.z_H, out.z_L, out.logits, out.pred
         changed = rule.update_changed_at(changed, out.pred_change, iterations + 1)
+        running = conv == never
         if iterations > 0:  # a fresh trajectory's first change is measured against nothing
             deltas.append(out.logit_delta)
             streak = rule.update_streak(streak, out.pred_change, out.residual)
-            conv = torch.where((conv == never) & rule.converged(streak), changed, conv)
+            score = torch.where(running, torch.stack(list(deltas)).mean(0), score)
+            conv = torch.where(running & rule.converged(streak), changed, conv)
+        answer_ids = torch.where(running[:, None], pred, answer_ids)
         iterations += 1
         if bool((conv < never).all()):
             break
-    scores = torch.stack(list(deltas)).mean(0).tolist() if deltas else [float("inf")] * breadth
-    answers = [tuple(row) for row in pred.cpu().tolist()]
+    scores = score.tolist()
+    answers = [tuple(row) for row in answer_ids.cpu().tolist()]
     choice = aggregate(rule_name, answers, scores)
     answer = from_tokens(answers[choice.index])
     chosen_conv = int(conv[choice.index])

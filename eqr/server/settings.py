@@ -1,7 +1,7 @@
 """Server configuration: one object read from ``EQR_*`` environment variables and ``eqr serve`` flags.
 
-Defaults suit a 2-core CPU serving the bundled small model: 64 slots (one step of the small model
-over 64 boards costs milliseconds there), torch's own thread count, a breadth cap that keeps one
+Defaults suit a 2-core CPU serving the bundled small model: as many slots as fill the device and
+no more (``eqr.kernels.step.preferred_slots``: 16 there), torch's own thread count, a breadth cap that keeps one
 request from monopolising the pool, and a bounded queue so overload becomes a fast 429 instead of
 unbounded latency.
 """

@@ -1,5 +1,6 @@
 """Offline solving: early stop, agreement with the fixed-depth rollout, and the ``eqr solve`` CLI."""
 
+import dataclasses
 import json
 
 import pytest
@@ -56,6 +57,26 @@ def test_solve_stops_once_every_trajectory_converged(model_dir):
     tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
     r = rollout(model, tokens, trajectory_seeds(0, 1, 2), 10, 0.0, rule=rule)
     assert r.converged_at.tolist() == [1, 1] and r.detected_at.tolist() == [3, 3]
+
+
+def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir):
+    model, _ = load_model(model_dir)
+    real = model.iterate
+
+    def scripted(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, prev_pred):
+        out = real(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, prev_pred)
+        it = int(steps[0]) + 1
+        board = torch.full_like(out.pred, 3 if it <= 3 else 4)  # trajectory 0: stable until 3, then moves on
+        board[1] = it % 5 + 2  # trajectory 1 never settles
+        return dataclasses.replace(out, pred=board, pred_change=(board != prev_pred).sum(1), residual=torch.zeros(2))
+
+    model.iterate = scripted
+    rule = ConvergenceRule(window=2, tol=float("inf"))
+    result = solve_offline(model, parse_puzzle(PUZZLE), depth=6, breadth=2, rule_name="vote", rule=rule)
+    # trajectory 0 converged at iteration 3 on the board of 3s that appeared at 1: that is its answer,
+    # as the engine would have evicted it then, not the board of 4s it drifted to afterwards
+    assert (result.iterations, result.trajectory, result.converged_at) == (6, 0, 1)
+    assert result.answer == [2] * 81 and result.status == "converged" and result.converged_trajectories == 1
 
 
 def test_format_board():

@@ -154,7 +154,9 @@ class SolveResponse(BaseModel):
         "convergence window that confirmed it); null if it never converged"
     )
     agreement: float = Field(description="share of trajectories agreeing with the answer")
-    convergence_score: float | None = Field(description="mean logit change over the last window (lower = settled)")
+    convergence_score: float | None = Field(
+        description="mean logit change over the last 3 iterations (lower = settled)"
+    )
     timings: Timings
     seed: int | None = Field(None, description="the seed used (drawn at random when none was given)")
     error: str | None = Field(None, description="why the engine failed (status failed only)")

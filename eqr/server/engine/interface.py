@@ -40,7 +40,7 @@ class EngineConfig:
     since the queue bounds work, and work is trajectories.
     """
 
-    slots: int = 64  # slot pool capacity: trajectories advanced per step
+    slots: int = 64  # slot pool capacity: trajectories advanced per step (the server passes preferred_slots)
     max_queue: int = 1024  # waiting trajectories before submit raises QueueFull
     default_depth: int | None = None  # None: the model's inference depth (config.json), else its training depth
     max_depth: int = 256

@@ -82,7 +82,7 @@ class SolveResult:
     # `iterations` add the confirmation window); None if it never converged
     iterations_to_convergence: int | None
     agreement: float  # share of trajectories agreeing with the answer
-    convergence_score: float  # mean logit change over the last window (lower = more settled); inf: none ran
+    convergence_score: float  # mean logit change over the last 3 iterations (lower = more settled); inf: none ran
     queued_ms: float
     compute_ms: float
     error: str | None = None

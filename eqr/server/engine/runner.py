@@ -59,9 +59,12 @@ class Runner:
         p.residual[:n] = out.residual
         steps = p.steps[:n]
         steps += 1
-        # ring buffer: iteration t writes column (t-1) % w, so the buffer holds the last w deltas
-        ring = (steps - 1) % p.score_window
-        p.deltas[:n].scatter_(1, ring.unsqueeze(1), out.logit_delta.float().unsqueeze(1))
+        # ring buffer of the last w changes between iterations: iteration t >= 2 writes column
+        # (t-2) % w. Iteration 1 has no previous logits to differ from (eqr.md §5.3): it writes a 0
+        # into a ring that is still all zeros, and the snapshot does not count it
+        ring = (steps - 2) % p.score_window
+        delta = torch.where(steps > 1, out.logit_delta.float(), 0.0)
+        p.deltas[:n].scatter_(1, ring.unsqueeze(1), delta.unsqueeze(1))
         p.changed_at[:n] = self.rule.update_changed_at(p.changed_at[:n], out.pred_change, steps)
         streak = self.rule.update_streak(p.streak[:n], out.pred_change, out.residual)
         p.streak[:n] = streak

@@ -27,7 +27,7 @@ class Snapshot(NamedTuple):
     """The current state of some slots, on the host: what a trajectory would answer now."""
 
     preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
-    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (inf before the first)
+    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (inf before the second)
     residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
     changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
 
@@ -105,7 +105,7 @@ class SlotPool:
         self.halt_on_q[rows] = torch.tensor([r.halt_on_q for r in requests], dtype=torch.bool, device=dev)
         self.z_H[rows], self.z_L[rows] = self._init_state(seeds)
         self.steps[rows] = 0
-        self.prev_logits[rows] = 0  # so the first delta is the size of the first logits: unsettled
+        self.prev_logits[rows] = 0  # the first iteration's delta is not scored (runner.py)
         self.prev_pred[rows] = -1  # never a prediction, so the first iteration always counts as a change
         self.streak[rows] = 0
         self.changed_at[rows] = 0
@@ -136,7 +136,7 @@ class SlotPool:
     def snapshot(self, rows: Sequence[int]) -> Snapshot:
         """Latest prediction, convergence score, residual and last change of ``rows``, copied to the host."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        count = self.steps[idx].clamp(max=self.score_window)
+        count = (self.steps[idx] - 1).clamp(min=0, max=self.score_window)  # changes recorded so far
         scores = torch.where(count > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
         return Snapshot(
             self.prev_pred[idx].cpu().numpy(),

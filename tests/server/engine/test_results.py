@@ -110,10 +110,21 @@ def test_seeded_request_is_the_same_alone_and_in_a_full_batch():
 
 def test_score_averages_three_changes_whatever_the_eviction_window(make_engine):
     engine = make_engine(window=1)
-    future = engine.submit(Job(puzzle(2)))  # moving at iteration 1, settled from iteration 2
+    future = engine.submit(Job(puzzle(3)))  # moving at iterations 1 and 2, settled from iteration 3
     run_until_done(engine, [future])
     r = future.result()
-    # window 1: evicted at iteration 3, the first unchanged board; the answer appeared at 2
-    assert (r.iterations, r.iterations_to_convergence) == ([3], 2)
-    # the paper's score still averages the last 3 logit changes: 1.0 (moving), 0.1, 0.1
+    # window 1: evicted at iteration 4, the first unchanged board; the answer appeared at 3
+    assert (r.iterations, r.iterations_to_convergence) == ([4], 3)
+    # the paper's score still averages the last 3 changes between iterations: 1.0 (2 vs 1), 0.1, 0.1
     assert r.convergence_score == pytest.approx(0.4)
+
+
+def test_the_first_iteration_has_no_change_to_score(make_engine):
+    engine = make_engine(window=1)
+    future = engine.submit(Job(puzzle(2)))  # moving at iteration 1, settled from 2: evicted at 3
+    run_until_done(engine, [future])
+    r = future.result()
+    assert (r.iterations, r.iterations_to_convergence) == ([3], 2)
+    # two changes so far (2 vs 1, 3 vs 2), 0.1 each; iteration 1's logits, measured against
+    # nothing, do not count (they would make it 0.4), as in rollout() and solve_offline()
+    assert r.convergence_score == pytest.approx(0.1)
