@@ -1,8 +1,11 @@
 """Fixed-depth rollouts of many trajectories: the core of evaluation and offline solving.
 
-A rollout runs every trajectory for ``depth`` iterations (the paper's evaluation protocol),
-recording at chosen depths the prediction and the paper's convergence score, so one run to
-depth 64 also answers depth 1, 4 and 16. Trajectories are processed in fixed-size batches.
+A rollout runs every trajectory for ``depth`` iterations, recording at chosen depths what it
+answers and the paper's convergence score, so one run to depth 64 also answers depth 1, 4 and 16.
+What it answers is what the serving engine would: its prediction at that depth, or, once the
+convergence rule held, the prediction and score it had then (the engine evicts it there; the
+paper's protocol instead reads every trajectory at the full depth, which can differ when a
+converged board later drifts). Trajectories are processed in fixed-size batches.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def rollout(
         deltas: list[torch.Tensor] = []
         conv = torch.full((b,), depth + 1, dtype=torch.long, device=device)
         detected = conv.clone()
+        answer = prev_pred.clone()  # frozen once converged: what the engine answers when it evicts
+        score = torch.full((b,), float("inf"), device=device)
         for t in range(depth):
             steps = torch.full((b,), t, dtype=torch.long, device=device)
             out = step.iterate(z_H, z_L, tok, sd, steps, sigma, prev_logits, prev_pred)
@@ -78,17 +83,19 @@ def rollout(
             if observe is not None:
                 observe(t, slice(start, start + b), out)
             changed = rule.update_changed_at(changed, out.pred_change, t + 1)
+            running = detected > depth
             if t > 0:
                 deltas.append(out.logit_delta)
                 streak = rule.update_streak(streak, out.pred_change, out.residual)
-                now = (detected > depth) & rule.converged(streak)
+                score = torch.where(running, torch.stack(deltas[-rule.score_window :]).mean(0), score)
+                now = running & rule.converged(streak)
                 detected = torch.where(now, t + 1, detected)
                 conv = torch.where(now, changed, conv)
+            answer = torch.where(running[:, None], out.pred, answer)
             if t + 1 in depths:
                 k = depths.index(t + 1)
-                preds[k, start : start + b] = out.pred.cpu()
-                if deltas:
-                    scores[k, start : start + b] = torch.stack(deltas[-rule.score_window :]).mean(0).cpu()
+                preds[k, start : start + b] = answer.cpu()
+                scores[k, start : start + b] = score.cpu()
             bar.update(b)
         converged_at[start : start + b] = conv.cpu()
         detected_at[start : start + b] = detected.cpu()

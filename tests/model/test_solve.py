@@ -59,7 +59,8 @@ def test_solve_stops_once_every_trajectory_converged(model_dir):
     assert r.converged_at.tolist() == [1, 1] and r.detected_at.tolist() == [3, 3]
 
 
-def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir):
+def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir, monkeypatch):
+    monkeypatch.setenv("EQR_CPU_FAST", "0")  # rollout() then calls model.iterate, scripted below
     model, _ = load_model(model_dir)
     real = model.iterate
 
@@ -77,6 +78,12 @@ def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir):
     # as the engine would have evicted it then, not the board of 4s it drifted to afterwards
     assert (result.iterations, result.trajectory, result.converged_at) == (6, 0, 1)
     assert result.answer == [2] * 81 and result.status == "converged" and result.converged_trajectories == 1
+    # evaluation's rollout answers the same way at every snapshot depth
+    tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
+    r = rollout(model, tokens, trajectory_seeds(0, 1, 2), 6, 0.0, snapshots=[2, 6], rule=rule)
+    assert r.preds[:, 0].tolist() == [[3] * 81, [3] * 81]  # at 2 not converged yet, at 6 frozen since 3
+    assert r.preds[1, 1].tolist() == [6 % 5 + 2] * 81  # the unsettled one answers its last board
+    assert (r.converged_at.tolist(), r.detected_at.tolist()) == ([1, 7], [3, 7])
 
 
 def test_format_board():
