@@ -44,10 +44,13 @@ def rollout(
     batch_size: int = 256,
     progress: bool = False,
     observe: Observer | None = None,
+    until_converged: bool = False,
 ) -> Rollout:
     """Run ``tokens`` [N, S] (one row per trajectory, seeds [N]) for ``depth`` iterations.
 
     ``observe`` sees every iteration's output, for studies that need the whole trajectory.
+    ``until_converged``: stop a batch once all its trajectories converged (their answers are frozen
+    then, so every later snapshot holds the same), as offline solving does.
     """
     rule = rule or ConvergenceRule()
     depths = sorted(set(snapshots or [depth]))
@@ -92,11 +95,14 @@ def rollout(
                 detected = torch.where(now, t + 1, detected)
                 conv = torch.where(now, changed, conv)
             answer = torch.where(running[:, None], out.pred, answer)
-            if t + 1 in depths:
-                k = depths.index(t + 1)
-                preds[k, start : start + b] = answer.cpu()
-                scores[k, start : start + b] = score.cpu()
+            done = until_converged and bool((detected <= depth).all())
+            for k, d in enumerate(depths):  # this iteration's snapshot; once done, every later one (frozen)
+                if d == t + 1 or (done and d > t + 1):
+                    preds[k, start : start + b] = answer.cpu()
+                    scores[k, start : start + b] = score.cpu()
             bar.update(b)
+            if done:
+                break
         converged_at[start : start + b] = conv.cpu()
         detected_at[start : start + b] = detected.cpu()
     bar.close()

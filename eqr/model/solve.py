@@ -1,14 +1,13 @@
 """Offline solving of one puzzle in-process, without a server.
 
-Unlike :func:`eqr.model.inference.rollout`, which always runs the full depth (the paper's
-evaluation protocol), :func:`solve_offline` stops as soon as every trajectory has converged, so
+:func:`solve_offline` is a rollout (:func:`eqr.model.inference.rollout`, the same step and
+convergence bookkeeping as evaluation) that stops as soon as every trajectory has converged, so
 an easy puzzle costs a handful of iterations instead of the whole depth budget. Remote solving
 through a server is a separate path; this module never talks to the network.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from eqr.model import rng
 from eqr.model.aggregate import AGGREGATES, aggregate
 from eqr.model.convergence import ConvergenceRule
+from eqr.model.inference import rollout
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.sudoku import SIZE, from_tokens, is_valid_solution, to_tokens
 
@@ -94,48 +94,23 @@ def solve_offline(
     if rule_name not in AGGREGATES:
         raise ValueError(f"unknown aggregate rule {rule_name!r}; use one of {AGGREGATES}")
     rule = rule or ConvergenceRule()
-    device = next(model.parameters()).device
-    tokens = torch.from_numpy(to_tokens(digits)).to(device).repeat(breadth, 1)
-    seeds = trajectory_seeds(seed, 1, breadth).to(device)
-    s, never = tokens.shape[1], depth + 1
-    z_H, z_L = model.initial_state(seeds)
-    sigma = torch.full((breadth,), noise, device=device)
-    prev_logits = torch.zeros(breadth, s, model.cfg.vocab_size, device=device)
-    pred = torch.full((breadth, s), -1, dtype=torch.long, device=device)
-    streak = torch.zeros(breadth, dtype=torch.long, device=device)
-    changed = torch.zeros(breadth, dtype=torch.long, device=device)
-    conv = torch.full((breadth,), never, dtype=torch.long, device=device)
-    deltas: deque[torch.Tensor] = deque(maxlen=rule.score_window)
-    score = torch.full((breadth,), float("inf"), device=device)
-    answer_ids = pred.clone()  # what each trajectory answers: frozen once it converged, as the engine evicts it
-    iterations = 0
-    while iterations < depth:
-        steps = torch.full((breadth,), iterations, dtype=torch.long, device=device)
-        out = model.iterate(z_H, z_L, tokens, seeds, steps, sigma, prev_logits, pred)
-        z_H, z_L, prev_logits, pred = out.z_H, out.z_L, out.logits, out.pred
-        changed = rule.update_changed_at(changed, out.pred_change, iterations + 1)
-        running = conv == never
-        if iterations > 0:  # a fresh trajectory's first change is measured against nothing
-            deltas.append(out.logit_delta)
-            streak = rule.update_streak(streak, out.pred_change, out.residual)
-            score = torch.where(running, torch.stack(list(deltas)).mean(0), score)
-            conv = torch.where(running & rule.converged(streak), changed, conv)
-        answer_ids = torch.where(running[:, None], pred, answer_ids)
-        iterations += 1
-        if bool((conv < never).all()):
-            break
-    scores = score.tolist()
-    answers = [tuple(row) for row in answer_ids.cpu().tolist()]
+    tokens = torch.from_numpy(to_tokens(digits)).repeat(breadth, 1)
+    r = rollout(model, tokens, trajectory_seeds(seed, 1, breadth), depth, noise, rule=rule, batch_size=breadth,
+                until_converged=True)  # fmt: skip
+    converged = r.detected_at <= depth
+    iterations = int(r.detected_at.max()) if bool(converged.all()) else depth
+    scores = r.scores[-1].tolist()
+    answers = [tuple(row) for row in r.preds[-1].tolist()]
     choice = aggregate(rule_name, answers, scores)
     answer = from_tokens(answers[choice.index])
-    chosen_conv = int(conv[choice.index])
+    chosen_converged = bool(converged[choice.index])
     return OfflineSolution(
         answer=answer,
         valid=is_valid_solution(digits, answer),
-        status="converged" if chosen_conv < never else "max_iterations",
+        status="converged" if chosen_converged else "max_iterations",
         iterations=iterations,
-        converged_at=chosen_conv if chosen_conv < never else None,
-        converged_trajectories=int((conv < never).sum()),
+        converged_at=int(r.converged_at[choice.index]) if chosen_converged else None,
+        converged_trajectories=int(converged.sum()),
         breadth=breadth,
         trajectory=choice.index,
         agreement=choice.agreement,
