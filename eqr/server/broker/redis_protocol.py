@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eqr.server.broker.base import ModelCard
-from eqr.server.engine.request import IterationEvent, Job, Request, SolveParams, SolveResult, Status
+from eqr.server.engine.request import IterationEvent, Job, Request, SolveParams, SolveResult, Status, bare_failure
 
 GROUP = "workers"
 EVENT, RESULT = "E", "R"  # first character of a reply-channel message
@@ -233,16 +232,4 @@ def failed_result(job: Job, message: str) -> SolveResult:
         return request.finish(Status.FAILED, message)
     except Exception:
         breadth = job.params.breadth if isinstance(job.params.breadth, int) and job.params.breadth > 0 else 1
-        return SolveResult(
-            request_id=job.id,
-            status=Status.FAILED,
-            answer=[],
-            valid=False,
-            iterations=[0] * breadth,
-            iterations_to_convergence=None,
-            agreement=0.0,
-            convergence_score=math.inf,
-            queued_ms=0.0,
-            compute_ms=0.0,
-            error=message,
-        )
+        return bare_failure(job.id, breadth, message, [])

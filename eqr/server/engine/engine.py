@@ -14,7 +14,6 @@ trajectories and breadth aggregation in ``request.py``.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from eqr.server.engine.interface import (
     NullObserver,
     QueueFull,
 )
-from eqr.server.engine.request import IterationEvent, Job, Request, SolveResult, Status, random_seed
+from eqr.server.engine.request import IterationEvent, Job, Request, SolveResult, Status, bare_failure, random_seed
 from eqr.server.engine.runner import Runner
 from eqr.server.engine.scheduler import Ended, Scheduler
 from eqr.server.engine.slots import SlotPool
@@ -367,17 +366,4 @@ def _failed(request: Request, error: str) -> SolveResult:
         return request.finish(Status.FAILED, error)
     except Exception:
         log.exception("could not aggregate failed request %s", request.id)
-        return SolveResult(
-            request_id=request.id,
-            status=Status.FAILED,
-            answer=list(request.job.digits),
-            valid=False,
-            iterations=[0] * len(request.trajectories),
-            iterations_to_convergence=None,
-            agreement=0.0,
-            convergence_score=math.inf,
-            queued_ms=0.0,
-            compute_ms=0.0,
-            error=error,
-            seed=request.seed,
-        )
+        return bare_failure(request.id, len(request.trajectories), error, list(request.job.digits), request.seed)

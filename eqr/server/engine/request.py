@@ -89,6 +89,24 @@ class SolveResult:
     seed: int | None = None  # the request seed actually used (drawn at random when the job gave none)
 
 
+def bare_failure(request_id: str, breadth: int, error: str, answer: list[int], seed: int | None = None) -> SolveResult:
+    """A ``failed`` result built without aggregation, for when even that cannot run: no iterations."""
+    return SolveResult(
+        request_id=request_id,
+        status=Status.FAILED,
+        answer=answer,
+        valid=False,
+        iterations=[0] * breadth,
+        iterations_to_convergence=None,
+        agreement=0.0,
+        convergence_score=math.inf,
+        queued_ms=0.0,
+        compute_ms=0.0,
+        error=error,
+        seed=seed,
+    )
+
+
 # -- the engine's view of a job --------------------------------------------------------------------
 
 _M64 = (1 << 64) - 1
