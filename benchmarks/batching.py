@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from puzzle_sets import BUNDLED, SHARED
 
 from eqr.kernels.step import make_step, preferred_slots
 from eqr.model.checkpoint import default_model_dir, load_model
@@ -38,8 +39,7 @@ from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
 from eqr.server.engine.request import trajectory_seed
 
-SHARED = Path("/work/shared/data/sudoku")  # the full public sets, where this project's machines keep them
-DATA = SHARED if SHARED.is_dir() else Path(__file__).parent / "puzzles"  # else the small copy in the repo
+DATA = SHARED if SHARED.is_dir() else BUNDLED
 EASY = ("easy50.csv", "printable30.csv")
 HARD = ("top95.csv",)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from puzzle_sets import BUNDLED, SHARED, shown
 
 from eqr.model.checkpoint import default_model_dir, load_model
 from eqr.model.convergence import ConvergenceRule
@@ -30,14 +31,13 @@ from eqr.model.network import StepOutput
 from eqr.model.solve import inference_defaults, trajectory_seeds
 from eqr.model.tasks.sudoku import read_csv, to_tokens
 
-SHARED = Path("/work/shared/data/sudoku")
 SETS = ("easy50.csv", "printable30.csv", "printable25.csv", "top95.csv")
 
 
 def default_data() -> list[Path]:
     """The public sets where this project's machines keep them, else the small copies in the repo."""
     shared = [SHARED / name for name in SETS if (SHARED / name).exists()]
-    return shared or sorted((Path(__file__).parent / "puzzles").glob("*.csv"))
+    return shared or sorted(BUNDLED.glob("*.csv"))
 
 
 def record(model, path: Path, depth: int, noise: float, limit: int | None) -> dict[str, torch.Tensor]:
@@ -123,8 +123,8 @@ def main() -> None:
     rules = [ConvergenceRule(int(w), float(t)) for w in args.windows.split(",") for t in args.tols.split(",")]
     if current not in rules:
         rules.append(current)
-    print(f"model {args.model}: noise {defaults.noise:g}, depth {args.depth}, current rule window {current.window} "
-          f"tol {current.tol:g}")  # fmt: skip
+    print(f"model {shown(args.model)}: noise {defaults.noise:g}, depth {args.depth}, "
+          f"current rule window {current.window} tol {current.tol:g}")  # fmt: skip
 
     rows: list[dict] = []
     for path in args.data or default_data():

@@ -6,7 +6,6 @@ groups, persistence), so a missing ``redis-server`` fails the tests, naming the 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from tests.live_server import free_port
+from tests.requires import os_command
 
 START_TIMEOUT_S = 10.0
 
@@ -37,9 +37,7 @@ class RedisServer:
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: `apt-get install -y redis-server` (.ci/run installs it)")
+        binary = os_command("redis-server", "redis-server")
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence]
         args += ["--dir", str(self.folder), "--daemonize", "no"]

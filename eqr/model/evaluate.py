@@ -142,11 +142,12 @@ def evaluate(
 
 
 def evaluate_file(model: EqRNetwork, path: str | Path, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    """Evaluate the first ``limit`` puzzles of a ``puzzle,solution`` CSV; records carry the path."""
+    """Evaluate the first ``limit`` puzzles of a ``puzzle,solution`` CSV; records carry the file's name
+    (never its absolute path, which would name the machine the report was made on)."""
     puzzles, solutions = read_csv(str(path))
     if limit is not None:
         puzzles, solutions = puzzles[:limit], solutions[:limit]
-    return evaluate(model, puzzles, solutions, data=str(path), **kwargs)
+    return evaluate(model, puzzles, solutions, data=Path(path).name, **kwargs)
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from eqr.server.cli import build_parser
 from tests.e2e.redis_cluster import api_args, worker_args
+from tests.requires import os_command
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -36,9 +35,7 @@ def _mounts(service: str) -> dict[str, str]:
 
 
 def test_promtool_accepts_the_prometheus_config():
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed: `apt-get install -y prometheus` (.ci/run installs it)")
+    promtool = os_command("promtool", "prometheus")
     config = ROOT / "deploy/prometheus/prometheus.yml"
     run = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr

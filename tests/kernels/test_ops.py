@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from eqr.kernels import reference
+from eqr.kernels import triton_ops as ops
 from eqr.kernels.reference import SlotNoise
 from eqr.model import rng
-
-ops = pytest.importorskip("eqr.kernels.triton_ops")
 
 DTYPES = [torch.float32, torch.bfloat16]
 

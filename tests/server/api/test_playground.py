@@ -9,21 +9,22 @@ answer is right. Screenshots land in ``artifacts/`` for a person to look at.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.live_server import API_KEY, LiveServer, serve
+from tests.requires import os_command
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "artifacts"
 BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -38,24 +39,17 @@ CHROMIUM_ARGS = [
 ]
 CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e '.[dev]' brings selenium")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        message = "apt-get install chromium chromium-driver (as .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(f"the playground test must run in CI: {message}")
-        pytest.skip(message)
+    chromium, chromedriver = os_command("chromium", "chromium"), os_command("chromedriver", "chromium-driver")
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for arg in CHROMIUM_ARGS:
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(20)
     try:
         yield driver
@@ -167,7 +161,6 @@ def test_playground_sends_the_key_the_user_enters(browser, keyed_server: LiveSer
     browser.execute_script("sessionStorage.clear()")
 
 
-@pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="no bundled model")
 def test_playground_with_the_bundled_model(browser, tmp_path: Path):
     """The real model, for the screenshot: still asserts rendering only, never the answer's quality."""
     with serve(BUNDLED_MODEL, "--slots", "8", log_dir=tmp_path) as server:
