@@ -6,6 +6,7 @@ can run several apps side by side.
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -34,6 +35,29 @@ def get_broker(request: Request) -> Broker:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters (charset) allowed: the types
+    FastAPI itself decodes as JSON; any other body would reach validation as bytes."""
+    if not content_type:
+        return False
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def require_json(request: Request) -> None:
+    """415 for a body that is not declared JSON, instead of a 422 about the body not being a dictionary."""
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        sent = f"{content_type!r}" if content_type else "no Content-Type"
+        message = f"the request body must be JSON: send 'Content-Type: application/json' (got {sent})"
+        raise ApiError(415, "unsupported_media_type", message)
+
+
+JsonBody = Depends(require_json)
 
 
 def require_model(requested: str | None, broker: Broker) -> None:

@@ -33,6 +33,7 @@ REJECTIONS = frozenset(
         "invalid_request",
         "invalid_puzzle",
         "payload_too_large",
+        "unsupported_media_type",
         "queue_full",
         "not_ready",
         "draining",

@@ -141,3 +141,21 @@ async def test_an_unexpected_failure_is_a_bare_500(model_dir, monkeypatch: pytes
         error = error_of(r, 500)
         assert error["code"] == "internal_error"
         assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_a_body_not_declared_json_is_415_naming_application_json(client: httpx.AsyncClient, content_type):
+    body = json.dumps({"puzzle": PUZZLE, "depth": 1}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    for path in ("/v1/solve", "/v1/solve/batch", "/v1/jobs"):
+        error = error_of(await client.post(path, content=body, headers=headers), 415)
+        assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+        assert (content_type or "no Content-Type") in error["message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
+async def test_json_content_types_with_parameters_or_suffix_are_accepted(client: httpx.AsyncClient, content_type):
+    body = json.dumps({"puzzle": PUZZLE, "depth": 1}).encode()
+    assert (await client.post("/v1/solve", content=body, headers={"content-type": content_type})).status_code == 200

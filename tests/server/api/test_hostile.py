@@ -95,9 +95,9 @@ async def test_bodies_that_are_not_a_json_object_are_422(client: httpx.AsyncClie
         assert error_of(await timed_post(client, path, content=body, headers=JSON), 422)["code"] == "invalid_request"
 
 
-async def test_a_body_that_is_not_json_at_all_is_422(client: httpx.AsyncClient):
+async def test_a_body_that_is_not_json_at_all_is_415(client: httpx.AsyncClient):
     r = await timed_post(client, "/v1/solve", content=PUZZLE.encode(), headers={"content-type": "text/plain"})
-    assert error_of(r, 422)["code"] == "invalid_request"
+    assert error_of(r, 415)["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize(

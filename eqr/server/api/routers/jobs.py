@@ -11,7 +11,7 @@ import contextlib
 from fastapi import APIRouter, Response
 
 from eqr.model.tasks.sudoku import parse_puzzle
-from eqr.server.api.deps import BrokerDep, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, require_model
 from eqr.server.api.errors import job_not_found
 from eqr.server.api.routers.solve import ERRORS
 from eqr.server.api.schemas import ErrorResponse, JobRequest, JobView
@@ -32,7 +32,9 @@ async def _find(broker: Broker, job_id: str) -> JobHandle:
     return handle
 
 
-@router.post("", status_code=202, response_model=JobView, responses=ERRORS, summary="Submit a job")
+@router.post(
+    "", status_code=202, response_model=JobView, responses=ERRORS, dependencies=[JsonBody], summary="Submit a job"
+)
 async def submit_job(body: JobRequest, response: Response, broker: BrokerDep) -> JobView:
     """Queue a puzzle and return at once; poll ``Location`` for the result."""
     require_model(body.model, broker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
-from eqr.server.api.deps import BrokerDep, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, require_model
 from eqr.server.api.errors import as_api_error, engine_failed
 from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
 from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
@@ -19,6 +19,7 @@ ERRORS = {
     for status, description in {
         404: "unknown model",
         413: "body too large",
+        415: "body not declared as JSON (Content-Type: application/json)",
         422: "bad puzzle (with cells) or bad parameter (with field)",
         429: "queue full; see Retry-After",
         503: "not ready or draining",
@@ -30,6 +31,7 @@ ERRORS = {
     "/solve",
     response_model=SolveResponse,
     responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "result, or an SSE stream"}},
+    dependencies=[JsonBody],
     summary="Solve one puzzle",
 )
 async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> SolveResponse | EventStream:
@@ -47,7 +49,13 @@ async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> Solv
     return SolveResponse.from_result(result, broker.card.name)
 
 
-@router.post("/solve/batch", response_model=BatchResponse, responses=ERRORS, summary="Solve many puzzles")
+@router.post(
+    "/solve/batch",
+    response_model=BatchResponse,
+    responses=ERRORS,
+    dependencies=[JsonBody],
+    summary="Solve many puzzles",
+)
 async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -> BatchResponse:
     """Solve ``puzzles`` concurrently with shared parameters. A bad puzzle or a full queue fails only
     its own item (``error`` instead of ``result``); results come back in input order."""
