@@ -137,8 +137,9 @@ def test_cancel_across_processes_frees_the_worker_slots(c: Cluster, api: httpx.C
     _until(lambda: sum(_gauge(w, "eqr_live_slots") for w in workers) == 2, 10, "the job to hold two slots")
     _until(lambda: api.get(f"/v1/jobs/{job_id}").json().get("status") == "running", 5, "the job to show as running")
     view = api.delete(f"/v1/jobs/{job_id}")
-    assert view.status_code == 200 and view.json()["status"] == "done"
+    assert view.status_code == 200 and view.json()["status"] == "cancelled"
     assert view.json()["result"]["status"] == "cancelled" and max(view.json()["result"]["iterations"]) > 0
+    assert api.get(f"/v1/jobs/{job_id}").json() == view.json()  # read back from Redis: still cancelled
     _until(lambda: sum(_gauge(w, "eqr_live_slots") for w in workers) == 0, 5, "the worker to free its slots")
     assert _queue_empty(c)
 

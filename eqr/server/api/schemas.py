@@ -202,8 +202,11 @@ class IterationData(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    status: Literal["pending", "running", "done"]
-    result: SolveResponse | None = Field(None, description="present once the job is done")
+    status: Literal["pending", "running", "done", "cancelled"] = Field(
+        description="pending (queued), running, then done or cancelled (both final; cancelled: by DELETE or a "
+        "shutdown, with the best answer reached so far as the result)"
+    )
+    result: SolveResponse | None = Field(None, description="present once the job is done or cancelled")
 
     @classmethod
     def from_handle(cls, handle: JobHandle, model: str) -> JobView:

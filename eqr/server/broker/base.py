@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eqr.server.engine.request import IterationEvent, Job, SolveResult
+from eqr.server.engine.request import IterationEvent, Job, SolveResult, Status
 
 
 class JobState(str, enum.Enum):
     PENDING = "pending"  # accepted, waiting for a slot
     RUNNING = "running"  # at least one trajectory has iterated
-    DONE = "done"  # a result exists (any status, including cancelled and failed)
+    DONE = "done"  # a result exists (any status but cancelled, failed included)
+    CANCELLED = "cancelled"  # a result exists and says cancelled: a client polling for an end stops on either
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ class FutureJob:
     @property
     def state(self) -> JobState:
         if self._result.done():
-            return JobState.DONE
+            result = self.peek()
+            return JobState.CANCELLED if result is not None and result.status is Status.CANCELLED else JobState.DONE
         return JobState.RUNNING if self._started else JobState.PENDING
 
     def peek(self) -> SolveResult | None:

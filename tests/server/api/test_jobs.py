@@ -51,9 +51,10 @@ async def test_delete_cancels_a_running_job_and_frees_its_slots(gated: Gated):
     r = await delete
     assert r.status_code == 200
     view = r.json()
-    assert view["status"] == "done" and view["result"]["status"] == "cancelled"
+    assert view["status"] == "cancelled" and view["result"]["status"] == "cancelled"
     assert max(view["result"]["iterations"]) < 64
     assert gated.broker.stats().live_slots == 0 and gated.broker.stats().in_flight == 0
+    assert (await gated.client.get(location)).json() == view  # the job's state says cancelled from now on
     again = await gated.client.delete(location)  # a finished job: returned unchanged
     assert again.status_code == 200 and again.json() == view
 
@@ -67,8 +68,17 @@ async def test_delete_of_a_queued_job_cancels_it_before_it_runs(gated: Gated):
     assert (await gated.client.get(r.headers["Location"])).json()["status"] == "pending"
     delete = asyncio.ensure_future(gated.client.delete(r.headers["Location"]))
     await gated.model.drip(delete.done)
-    result = (await delete).json()["result"]
-    assert result["status"] == "cancelled" and max(result["iterations"]) == 0
+    view = (await delete).json()
+    assert view["status"] == "cancelled" and view["result"]["status"] == "cancelled"
+    assert max(view["result"]["iterations"]) == 0
+
+
+async def test_delete_of_a_done_job_returns_it_unchanged(gated: Gated):
+    gated.model.open()
+    location = (await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 2})).headers["Location"]
+    done = await poll(gated.client, location, "done")
+    again = await gated.client.delete(location)
+    assert again.status_code == 200 and again.json() == done and done["result"]["status"] == "max_iterations"
 
 
 async def test_finished_job_expires_after_its_ttl(model_dir):

@@ -51,8 +51,9 @@ async def get_job(job_id: str, broker: BrokerDep) -> JobView:
 
 @router.delete("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Cancel a job")
 async def cancel_job(job_id: str, broker: BrokerDep) -> JobView:
-    """Cancel a pending or running job (its slots are freed within one step) and return its final state;
-    a finished job is returned unchanged."""
+    """Cancel a pending or running job (its slots are freed within one step) and return its final state,
+    ``cancelled``. A job that already finished (done, or cancelled before) is returned unchanged with 200:
+    DELETE is idempotent and never discards a result; it stays readable until the TTL."""
     handle = await _find(broker, job_id)
     if handle.peek() is None:
         handle.cancel()
