@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -20,8 +21,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from eqr.server.api import create_app, drain
+from eqr.server.api.request_id import RequestIdFilter
 from eqr.server.settings import Settings
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the lifespan start-up fails
 GRACEFUL_CLOSE_S = 5.0  # after the drain: time for connections to deliver their last responses
 
@@ -58,16 +61,30 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+def _uvicorn_log_config() -> dict:
+    """uvicorn's own logging, with the request id (``-`` outside a request) at the end of each line."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"request_id": {"()": RequestIdFilter}}
+    for formatter in config["formatters"].values():
+        formatter["fmt"] += " [%(request_id)s]"
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_id"]
+    return config
+
+
 def run(settings: Settings, app: FastAPI | None = None) -> int:
     """Serve ``app`` (default: the embedded app of ``settings``) until SIGTERM/SIGINT; the exit status
     (0 after a drain, 3 when start-up failed)."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     app = app or create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=_uvicorn_log_config(),
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_CLOSE_S,
     )

@@ -21,6 +21,8 @@ from eqr.server.api.guard import ClientGuard
 from eqr.server.api.limits import BodySizeLimit
 from eqr.server.api.playground import mount_playground
 from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+from eqr.server.api.request_id import DOCUMENTED as REQUEST_ID_HEADER
+from eqr.server.api.request_id import RequestIdMiddleware
 from eqr.server.api.routers import jobs, models, ops, solve
 from eqr.server.api.schemas import ErrorResponse
 from eqr.server.broker.base import Broker
@@ -95,9 +97,10 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     app.state.metrics = Metrics(model=name, max_depth=settings.max_depth)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    _install_guard(app, settings)  # added last: the outermost layer, so refusals cost nothing else
+    _install_guard(app, settings)  # refusals cost nothing else ...
+    app.add_middleware(RequestIdMiddleware)  # ... yet carry a request id: the outermost layer
     for router in (solve.router, jobs.router, models.router):
-        app.include_router(router, responses=GUARD_RESPONSES)
+        app.include_router(router, responses=GUARD_RESPONSES, dependencies=[REQUEST_ID_HEADER])
     app.include_router(ops.router)
     mount_playground(app)
     return app

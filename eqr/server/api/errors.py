@@ -43,6 +43,7 @@ REJECTIONS = frozenset(
         "rate_limited",
         "too_many_in_flight",
         "auth_throttled",
+        "duplicate_job_id",
     }
 )
 _HTTP_CODES = {
@@ -86,6 +87,16 @@ class ClientGone(Exception):
 
 def job_not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or its result expired)", field="id")
+
+
+def duplicate_job_id(job_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "duplicate_job_id",
+        f"a job {job_id!r} already exists (unfinished, or its result is still kept): send another X-Request-Id, "
+        "or GET /v1/jobs/{id} to read that job",
+        field="X-Request-Id",
+    )
 
 
 def model_not_found(name: str, served: str) -> ApiError:

@@ -104,10 +104,11 @@ class SolveOptions(BaseModel):
             raise ValueError(f"quorum ({quorum}) cannot exceed breadth ({breadth})")
         return quorum
 
-    def job(self, digits: list[int], task: str) -> Job:
+    def job(self, digits: list[int], task: str, job_id: str | None = None) -> Job:
         """The engine job for one parsed puzzle; every engine parameter comes from this request."""
         params = SolveParams(**self.model_dump(include=PARAM_NAMES))
-        return Job(digits=digits, params=params, task=task)
+        named = {} if job_id is None else {"id": job_id}
+        return Job(digits=digits, params=params, task=task, **named)
 
 
 class SolveRequest(SolveOptions):

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from eqr.model.tasks.sudoku import parse_puzzle
 from eqr.server.api.deps import BrokerDep, JsonBody, require_model
-from eqr.server.api.errors import job_not_found
+from eqr.server.api.errors import duplicate_job_id, job_not_found
+from eqr.server.api.request_id import request_id
 from eqr.server.api.routers.solve import ERRORS
 from eqr.server.api.schemas import ErrorResponse, JobRequest, JobView
 from eqr.server.broker.base import Broker, JobHandle
@@ -32,13 +33,27 @@ async def _find(broker: Broker, job_id: str) -> JobHandle:
     return handle
 
 
+DUPLICATE = {409: {"model": ErrorResponse, "description": "a job with this X-Request-Id exists"}}
+
+
 @router.post(
-    "", status_code=202, response_model=JobView, responses=ERRORS, dependencies=[JsonBody], summary="Submit a job"
+    "",
+    status_code=202,
+    response_model=JobView,
+    responses={**ERRORS, **DUPLICATE},
+    dependencies=[JsonBody],
+    summary="Submit a job",
 )
-async def submit_job(body: JobRequest, response: Response, broker: BrokerDep) -> JobView:
-    """Queue a puzzle and return at once; poll ``Location`` for the result."""
+async def submit_job(body: JobRequest, request: Request, response: Response, broker: BrokerDep) -> JobView:
+    """Queue a puzzle and return at once; poll ``Location`` for the result. The job's id is the request's
+    ``X-Request-Id`` (yours, or one the server made); an id already in use is a 409."""
     require_model(body.model, broker)
-    job = body.job(parse_puzzle(body.puzzle), broker.card.task)
+    job_id = request_id(request)
+    # in-process, neither get nor submit yields to the loop before the job is registered, so this cannot race;
+    # across API nodes (Redis mode) the same id sent to two nodes at the same instant is not caught
+    if await broker.get(job_id) is not None:
+        raise duplicate_job_id(job_id)
+    job = body.job(parse_puzzle(body.puzzle), broker.card.task, job_id=job_id)
     handle = await broker.submit(job, keep=True)
     response.headers["Location"] = f"{router.prefix}/{handle.id}"
     return JobView.from_handle(handle, broker.card.name)
