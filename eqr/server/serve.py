@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from eqr.server.api import create_app, drain
 from eqr.server.api.request_id import RequestIdFilter
+from eqr.server.read_timeouts import timed_h11
 from eqr.server.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -85,6 +86,7 @@ def run(settings: Settings, app: FastAPI | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=_uvicorn_log_config(),
+        http=timed_h11(settings.header_timeout_s, settings.body_timeout_s),  # type: ignore[arg-type]
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_CLOSE_S,
     )

@@ -1,7 +1,7 @@
 """Server configuration: one object read from ``EQR_*`` environment variables and ``eqr serve`` flags.
 
 Defaults suit a 2-core CPU serving the bundled small model: as many slots as fill the device and
-no more (``eqr.kernels.step.preferred_slots``: 16 there), torch's own thread count, a breadth cap that keeps one
+no more (``eqr.runtime.step.preferred_slots``: 16 there), torch's own thread count, a breadth cap that keeps one
 request from monopolising the pool, and a bounded queue so overload becomes a fast 429 instead of
 unbounded latency.
 """
@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eqr.model.checkpoint import default_model_dir
+from eqr.model.bundled import default_model_dir
 
 
 class Settings(BaseSettings):
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
     job_ttl_s: float = Field(600.0, gt=0, description="how long a finished async job stays readable")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this long (from its first byte), else 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this long after its headers, else 408"
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long running work may finish")
     stall_timeout_s: float = Field(30.0, gt=0, description="/readyz fails when work waits and no step ran this long")
     engine_error_window_s: float = Field(
