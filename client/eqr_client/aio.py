@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar, overload
@@ -123,7 +124,7 @@ class AsyncClient:
 
     def stream(self, puzzle: PuzzleInput, **options: Unpack[wire.SolveOptions]) -> AsyncSolveStream:
         """Solve while watching: ``async for event in client.stream(p)`` yields :class:`IterationEvent` s,
-        then the :class:`SolveResult`. Use ``async with`` around it if the loop may be left early."""
+        then the :class:`SolveResult`. Leaving the loop early closes the connection, which cancels the work."""
         return AsyncSolveStream(self, wire.solve_call(puzzle, options, stream=True))
 
     # -- jobs ---------------------------------------------------------------------------------------
@@ -219,22 +220,26 @@ async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
 class AsyncSolveStream:
     """A streamed solve for ``async for``; ``result`` holds the result afterwards.
 
-    ``async with client.stream(p) as s:`` closes the connection (cancelling the work on the server)
-    when the block is left early; a loop left by ``break`` without it closes only when collected.
+    Leaving the loop early closes the connection (and the server cancels the work) as soon as the
+    event loop runs again: asyncio closes an abandoned async generator in a task of its own. ``async
+    with client.stream(p) as s:`` closes it before the block is left. The generator is held by a weak
+    reference, as in :class:`~eqr_client.client.SolveStream`, so that no cycle delays this until
+    garbage collection.
     """
 
     def __init__(self, client: AsyncClient, call: wire.Call) -> None:
         self._client = client
         self._call = call
         self._response: httpx.Response | None = None
-        self._events: AsyncGenerator[IterationEvent | SolveResult, None] | None = None
+        self._events: weakref.ref[AsyncGenerator[IterationEvent | SolveResult, None]] | None = None
         self.result: SolveResult | None = None
 
     def __aiter__(self) -> AsyncIterator[IterationEvent | SolveResult]:
         if self._events is not None:
             raise RuntimeError("an AsyncSolveStream can be iterated only once; call client.stream() again")
-        self._events = self._read()
-        return self._events
+        events = self._read()
+        self._events = weakref.ref(events)
+        return events
 
     async def _read(self) -> AsyncGenerator[IterationEvent | SolveResult, None]:
         self._response = await self._client._send(self._call, stream=True)
@@ -257,8 +262,9 @@ class AsyncSolveStream:
 
     async def aclose(self) -> None:
         """Close the connection; the server cancels the work if it was still running."""
-        if self._events is not None:
-            await self._events.aclose()  # runs the generator's clean-up now, not when it is collected
+        events = self._events() if self._events is not None else None
+        if events is not None:
+            await events.aclose()  # runs the generator's clean-up now, not when the loop lets go of it
         if self._response is not None:
             await self._response.aclose()
 

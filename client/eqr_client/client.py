@@ -7,6 +7,7 @@ It is thread-safe (one connection pool shared by all threads), which is also how
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
@@ -240,22 +241,27 @@ class Client:
 class SolveStream:
     """A streamed solve: iterating yields :class:`IterationEvent` s, then one :class:`SolveResult`.
 
-    Iterate it once. ``result`` holds the result after the loop. ``with client.stream(p) as s:``
-    guarantees the connection is closed (and the work cancelled) if the block is left early.
+    Iterate it once. ``result`` holds the result after the loop. Leaving the loop (``break``, an
+    exception) closes the connection at once, and the server cancels the work; ``with client.stream(p)
+    as s:`` closes it even when the loop never started.
+
+    The stream holds its generator only by a weak reference: the generator refers to the stream, so a
+    strong one both ways would be a cycle that keeps the connection open until garbage collection.
     """
 
     def __init__(self, client: Client, call: wire.Call) -> None:
         self._client = client
         self._call = call
         self._response: httpx.Response | None = None
-        self._events: Generator[IterationEvent | SolveResult, None, None] | None = None
+        self._events: weakref.ref[Generator[IterationEvent | SolveResult, None, None]] | None = None
         self.result: SolveResult | None = None
 
     def __iter__(self) -> Iterator[IterationEvent | SolveResult]:
         if self._events is not None:
             raise RuntimeError("a SolveStream can be iterated only once; call client.stream() again")
-        self._events = self._read()
-        return self._events
+        events = self._read()
+        self._events = weakref.ref(events)
+        return events
 
     def _read(self) -> Generator[IterationEvent | SolveResult, None, None]:
         self._response = self._client._send(self._call, stream=True)
@@ -278,8 +284,9 @@ class SolveStream:
 
     def close(self) -> None:
         """Close the connection; the server cancels the work if it was still running."""
-        if self._events is not None:
-            self._events.close()  # runs the generator's clean-up now, not when it is collected
+        events = self._events() if self._events is not None else None
+        if events is not None:
+            events.close()  # runs the generator's clean-up now, not when the loop lets go of it
         if self._response is not None:
             self._response.close()
 

@@ -6,7 +6,11 @@ errors, cancellation), never the quality of an answer.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -125,6 +129,59 @@ def test_leaving_a_stream_early_cancels_the_work(client: Client):
                 break
     assert stream.result is None
     wait_idle(client)
+
+
+def live_slots(client: Client) -> int:
+    """The server's ``eqr_live_slots`` gauge: slots holding a trajectory after the last engine step."""
+    text = client._http.get("/metrics").raise_for_status().text
+    return int(float(re.search(r"^eqr_live_slots (\S+)$", text, flags=re.M).group(1)))
+
+
+def wait_slots_freed(client: Client, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while live_slots(client):
+        assert time.monotonic() < deadline, f"{live_slots(client)} slots still live: the stream was not closed"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Garbage collection off, so a reference cycle that keeps a connection open cannot be hidden by it."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()  # a leaked stream of a failed test closes here, before the next test
+
+
+def test_breaking_out_of_a_stream_loop_frees_the_slots(client: Client, no_gc: None):
+    for i, _ in enumerate(client.stream(PUZZLES[3], depth=FOREVER, breadth=8)):
+        if i == 2:
+            assert live_slots(client) == 8
+            break
+    wait_slots_freed(client)
+
+    stream = client.stream(PUZZLES[2], depth=FOREVER, breadth=8)  # kept in a variable: still closed by break
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    wait_slots_freed(client)
+    assert stream.result is None
+
+
+async def test_breaking_out_of_an_async_stream_loop_frees_the_slots(
+    client: Client, live_server: LiveServer, no_gc: None
+):
+    async with AsyncClient(live_server.url, timeout=30) as aclient:
+        i = 0
+        async for _ in aclient.stream(PUZZLES[3], depth=FOREVER, breadth=8):
+            i += 1
+            if i == 3:
+                assert live_slots(client) == 8
+                break
+        # waiting in a thread lets the event loop run the task that closes the abandoned async generator
+        await asyncio.to_thread(wait_slots_freed, client)
 
 
 def test_models_and_health(client: Client, live_server: LiveServer):
