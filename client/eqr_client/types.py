@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eqr_client.puzzle import format_board
 
 Status = Literal["converged", "max_iterations", "deadline", "cancelled", "failed"]
-JobState = Literal["pending", "running", "done"]
+JobState = Literal["pending", "running", "done", "cancelled"]
 
 
 class _View(BaseModel):
@@ -70,7 +70,7 @@ class IterationEvent(_View):
 
 
 class Job(_View):
-    """An asynchronous job; ``result`` is present once ``status`` is ``done``."""
+    """An asynchronous job; ``result`` is present once ``status`` is final: ``done`` or ``cancelled``."""
 
     id: str
     status: JobState
@@ -78,7 +78,8 @@ class Job(_View):
 
     @property
     def done(self) -> bool:
-        return self.status == "done"
+        """Finished, whether it ran to the end or was cancelled: ``result`` is there."""
+        return self.status in ("done", "cancelled")
 
 
 class ErrorBody(_View):

@@ -108,7 +108,8 @@ def test_jobs_submit_wait_and_cancel(client: Client):
 
     running = client.submit(PUZZLES[1], depth=FOREVER)
     cancelled = client.cancel(running.id)
-    assert cancelled.done and cancelled.result is not None and cancelled.result.status == "cancelled"
+    assert cancelled.done and cancelled.status == "cancelled"
+    assert cancelled.result is not None and cancelled.result.status == "cancelled"
     wait_idle(client)
 
 
