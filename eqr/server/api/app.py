@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from eqr.server.api.auth import KeyRing, load_api_keys
+from eqr.server.api.docs import mount_docs
 from eqr.server.api.errors import install_error_handlers
 from eqr.server.api.guard import ClientGuard
 from eqr.server.api.limits import BodySizeLimit
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
         summary="Equilibrium Reasoners for Sudoku over HTTP, with continuous batching",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs and /redoc from installed files instead of a CDN
+        redoc_url=None,
         # documents the one error shape everywhere (and replaces FastAPI's own 422 schema, which we never send)
         responses={
             422: {"model": ErrorResponse, "description": "invalid request"},
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
         app.include_router(router, responses=GUARD_RESPONSES, dependencies=[REQUEST_ID_HEADER])
     app.include_router(ops.router)
     mount_playground(app)
+    mount_docs(app)
     return app
 
 
