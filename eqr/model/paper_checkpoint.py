@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -34,6 +36,10 @@ IGNORED_PREFIXES = ("rotary_emb.",)
 # arch keys that change what the network computes and cannot be read off the weights
 REQUIRED_ARCH = ("hidden_size", "expansion", "L_layers", "H_cycles", "L_cycles", "mlp_t", "lambda_", "noise_scale")
 
+# every record torch.save (1.6 to 2.x) writes into its zip, under one root folder named after the file
+TORCH_SAVE_RECORD = re.compile(
+    r"[^/]+/(data\.pkl|data/\d+|version|byteorder|\.format_version|\.storage_alignment|\.data/serialization_id)"
+)
 TRUST_HINT = (
     "refusing to unpickle {path}: a .pth file is a Python pickle, and loading one can run arbitrary code. "
     "If you trust where this file came from, pass --trust (trust=True); loading then uses a restricted "
@@ -67,19 +73,61 @@ class PaperCheckpoint:
 
 
 # -- reading the file ------------------------------------------------------------------------------
+def check_plain_pickle(src: Path, file: IO[bytes]) -> None:
+    """Refuse ``file`` unless it is what ``torch.save`` writes; only its zip directory or first bytes are read.
+
+    ``torch.load`` does more than unpickle: a zip holding ``constants.pkl`` goes to ``torch.jit.load``,
+    which runs the TorchScript code inside (``__setstate__``) without ever using our pickle module,
+    and a tar goes to a legacy loader. So only the two layouts ``torch.save`` writes pass: a zip of
+    the records it writes, or a bare pickle stream (its format before torch 1.6), which starts with a
+    pickle's PROTO opcode where a tar starts with a file name.
+    """
+    head = file.read(4)
+    try:
+        if head == b"PK\x03\x04":  # the test torch.load uses to take its zip path
+            _check_torch_save_zip(src, zipfile.ZipFile(file).namelist())
+        elif head[:1] != pickle.PROTO:  # a tar (torch's pre-1.0 format) or anything else
+            raise PaperCheckpointError(f"{src}: not a pickled torch checkpoint (neither a torch.save zip nor a pickle)")
+    except zipfile.BadZipFile as exc:
+        raise PaperCheckpointError(f"{src}: not a pickled torch checkpoint (a broken zip: {exc})") from exc
+    finally:
+        file.seek(0)
+
+
+def _check_torch_save_zip(src: Path, names: list[str]) -> None:
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise PaperCheckpointError(
+            f"{src}: a TorchScript archive, not a pickled checkpoint; loading it would run the code it holds, "
+            "so eqr convert reads only files written by torch.save"
+        )
+    odd = [name for name in names if not TORCH_SAVE_RECORD.fullmatch(name)]
+    roots = {name.split("/", 1)[0] for name in names}
+    if odd or len(roots) != 1 or f"{next(iter(roots))}/data.pkl" not in names:
+        raise PaperCheckpointError(
+            f"{src}: not a pickled torch checkpoint (a zip whose records are not those torch.save writes: "
+            f"{', '.join(odd or names)})"
+        )
+
+
 def read_pth(path: str | Path, trust: bool = False) -> Any:
-    """Unpickle ``path`` with the restricted pickle module; without ``trust`` nothing is unpickled."""
+    """Unpickle ``path`` with the restricted pickle module; without ``trust`` nothing is unpickled.
+
+    The file is opened once, checked by :func:`check_plain_pickle` and loaded from the same handle, so
+    it cannot be swapped between the check and the load.
+    """
     src = Path(path)
     if not src.is_file():
         raise PaperCheckpointError(f"{src}: no such file")
     if not trust:
         raise PaperCheckpointError(TRUST_HINT.format(path=src))
-    try:
-        return torch.load(src, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
-    except restricted_pickle.UnsafePickleError as exc:
-        raise PaperCheckpointError(f"{src}: {exc}") from exc
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise PaperCheckpointError(f"{src}: cannot read as a torch checkpoint ({exc})") from exc
+    with src.open("rb") as file:
+        check_plain_pickle(src, file)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+        except restricted_pickle.UnsafePickleError as exc:
+            raise PaperCheckpointError(f"{src}: {exc}") from exc
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise PaperCheckpointError(f"{src}: cannot read as a torch checkpoint ({exc})") from exc
 
 
 def read_arch_file(path: str | Path) -> dict[str, Any]:

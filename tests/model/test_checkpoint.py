@@ -1,8 +1,13 @@
-"""The project's own model folder (model.safetensors + config.json): round trip and clear failures."""
+"""The project's own model folder (model.safetensors + config.json): round trip and clear failures; and
+what ``eqr convert --trust`` refuses to load at all (the paper's format itself: test_paper_checkpoint.py)."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +15,8 @@ import torch
 from eqr.model.checkpoint import CONFIG, FORMAT, WEIGHTS, CheckpointError, load_model, read_config, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
+from eqr.model.paper_checkpoint import read_pth
+from eqr.server.cli import main
 
 TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2)
 
@@ -107,3 +114,85 @@ def test_a_pickle_is_never_loaded_only_safetensors(tmp_path):
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_model(folder)
     assert not marker.exists()
+
+
+# an op that leaves a marker file: what TorchScript code in an archive calls to show that it ran
+_MARKER_OPS = torch.library.Library("eqr_checkpoint_test", "DEF")
+_MARKER_OPS.define("touch(Tensor x, str path) -> Tensor")
+_MARKER_OPS.impl("touch", lambda x, path: (Path(path).touch(), x)[1], "CPU")
+
+
+class _TouchesOnLoad(torch.nn.Module):
+    """Scripted, its ``__setstate__`` is TorchScript code that ``torch.jit.load`` runs while loading."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.seen = torch.zeros(1)
+
+    def forward(self) -> int:
+        return 0
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.marker, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.marker = state[0]
+        self.training = state[1]
+        self.seen = torch.ops.eqr_checkpoint_test.touch(torch.zeros(1), self.marker)
+
+
+def _with_extra_record(src: Path) -> None:
+    """A torch.save zip plus one record torch.save never writes."""
+    torch.save({"model": {}}, src)
+    with zipfile.ZipFile(src, "a") as archive:
+        archive.writestr(archive.namelist()[0].split("/")[0] + "/extra.pkl", b"\x80\x04N.")
+
+
+def _tar(src: Path) -> None:
+    """The pre-1.0 tar format, which torch.load still tries before reading a plain pickle."""
+    data = b"not what torch.load expects"
+    with tarfile.open(src, "w") as tar:
+        info = tarfile.TarInfo("pickle")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("torchscript", "a TorchScript archive"),
+        ("extra record", "eqr/extra.pkl"),
+        ("tar", "neither a torch.save zip nor a pickle"),
+        ("not a pickle", "neither a torch.save zip nor a pickle"),
+    ],
+)
+def test_convert_refuses_what_is_not_a_plain_pickled_checkpoint(tmp_path, capsys, case, expect):
+    # torch.load hands a TorchScript zip to torch.jit.load, which runs the archive's code, bypassing the
+    # restricted unpickler; so anything but what torch.save writes is refused before it is opened by torch
+    marker, src, out = tmp_path / "pwned", tmp_path / "eqr.pth", tmp_path / "out"
+    if case == "torchscript":
+        torch.jit.save(torch.jit.script(_TouchesOnLoad(str(marker))), src)
+    elif case == "extra record":
+        _with_extra_record(src)
+    elif case == "tar":
+        _tar(src)
+    else:
+        src.write_bytes(b"#!/bin/sh\necho hi\n")
+    assert main(["convert", str(src), str(out), "--trust"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eqr convert: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert expect in err and not out.exists() and not marker.exists()
+    if case == "torchscript":
+        torch.jit.load(src)  # the archive is live: loaded as TorchScript, its code leaves the marker
+        assert marker.exists()
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_convert_reads_both_torch_save_formats(tmp_path, zipped):
+    src = tmp_path / "eqr.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "step": 3}, src, _use_new_zipfile_serialization=zipped)
+    loaded = read_pth(src, trust=True)
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], torch.ones(2))
