@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(0, ge=0, description="token bucket size; 0: the rate, rounded up")
     max_in_flight_per_client: int = Field(0, ge=0, description="requests one client may have running; 0: off")
     auth_failures_per_min: int = Field(
-        30, ge=0, description="failed API-key attempts an IP may make per minute before its /v1 calls get 429; 0: off"
+        30,
+        ge=0,
+        description="failed API-key attempts per minute, per address and key and in different keys per address, "
+        "before 429; 0: off",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 

@@ -21,7 +21,7 @@ from eqr.server.api.errors import install_error_handlers
 from eqr.server.api.guard import ClientGuard
 from eqr.server.api.limits import BodySizeLimit
 from eqr.server.api.playground import mount_playground
-from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+from eqr.server.api.ratelimit import FailureThrottle, InFlightLimiter, RateLimiter
 from eqr.server.api.request_id import DOCUMENTED as REQUEST_ID_HEADER
 from eqr.server.api.request_id import RequestIdMiddleware
 from eqr.server.api.routers import jobs, models, ops, solve
@@ -123,7 +123,7 @@ def _install_guard(app: FastAPI, settings: Settings) -> None:
     rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s else None
     in_flight = InFlightLimiter(settings.max_in_flight_per_client) if settings.max_in_flight_per_client else None
     per_min = settings.auth_failures_per_min
-    failures = RateLimiter(per_min / 60.0, per_min) if keys.enabled and per_min else None
+    failures = FailureThrottle(per_min) if keys.enabled and per_min else None
     app.add_middleware(ClientGuard, keys=keys, rate=rate, in_flight=in_flight, auth_failures=failures)
     if keys.enabled:
         app.openapi = lambda: _with_bearer_scheme(app)  # type: ignore[method-assign]

@@ -53,7 +53,7 @@ def load_api_keys(settings: Settings) -> frozenset[str]:
 
 
 class KeyRing:
-    """The configured keys; :meth:`check` maps an ``Authorization`` header to a key fingerprint."""
+    """The configured keys; :meth:`match` maps a presented key to a configured key's fingerprint."""
 
     def __init__(self, keys: frozenset[str]) -> None:
         self._keys = [(k.encode(), fingerprint(k)) for k in sorted(keys)]
@@ -68,18 +68,20 @@ class KeyRing:
             return "no API keys configured: /v1 is open to every client"
         return f"API keys required on /v1 ({len(self._keys)} key(s): {', '.join(f for _, f in self._keys)})"
 
-    def check(self, authorization: str | None) -> tuple[bool, str | None]:
-        """``(presented, fingerprint)``: whether a bearer key was sent, and the matching key's
-        fingerprint (None when it matches no key)."""
-        if not authorization:
-            return False, None
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != SCHEME or not token:
-            return False, None
+    def match(self, token: str | None) -> str | None:
+        """The fingerprint of the configured key ``token`` is (None when it is none of them)."""
+        if not token:
+            return None
         presented = token.encode()
         match = None
         for key, name in self._keys:  # no early exit: every key costs the same whether it matches or not
             if hmac.compare_digest(presented, key):
                 match = name
-        return True, match
+        return match
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key an ``Authorization: Bearer <key>`` header presents, or None (no header, another scheme)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == SCHEME and token else None

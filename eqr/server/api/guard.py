@@ -2,9 +2,12 @@
 
 In that order, before the request reaches a route: a missing key is 401, a wrong one 403, a client
 over its rate 429 ``rate_limited``, one with too many requests running 429 ``too_many_in_flight``,
-each in the one JSON error shape. An IP address that keeps failing authentication (401 or 403) runs
-out of its failure budget and then gets 429 ``auth_throttled`` without its key even being looked
-at, so guessing keys costs a fixed wait per try rather than one round trip.
+each in the one JSON error shape. Failed authentications (401 or 403) are budgeted by
+:class:`~eqr.server.api.ratelimit.FailureThrottle`: an address that keeps presenting the same wrong
+key (or none) gets 429 ``auth_throttled`` for that key only, while other clients behind the same
+address pass with theirs; an address that tries many different keys (guessing) gets 429 for every
+attempt. Either refusal comes before the key is compared with the configured ones, so guessing costs
+a fixed wait per try rather than one round trip.
 
 Middleware rather than a route dependency because the in-flight count must cover the whole
 response, and a streamed solve answers long after its route returned.
@@ -22,9 +25,9 @@ import math
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eqr.server.api.auth import KeyRing
+from eqr.server.api.auth import KeyRing, bearer_token, fingerprint
 from eqr.server.api.errors import ApiError, respond
-from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+from eqr.server.api.ratelimit import FailureThrottle, InFlightLimiter, RateLimiter
 
 GUARDED_PREFIX = "/v1/"
 
@@ -54,7 +57,8 @@ def rate_limited(wait_s: float, rate: float) -> ApiError:
 
 def auth_throttled(wait_s: float) -> ApiError:
     return _retry_later(
-        "auth_throttled", "too many failed API-key attempts from this address; retry in {retry} s", wait_s
+        "auth_throttled", "too many failed API-key attempts from this address (with this key, or with different "
+        "keys); retry in {retry} s", wait_s
     )
 
 
@@ -70,7 +74,7 @@ def too_many_in_flight(limit: int) -> ApiError:
 class ClientGuard:
     """Authenticates and limits each ``/v1`` request; any part may be off (no keys, rate 0, limit 0).
 
-    ``auth_failures``: a budget of failed authentications per IP address (a token per failure).
+    ``auth_failures``: the budget of failed authentications per address and key.
     """
 
     def __init__(
@@ -79,7 +83,7 @@ class ClientGuard:
         keys: KeyRing,
         rate: RateLimiter | None = None,
         in_flight: InFlightLimiter | None = None,
-        auth_failures: RateLimiter | None = None,
+        auth_failures: FailureThrottle | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -110,13 +114,15 @@ class ClientGuard:
         ip = f"ip:{peer[0] if peer else 'unknown'}"
         if self.keys.enabled:
             failures = self.auth_failures
-            if failures is not None and (wait := failures.blocked(ip)) > 0:
+            token = bearer_token(Headers(scope=scope).get("authorization"))
+            attempt = fingerprint(token) if token else "no key"
+            if failures is not None and (wait := failures.blocked(ip, attempt)) > 0:
                 return "", auth_throttled(wait)
-            presented, key = self.keys.check(Headers(scope=scope).get("authorization"))
+            key = self.keys.match(token)
             if key is None:
                 if failures is not None:
-                    failures.acquire(ip)
-                return "", forbidden() if presented else unauthorized()
+                    failures.fail(ip, attempt)
+                return "", forbidden() if token else unauthorized()
             client = f"key:{key}"
         else:
             client = ip

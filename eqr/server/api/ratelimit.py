@@ -66,6 +66,11 @@ class RateLimiter:
         tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.stamp) * self.rate)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
+    def spent(self, client: str) -> bool:
+        """Whether ``client`` took a token that has not refilled yet (it was seen recently)."""
+        bucket = self._buckets.get(client)
+        return bucket is not None and bucket.tokens + (self._clock() - bucket.stamp) * self.rate < self.burst
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -77,6 +82,30 @@ class RateLimiter:
             if len(self._buckets) <= self._max and now - bucket.stamp < full_after:
                 break
             del self._buckets[client]
+
+
+class FailureThrottle:
+    """Failed authentications, budgeted so that guessing is throttled but one broken client is alone.
+
+    ``per_min`` failures a minute for each (address, presented key) pair: a client that keeps sending
+    the same wrong key (or none) is throttled on its own, and other clients behind the same address
+    (a NAT, an unconfigured proxy) keep working. And ``per_min`` *different* failing keys a minute for
+    each address: guessing means trying many keys, so a guesser soon blocks its whole address.
+    """
+
+    def __init__(self, per_min: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.addresses = RateLimiter(per_min / 60.0, per_min, clock=clock)
+        self.attempts = RateLimiter(per_min / 60.0, per_min, clock=clock)
+
+    def blocked(self, address: str, attempt: str) -> float:
+        """Seconds until this address may try this key again (0.0: now)."""
+        return max(self.addresses.blocked(address), self.attempts.blocked(f"{address} {attempt}"))
+
+    def fail(self, address: str, attempt: str) -> None:
+        pair = f"{address} {attempt}"
+        if not self.attempts.spent(pair):  # a key this address has not failed with lately: one more guess
+            self.addresses.acquire(address)
+        self.attempts.acquire(pair)
 
 
 class InFlightLimiter:

@@ -141,6 +141,25 @@ async def test_repeated_key_failures_from_one_address_are_throttled(model_dir: P
             assert 'eqr_rejections_total{reason="auth_throttled"} 1.0' in (await client.get("/metrics")).text
 
 
+async def test_one_client_repeating_a_wrong_key_does_not_lock_out_its_address(model_dir: Path):
+    app = create_app(make_settings(model_dir, api_keys=f"{KEY},{OTHER_KEY}", auth_failures_per_min=3))
+    async with serving(app) as client:  # every request comes from the same address, as behind a NAT
+        stale = [await client.get("/v1/models", headers=bearer("revoked-key")) for _ in range(3)]
+        assert [r.status_code for r in stale] == [403, 403, 403]
+        for _ in range(3):  # the broken client is throttled, again and again ...
+            r = await client.get("/v1/models", headers=bearer("revoked-key"))
+            assert error_of(r, 429)["code"] == "auth_throttled"
+        for key in (KEY, OTHER_KEY):  # ... while its neighbours' keys keep working
+            assert (await client.get("/v1/models", headers=bearer(key))).status_code == 200
+        no_key = [await client.get("/v1/models") for _ in range(4)]  # so does a client sending no key at all
+        assert [r.status_code for r in no_key] == [401, 401, 401, 429]
+        assert (await client.get("/v1/models", headers=bearer(KEY))).status_code == 200
+        # guessing (a third different wrong key) spends the address's budget: now everyone waits
+        assert (await client.get("/v1/models", headers=bearer("guess-1"))).status_code == 403
+        r = await client.get("/v1/models", headers=bearer(KEY))
+        assert error_of(r, 429)["code"] == "auth_throttled" and int(r.headers["Retry-After"]) in (19, 20)
+
+
 @pytest.mark.parametrize(
     "gated_config", [{"settings": {"api_keys": f"{KEY},{OTHER_KEY}", "max_in_flight_per_client": 2}}], indirect=True
 )
