@@ -364,7 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefetch", type=int, default=8, help="trajectories taken beyond the free slots (default 8)")
     p.add_argument("--max-deliveries", dest="redis_max_deliveries", type=_positive_int, help="before dead-letter (3)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="interface of /metrics and /healthz")
-    p.add_argument("--metrics-port", type=int, default=9100, help="port of /metrics and /healthz (default 9100)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9100,
+        help="port of /metrics and /healthz (default 9100; 0: a free one, logged and advertised in Redis)",
+    )
     p.set_defaults(func=_worker)
     return parser
 

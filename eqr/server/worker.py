@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -114,8 +115,10 @@ class Worker:
         prefetch: int,
         job_ttl_s: float,
         drain_timeout_s: float,
+        metrics_port: int,
     ) -> None:
         self.name = name
+        self.metrics_port = metrics_port  # the one it bound, advertised: with --metrics-port 0 only it knows
         self.options = options
         self.keys = Keys(options.prefix)
         self._local = local
@@ -447,6 +450,7 @@ class Worker:
             "in_flight": stats.in_flight,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "metrics_port": self.metrics_port,
         }
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.worker(self.name), json.dumps(doc), px=int(self.options.worker_ttl_s * 1000))
@@ -577,7 +581,15 @@ def run_worker(
         worker = holder.get("worker")
         return worker.health() if worker is not None else (False, "loading the model")
 
-    ops = serve_ops(metrics_host, metrics_port, metrics, health)
+    try:
+        ops = serve_ops(metrics_host, metrics_port, metrics, health)
+    except OSError as exc:  # most often a second worker on this host with the same port
+        print(
+            f"eqr worker: --metrics-port {metrics_port}: cannot listen on {metrics_host}:{metrics_port} "
+            f"({exc.strerror or exc}); give each worker on a host its own port, or --metrics-port 0 for a free one",
+            file=sys.stderr,
+        )
+        return 2
     log.info("loading model from %s", settings.model)
     local = LocalBroker.from_settings(settings, observer=metrics)
     metrics.track(lambda: local.stats().in_flight, local.card.caps["slots"])
@@ -592,6 +604,7 @@ def run_worker(
             prefetch=prefetch,
             job_ttl_s=settings.job_ttl_s,
             drain_timeout_s=settings.drain_timeout_s,
+            metrics_port=ops.server_port,
         )
         holder["worker"] = worker
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ whole depth, about 3 ms an iteration on a busy CPU.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from eqr.server.broker.redis_protocol import Keys
 from tests.live_server import free_port
 from tests.redis_server import RedisServer
 
@@ -105,11 +107,23 @@ class Cluster:
         self.api = self._spawn("api", api_args(self.redis.url, "127.0.0.1", port), f"http://127.0.0.1:{port}")
         return self.api
 
-    def start_worker(self, name: str) -> Proc:
-        port = free_port()
+    def start_worker(self, name: str, metrics_port: int | None = None) -> Proc:
+        """``metrics_port`` None: a free port found here; 0: the worker picks one, and ``url`` stays empty
+        until :meth:`find_metrics_url` reads it from the worker's heartbeat in Redis."""
+        port = free_port() if metrics_port is None else metrics_port
         args = worker_args(self.redis.url, str(self.model_dir), name, "127.0.0.1", port)
-        self.workers[name] = self._spawn(name, args, f"http://127.0.0.1:{port}")
+        self.workers[name] = self._spawn(name, args, f"http://127.0.0.1:{port}" if port else "")
         return self.workers[name]
+
+    def find_metrics_url(self, proc: Proc) -> str:
+        """The worker's /metrics address from its heartbeat (``P:worker:{name}``), once it has sent one."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (doc := self.redis.client().get(Keys("eqr").worker(proc.name))) is None:
+            if not proc.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} sent no heartbeat (exit status {proc.process.poll()}):\n{proc.log()}")
+            time.sleep(0.1)
+        proc.url = f"http://127.0.0.1:{json.loads(doc)['metrics_port']}"
+        return proc.url
 
     def wait_healthy(self, proc: Proc, path: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
