@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from eqr.server.settings import Settings
@@ -27,36 +30,79 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
-def _read_keys_file(path: Path) -> list[str]:
+@dataclass(frozen=True)
+class KeyLimits:
+    """What one key may do, from its line in the keys file; None: the server-wide setting applies."""
+
+    max_priority: int | None = None
+    rate_per_s: float | None = None
+    in_flight: int | None = None
+
+
+# option in the keys file: (KeyLimits field, parser, valid, what a valid value is)
+KEY_OPTIONS: dict[str, tuple[str, Callable[[str], float], Callable[[float], bool], str]] = {
+    "max_priority": ("max_priority", int, lambda v: -1000 <= v <= 1000, "an integer from -1000 to 1000"),
+    "rate": ("rate_per_s", float, lambda v: 0 < v < math.inf, "requests per second, above 0"),
+    "in_flight": ("in_flight", int, lambda v: v >= 1, "an integer of at least 1"),
+}
+
+
+def _parse_limits(options: list[str], where: str) -> KeyLimits:
+    """``max_priority=N rate=R in_flight=N`` (any of them, any order) into :class:`KeyLimits`."""
+    values: dict[str, float] = {}
+    for option in options:
+        name, _, text = option.partition("=")
+        if name not in KEY_OPTIONS:
+            known = ", ".join(f"{o}=" for o in KEY_OPTIONS)
+            raise ApiKeyError(f"{where}: unknown option {name!r} (a key may carry {known})")
+        field, parse, valid, expected = KEY_OPTIONS[name]
+        try:
+            value = parse(text)
+        except ValueError:
+            value = math.nan
+        if not valid(value):
+            raise ApiKeyError(f"{where}: {name} must be {expected}, got {text!r}")
+        values[field] = value
+    return KeyLimits(**values)  # type: ignore[arg-type]
+
+
+def _read_keys_file(path: Path) -> dict[str, KeyLimits]:
+    """One key a line, optionally followed by its limits: ``KEY max_priority=10 rate=5 in_flight=2``."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ApiKeyError(f"cannot read the API keys file {path}: {exc}") from exc
-    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    keys: dict[str, KeyLimits] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, *options = line.split()
+        keys[key] = _parse_limits(options, f"{path} line {number} (key {fingerprint(key)})")
     if not keys:
         # a key file with no key would silently turn authentication off: fail closed instead
         raise ApiKeyError(f"the API keys file {path} holds no key")
     return keys
 
 
-def load_api_keys(settings: Settings) -> frozenset[str]:
-    """Every configured key (empty: authentication is off). Raises :class:`ApiKeyError`."""
-    keys: list[str] = []
+def load_api_keys(settings: Settings) -> dict[str, KeyLimits]:
+    """Every configured key with its limits (empty: authentication is off). Raises :class:`ApiKeyError`."""
+    keys: dict[str, KeyLimits] = {}
     if settings.api_keys is not None:
-        keys += [k.strip() for k in settings.api_keys.get_secret_value().split(",") if k.strip()]
+        keys |= {k.strip(): KeyLimits() for k in settings.api_keys.get_secret_value().split(",") if k.strip()}
     if settings.api_keys_file is not None:
-        keys += _read_keys_file(settings.api_keys_file)
+        keys |= _read_keys_file(settings.api_keys_file)  # a key in both: the file's limits
     bad = [fingerprint(k) for k in keys if any(c.isspace() or not c.isprintable() for c in k)]
     if bad:
         raise ApiKeyError(f"API keys may not contain spaces or control characters (keys {', '.join(bad)})")
-    return frozenset(keys)
+    return keys
 
 
 class KeyRing:
     """The configured keys; :meth:`match` maps a presented key to a configured key's fingerprint."""
 
-    def __init__(self, keys: frozenset[str]) -> None:
+    def __init__(self, keys: Mapping[str, KeyLimits]) -> None:
         self._keys = [(k.encode(), fingerprint(k)) for k in sorted(keys)]
+        self.limits = {fingerprint(k): limits for k, limits in keys.items()}  # by fingerprint, as the guard names keys
 
     @property
     def enabled(self) -> bool:

@@ -60,6 +60,15 @@ def require_json(request: Request) -> None:
 JsonBody = Depends(require_json)
 
 
+def allow_priority(request: Request, priority: int) -> None:
+    """A request's ``priority`` may not exceed its API key's ``max_priority`` (keys file); 422 naming both."""
+    key = request.scope.get("state", {}).get("api_key")
+    cap = request.app.state.key_ring.limits[key].max_priority if key is not None else None
+    if cap is not None and priority > cap:
+        message = f"priority {priority} is above this API key's max_priority of {cap}"
+        raise ApiError(422, "invalid_request", message, field="priority")
+
+
 def require_model(requested: str | None, broker: Broker) -> None:
     """A request naming a model must name the served one (404 otherwise); omitting it is fine."""
     if requested is not None and requested != broker.card.name:

@@ -90,44 +90,51 @@ class ClientGuard:
         self.rate = rate
         self.in_flight = in_flight
         self.auth_failures = auth_failures
+        # keys whose line in the keys file sets their own rate or in-flight limit
+        self.key_rates = {k: RateLimiter(lim.rate_per_s) for k, lim in keys.limits.items() if lim.rate_per_s}
+        self.key_in_flight = {k: InFlightLimiter(lim.in_flight) for k, lim in keys.limits.items() if lim.in_flight}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
             await self.app(scope, receive, send)
             return
-        client, error = self._admit(scope)
+        client, in_flight, error = self._admit(scope)
         if error is not None:
             metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
             await respond(error, metrics)(scope, receive, send)
             return
-        if self.in_flight is None:
+        if in_flight is None:
             await self.app(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight.leave(client)
+            in_flight.leave(client)
 
-    def _admit(self, scope: Scope) -> tuple[str, ApiError | None]:
-        """The client's name and, when it may not proceed, why; an admitted client is counted in flight."""
+    def _admit(self, scope: Scope) -> tuple[str, InFlightLimiter | None, ApiError | None]:
+        """The client's name, the in-flight limiter it was counted in (if any) and, when it may not
+        proceed, why. The matched key's fingerprint goes to ``scope["state"]["api_key"]`` for the routes."""
         peer = scope.get("client")
         ip = f"ip:{peer[0] if peer else 'unknown'}"
+        rate, in_flight = self.rate, self.in_flight
         if self.keys.enabled:
             failures = self.auth_failures
             token = bearer_token(Headers(scope=scope).get("authorization"))
             attempt = fingerprint(token) if token else "no key"
             if failures is not None and (wait := failures.blocked(ip, attempt)) > 0:
-                return "", auth_throttled(wait)
+                return "", None, auth_throttled(wait)
             key = self.keys.match(token)
             if key is None:
                 if failures is not None:
                     failures.fail(ip, attempt)
-                return "", forbidden() if token else unauthorized()
+                return "", None, forbidden() if token else unauthorized()
+            scope.setdefault("state", {})["api_key"] = key
             client = f"key:{key}"
+            rate, in_flight = self.key_rates.get(key, rate), self.key_in_flight.get(key, in_flight)
         else:
             client = ip
-        if self.rate is not None and (wait := self.rate.acquire(client)) > 0:
-            return client, rate_limited(wait, self.rate.rate)
-        if self.in_flight is not None and not self.in_flight.enter(client):
-            return client, too_many_in_flight(self.in_flight.limit)
-        return client, None
+        if rate is not None and (wait := rate.acquire(client)) > 0:
+            return client, None, rate_limited(wait, rate.rate)
+        if in_flight is not None and not in_flight.enter(client):
+            return client, None, too_many_in_flight(in_flight.limit)
+        return client, in_flight, None

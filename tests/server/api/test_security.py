@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from eqr.model.checkpoint import load_model
 from eqr.server.api import create_app
 from eqr.server.api.auth import ApiKeyError, fingerprint, load_api_keys
 from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
+from eqr.server.broker.local import LocalBroker
+from eqr.server.engine import Engine, EngineConfig
 from eqr.server.settings import Settings
-from tests.server.api.conftest import PUZZLE, Gated, make_settings, serving, until
+from tests.server.api.conftest import PUZZLE, Gated, GatedModel, make_settings, serving, until
 from tests.server.api.test_errors import error_of
 
 KEY, OTHER_KEY = "k-3f9a1c77e0b24d6a", "k-second-key-0042"
@@ -94,8 +98,8 @@ def test_unusable_key_configurations_fail_closed(tmp_path: Path):
         with pytest.raises(ApiKeyError, match=words) as info:
             load_api_keys(settings)
         assert "has space" not in str(info.value)
-    assert load_api_keys(Settings()) == frozenset()
-    assert load_api_keys(Settings(api_keys=" a , b ,, ")) == {"a", "b"}
+    assert load_api_keys(Settings()) == {}
+    assert set(load_api_keys(Settings(api_keys=" a , b ,, "))) == {"a", "b"}
 
 
 async def test_rate_limit_is_per_key_with_retry_after(model_dir: Path):
@@ -204,3 +208,61 @@ def test_limiter_memory_is_bounded_however_many_clients_come():
     assert in_flight.enter("a") and not in_flight.enter("a")
     in_flight.leave("a")
     assert len(in_flight) == 0 and in_flight.enter("a")
+
+
+def keys_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "keys"
+    path.write_text(text)
+    return path
+
+
+async def test_the_keys_file_caps_priority_and_rate_per_key(model_dir: Path, tmp_path: Path):
+    path = keys_file(tmp_path, f"# operator: limits after the key\n{KEY} max_priority=5 rate=1\n{OTHER_KEY}\n")
+    async with serving(create_app(make_settings(model_dir, api_keys_file=path, auth_failures_per_min=0))) as client:
+        for endpoint, body in [("/v1/solve", SOLVE), ("/v1/jobs", SOLVE), ("/v1/solve/batch", {"puzzles": [PUZZLE]})]:
+            r = await client.post(endpoint, json={**body, "priority": 6}, headers=bearer(KEY))
+            error = error_of(r, 422)
+            assert error["field"] == "priority" and "max_priority of 5" in error["message"] and "6" in error["message"]
+            await asyncio.sleep(1.1)  # the key's own rate: 1 request a second
+        assert (await client.post("/v1/solve", json={**SOLVE, "priority": 5}, headers=bearer(KEY))).status_code == 200
+        assert error_of(await client.get("/v1/models", headers=bearer(KEY)), 429)["code"] == "rate_limited"
+        # a plain line: no caps (the server-wide settings, here none)
+        for _ in range(3):
+            r = await client.post("/v1/solve", json={**SOLVE, "priority": 1000}, headers=bearer(OTHER_KEY))
+            assert r.status_code == 200
+
+
+async def test_the_keys_file_limits_requests_in_flight_per_key(model_dir: Path, tmp_path: Path):
+    network, meta = load_model(model_dir)
+    model = GatedModel(network)
+    engine = Engine(model, EngineConfig(slots=2, max_queue=16), model_name="tiny", defaults=meta["inference"])
+    path = keys_file(tmp_path, f"{KEY} in_flight=1\n{OTHER_KEY}\n")
+    app = create_app(make_settings(model_dir, api_keys_file=path), LocalBroker(engine))
+    try:
+        async with serving(app) as client:
+            held = asyncio.ensure_future(client.post("/v1/solve", json=SOLVE, headers=bearer(KEY)))
+            await until(lambda: app.state.broker.stats().in_flight == 1)
+            r = await client.post("/v1/solve", json=SOLVE, headers=bearer(KEY))
+            assert error_of(r, 429)["code"] == "too_many_in_flight" and "at most 1 " in error_of(r, 429)["message"]
+            other = [asyncio.ensure_future(client.post("/v1/solve", json=SOLVE, headers=bearer(OTHER_KEY)))]
+            await until(lambda: app.state.broker.stats().in_flight == 2)  # the other key is not capped
+            model.open()
+            assert (await held).status_code == 200 and (await other[0]).status_code == 200
+    finally:
+        model.open()
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("max_priority=high", "max_priority must be an integer from -1000 to 1000, got 'high'"),
+        ("rate=0", "rate must be requests per second, above 0"),
+        ("in_flight=0", "in_flight must be an integer of at least 1"),
+        ("priority=3", "unknown option 'priority'"),
+    ],
+)
+def test_bad_limits_in_the_keys_file_stop_the_server_naming_line_and_option(tmp_path: Path, line: str, words: str):
+    path = keys_file(tmp_path, f"{OTHER_KEY}\n{KEY} {line}\n")
+    with pytest.raises(ApiKeyError, match=re.escape(words)) as info:
+        load_api_keys(Settings(api_keys_file=path))
+    assert f"line 2 (key {fingerprint(KEY)})" in str(info.value) and KEY not in str(info.value)

@@ -11,7 +11,7 @@ import contextlib
 from fastapi import APIRouter, Request, Response
 
 from eqr.model.tasks.sudoku import parse_puzzle
-from eqr.server.api.deps import BrokerDep, JsonBody, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, require_model
 from eqr.server.api.errors import duplicate_job_id, job_not_found
 from eqr.server.api.request_id import request_id
 from eqr.server.api.routers.solve import ERRORS
@@ -48,6 +48,7 @@ async def submit_job(body: JobRequest, request: Request, response: Response, bro
     """Queue a puzzle and return at once; poll ``Location`` for the result. The job's id is the request's
     ``X-Request-Id`` (yours, or one the server made); an id already in use is a 409."""
     require_model(body.model, broker)
+    allow_priority(request, body.priority)
     job_id = request_id(request)
     # in-process, neither get nor submit yields to the loop before the job is registered, so this cannot race;
     # across API nodes (Redis mode) the same id sent to two nodes at the same instant is not caught

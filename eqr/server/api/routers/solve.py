@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
-from eqr.server.api.deps import BrokerDep, JsonBody, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, require_model
 from eqr.server.api.errors import as_api_error, engine_failed
 from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
 from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
 from eqr.server.broker.base import JobHandle, Overloaded
-from eqr.server.engine.request import Status
+from eqr.server.jobs import Status
 
 router = APIRouter(prefix="/v1", tags=["solve"])
 
@@ -39,6 +39,7 @@ async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> Solv
     ``event: iteration`` every ``stream_every`` iterations, then ``event: result`` (or ``event: error``).
     A client that disconnects cancels the work."""
     require_model(body.model, broker)
+    allow_priority(request, body.priority)
     job = body.job(parse_puzzle(body.puzzle), broker.card.task)
     handle = await broker.submit(job, stream=body.stream)
     if body.stream:
@@ -60,6 +61,7 @@ async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -
     """Solve ``puzzles`` concurrently with shared parameters. A bad puzzle or a full queue fails only
     its own item (``error`` instead of ``result``); results come back in input order."""
     require_model(body.model, broker)
+    allow_priority(request, body.priority)
     items: list[BatchItem] = []
     handles: dict[int, JobHandle] = {}
     try:
