@@ -21,6 +21,7 @@ alternation so that load from other processes hits both alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import statistics
@@ -32,12 +33,14 @@ import numpy as np
 import torch
 from puzzle_sets import BUNDLED, SHARED
 
-from eqr.kernels.step import make_step, preferred_slots
-from eqr.model.checkpoint import default_model_dir, load_model
+from eqr.kernels.rng import trajectory_seed
+from eqr.model.bundled import default_model_dir
+from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
+from eqr.model.step import fresh_batch
 from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_tokens
+from eqr.runtime.step import make_step, preferred_slots
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
-from eqr.server.engine.request import trajectory_seed
 
 DATA = SHARED if SHARED.is_dir() else BUNDLED
 EASY = ("easy50.csv", "printable30.csv")
@@ -85,7 +88,6 @@ def run_continuous(engine: Engine, mix, depth: int) -> dict:
 def run_static(model, mix, slots: int, depth: int, noise: float, rule: ConvergenceRule) -> dict:
     """Fill a batch, run every member until all are done, repeat: the baseline, on the same step
     implementation the engine uses (``make_step``), so the ratio measures batching alone."""
-    stepper = make_step(model, slots)
     answers, service, total, slot_iters = [], [], [], 0
     t0 = time.perf_counter()
     for start in range(0, len(mix), slots):
@@ -93,27 +95,25 @@ def run_static(model, mix, slots: int, depth: int, noise: float, rule: Convergen
         b, s = len(batch), model.cfg.seq_len
         tokens = torch.from_numpy(np.stack([to_tokens(p) for p, _ in batch]))
         seeds = torch.tensor([trajectory_seed(start + i, 0) for i in range(b)])  # the engine's seeds
-        z_H, z_L = model.initial_state(seeds)
-        sigma = torch.full((b,), noise)
-        logits = torch.zeros(b, s, model.cfg.vocab_size, dtype=z_H.dtype)
-        pred = torch.full((b, s), -1)
-        steps = torch.zeros(b, dtype=torch.long)
+        state = fresh_batch(model, tokens, seeds, noise)
+        stepper = make_step(model, state)
         streak = torch.zeros(b, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
         answer = torch.zeros(b, s, dtype=torch.long)
         b0 = time.perf_counter()
         for t in range(depth):
-            out = stepper.iterate(z_H, z_L, tokens, seeds, steps, sigma, logits, pred)
-            z_H, z_L, logits, pred = out.z_H, out.z_L, out.logits, out.pred
-            steps += 1
+            out = stepper.iterate(state)
+            state = dataclasses.replace(
+                state, z_H=out.z_H, z_L=out.z_L, steps=state.steps + 1, prev_logits=out.logits, prev_pred=out.pred
+            )
             streak = rule.update_streak(streak, out.pred_change, out.residual)
             leaving = ~done & (rule.converged(streak) | (t + 1 == depth))
-            answer[leaving] = pred[leaving]
+            answer[leaving] = out.pred[leaving]
             done |= leaving
             if done.all():
                 break
         b1 = time.perf_counter()
-        slot_iters += b * int(steps[0])
+        slot_iters += b * int(state.steps[0])
         answers += [from_tokens(a.numpy()) for a in answer]
         service += [(b1 - b0) * 1000] * b
         total += [(b1 - t0) * 1000] * b
@@ -155,8 +155,7 @@ def measure_overhead(model, meta, mix, slots: int, depth: int, rounds: int) -> t
     def bare() -> float:
         n = p.live
         t0 = time.perf_counter()
-        engine.runner.model.iterate(p.z_H[:n], p.z_L[:n], p.tokens[:n], p.seeds[:n], p.steps[:n], p.noise[:n],
-                      p.prev_logits[:n], p.prev_pred[:n])  # fmt: skip
+        engine.runner.stepper.iterate(p.batch(n))
         return time.perf_counter() - t0
 
     def step() -> float:

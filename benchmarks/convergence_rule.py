@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from puzzle_sets import BUNDLED, SHARED, shown
 
-from eqr.model.checkpoint import default_model_dir, load_model
+from eqr.kernels import rng
+from eqr.model.bundled import default_model_dir
+from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.inference import rollout
-from eqr.model.network import StepOutput
-from eqr.model.solve import inference_defaults, trajectory_seeds
+from eqr.model.solve import inference_defaults
+from eqr.model.step import StepOutput
 from eqr.model.tasks.sudoku import read_csv, to_tokens
+from eqr.runtime.rollout import rollout
 
 SETS = ("easy50.csv", "printable30.csv", "printable25.csv", "top95.csv")
 
@@ -51,12 +53,15 @@ def record(model, path: Path, depth: int, noise: float, limit: int | None) -> di
     residual = torch.zeros(depth, n)
     right = torch.zeros(depth, n, dtype=torch.bool)
 
-    def observe(t: int, rows: slice, out: StepOutput) -> None:
-        changed[t, rows] = out.pred_change.cpu() != 0
-        residual[t, rows] = out.residual.float().cpu()
-        right[t, rows] = (out.pred.cpu() == labels[rows]).all(dim=1)
+    def observe(rows: np.ndarray, its: np.ndarray, out: StepOutput) -> None:
+        idx, t = torch.from_numpy(rows), torch.from_numpy(its)
+        changed[t, idx] = out.pred_change.cpu() != 0
+        residual[t, idx] = out.residual.float().cpu()
+        right[t, idx] = (out.pred.cpu() == labels[idx]).all(dim=1)
 
-    rollout(model, tokens, trajectory_seeds(0, n, 1), depth, noise, progress=True, observe=observe)
+    never = ConvergenceRule(window=depth + 1)  # every trajectory runs the whole depth: replay() judges the rules
+    seeds = rng.trajectory_seeds(0, 1) * n  # trajectory 0 of seed 0 for every puzzle, as `eqr eval --seed 0`
+    rollout(model, tokens, seeds, depth, noise, rule=never, progress=True, observe=observe)
     return {"changed": changed, "residual": residual, "right": right}
 
 

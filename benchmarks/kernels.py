@@ -43,12 +43,13 @@ from pathlib import Path
 import torch
 
 from eqr.kernels import dispatch, reference
-from eqr.kernels.cpu_step import CpuStep, available_cores
-from eqr.kernels.flops import iteration_flops
-from eqr.kernels.graph_step import GraphStep
 from eqr.kernels.reference import SlotNoise
 from eqr.model.config import EqRConfig
+from eqr.model.flops import iteration_flops
 from eqr.model.network import EqRNetwork, swiglu_width
+from eqr.model.step import StepBatch, fresh_batch
+from eqr.runtime.cpu_step import CpuStep, available_cores
+from eqr.runtime.graph_step import GraphStep
 
 ARCH = Path(__file__).resolve().parent.parent / "configs" / "sudoku-paper.json"
 
@@ -121,20 +122,10 @@ def build(hidden: int, device: torch.device, dtype: torch.dtype, short: bool = F
     return EqRNetwork(EqRConfig.from_dict(arch)).to(device=device, dtype=dtype).eval()
 
 
-def step_inputs(model: EqRNetwork, batch: int) -> tuple[torch.Tensor, ...]:
+def step_inputs(model: EqRNetwork, batch: int) -> StepBatch:
     cfg, device = model.cfg, next(model.parameters()).device
-    seeds = torch.arange(batch, device=device)
-    z_H, z_L = model.initial_state(seeds)
-    return (
-        z_H,
-        z_L,
-        torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len), device=device),
-        seeds,
-        torch.zeros(batch, dtype=torch.long, device=device),
-        torch.full((batch,), cfg.noise_scale, device=device),
-        torch.zeros(batch, cfg.seq_len, cfg.vocab_size, device=device, dtype=z_H.dtype),
-        torch.full((batch, cfg.seq_len), -1, device=device),
-    )
+    tokens = torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len), device=device)
+    return fresh_batch(model, tokens, torch.arange(batch, device=device), cfg.noise_scale)
 
 
 def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
@@ -205,19 +196,19 @@ def step_paths(
     ``slow_paths`` False leaves out the CPU reference paths (eager and compiled), when they would take too long.
     """
     inputs = step_inputs(model, batch)
-    device = inputs[0].device
+    device = inputs.z_H.device
     paths: dict[str, Callable[[], object]] = {}
     if device.type == "cpu":
         if slow_paths:
-            paths["eager"] = lambda: model.iterate(*inputs)
-            paths["eager 1 thread"] = one_thread(lambda: model.iterate(*inputs))
+            paths["eager"] = lambda: model.iterate(inputs)
+            paths["eager 1 thread"] = one_thread(lambda: model.iterate(inputs))
             if not args.no_compile:
                 compiled = copy.deepcopy(model)
                 compiled.L_level = torch.compile(compiled.L_level, dynamic=False)
-                paths["compile(blocks)"] = lambda: compiled.iterate(*inputs)
+                paths["compile(blocks)"] = lambda: compiled.iterate(inputs)
         if model.cfg.mlp_t:
             cpu = CpuStep(model)
-            paths[f"CpuStep x{cpu.workers}"] = lambda: cpu.iterate(*inputs)
+            paths[f"CpuStep x{cpu.workers}"] = lambda: cpu.iterate(inputs)
         return paths
 
     def on_reference(fn: Callable[[], object]) -> Callable[[], object]:
@@ -227,13 +218,13 @@ def step_paths(
 
         return run
 
-    paths["eager"] = on_reference(lambda: model.iterate(*inputs))
+    paths["eager"] = on_reference(lambda: model.iterate(inputs))
     if not args.no_compile:
         compiled = torch.compile(model.iterate, mode="reduce-overhead", dynamic=False)
-        paths["compile+graphs"] = on_reference(lambda: compiled(*inputs))
-    paths["triton"] = lambda: model.iterate(*inputs)
-    graph = GraphStep(model, batch)
-    paths["triton+graphs"] = lambda: graph.iterate(*inputs)
+        paths["compile+graphs"] = on_reference(lambda: compiled(inputs))
+    paths["triton"] = lambda: model.iterate(inputs)
+    graph = GraphStep(model, inputs)
+    paths["triton+graphs"] = lambda: graph.iterate(inputs)
     return paths
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from batching import DATA, load_mix
 from servers import distributed, embedded
 
-from eqr.model.checkpoint import default_model_dir
+from eqr.model.bundled import default_model_dir
 from eqr.model.tasks.sudoku import to_string
 
 MIX_SIZE = 96  # distinct puzzles of the mix (the easy files hold 80); longer loads cycle through them

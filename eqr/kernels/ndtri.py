@@ -3,7 +3,7 @@
 The reference noise uses ``torch.special.ndtri``; neither Triton nor numba has it, so the Triton
 kernel and the CPU fast step evaluate this approximation instead (relative error below 1.2e-9 in
 exact arithmetic, so in fp32 the result is within a few ulp of torch's). The uniforms it is applied
-to are bit-identical to ``eqr.model.rng``'s, so the noise agrees with the reference to rounding.
+to are bit-identical to ``eqr.kernels.rng``'s, so the noise agrees with the reference to rounding.
 
 For p < P_LOW (and symmetrically 1 - p < P_LOW) the tail form in t = sqrt(-2·log p) is used,
 otherwise the central form in q = p - 1/2, r = q².

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eqr.model import rng
+from eqr.kernels import rng
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ _LAUNCH = {"enable_fp_fusion": True}
 _TILE = 4096  # elements per program for the reductions: one tile in registers with 4 warps
 _MAX_POSITIONS = 8192  # the sequence norm keeps a whole column (all positions) in one tile
 
-# constants of eqr.model.rng.hash32 and of ndtri, as compile-time constants of the kernels
+# constants of eqr.kernels.rng.hash32 and of ndtri, as compile-time constants of the kernels
 _M1 = tl.constexpr(0x7FEB352D)
 _M2 = tl.constexpr(0x6B43A9B5)
 _P_LOW = tl.constexpr(ndtri.P_LOW)
@@ -149,7 +149,7 @@ def swiglu(gate_up: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # -- damped noisy update with the residual sums ----------------------------------------------------------
 @triton.jit
 def _hash32(x):
-    """eqr.model.rng.hash32 on uint32 lanes (products wrap mod 2**32, shifts are logical)."""
+    """eqr.kernels.rng.hash32 on uint32 lanes (products wrap mod 2**32, shifts are logical)."""
     x = x ^ (x >> 16)
     x = x * _M1
     x = x ^ (x >> 15)
@@ -186,7 +186,7 @@ def _damped_update_kernel(
 ):  # fmt: skip
     """out = (1-λ)·z + λ·f + σ_b·ξ for BLOCK elements of slot b; optionally the slot's residual sums.
 
-    ξ reproduces eqr.model.rng.normal bit for bit up to the ndtri evaluation: the same hash of
+    ξ reproduces eqr.kernels.rng.normal bit for bit up to the ndtri evaluation: the same hash of
     (seed, step·1024 + call, element index) and the same 23-bit uniform.
     """
     b = tl.program_id(0)

@@ -8,7 +8,6 @@ self-describing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from eqr.model.network import EqRNetwork
 FORMAT = "eqr-serve/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-# the model shipped in the repository; EQR_MODEL overrides it everywhere a default model is used
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "models" / "sudoku-small"
-
-
-def default_model_dir() -> Path:
-    return Path(os.environ.get("EQR_MODEL", BUNDLED_MODEL))
-
-
 class CheckpointError(ValueError):
     """A model folder that cannot be loaded; the message says which file and why."""
 

@@ -2,9 +2,10 @@
 
 The grid is answered by ONE rollout per data file: N·max(breadth) trajectories run to
 max(depth) with a snapshot at every requested depth. Breadth b reads the first b trajectories
-of each puzzle (seeds depend only on (seed, puzzle, trajectory), see
-:func:`eqr.model.solve.trajectory_seeds`), so every cell of the grid is measured on the same
-trajectories and the whole grid costs what its most expensive cell costs.
+of each puzzle (trajectory j of every puzzle has seed :func:`eqr.kernels.rng.trajectory_seed`
+(seed, j), as in a server request seeded ``seed``, whatever the breadth), so every cell of the
+grid is measured on the same trajectories and the whole grid costs what its most expensive cell
+costs.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from eqr.kernels import rng
 from eqr.model.aggregate import aggregate
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.inference import rollout
 from eqr.model.network import EqRNetwork
-from eqr.model.solve import trajectory_seeds
 from eqr.model.tasks.sudoku import read_csv, to_tokens
+from eqr.runtime.rollout import rollout
 
 RECORD_KEYS = (
     "data",
@@ -86,7 +87,7 @@ def grid_records(
     """Score every (depth, breadth, rule) cell from snapshots of a rollout.
 
     ``preds`` [len(depths), N, B, S], ``scores`` [len(depths), N, B], ``converged_at`` and
-    ``detected_at`` [N, B] (see :class:`eqr.model.inference.Rollout`; anything > depth if never),
+    ``detected_at`` [N, B] (see :class:`eqr.runtime.rollout.Rollout`; anything > depth if never),
     ``labels`` [N, S].
     """
     n = labels.shape[0]
@@ -126,7 +127,7 @@ def evaluate(
     n, width = len(puzzles), max(breadths)
     tokens = torch.from_numpy(to_tokens(np.asarray(puzzles))).repeat_interleave(width, dim=0)
     labels = torch.from_numpy(to_tokens(np.asarray(solutions)))
-    seeds = trajectory_seeds(seed, n, width)
+    seeds = rng.trajectory_seeds(seed, width) * n  # trajectory j of every puzzle: as a request seeded `seed`
     r = rollout(model, tokens, seeds, max(depths), noise, depths, rule, batch_size, progress)
     return grid_records(
         r.depths,

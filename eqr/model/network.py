@@ -10,17 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from eqr.kernels import dispatch as kernels
+from eqr.kernels import rng
 from eqr.kernels.reference import SlotNoise
 from eqr.kernels.reference import rms_norm as rms_norm  # re-exported: it lived here before the kernels
-from eqr.model import rng
 from eqr.model.config import EqRConfig
+from eqr.model.step import StepBatch, StepOutput
 
 NoiseFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
@@ -149,20 +149,6 @@ class NoisyReasoningModule(nn.Module):
         return h
 
 
-@dataclass
-class StepOutput:
-    """Result of one iteration on a batch of slots; per-slot reductions are shape [B]."""
-
-    z_H: torch.Tensor
-    z_L: torch.Tensor
-    logits: torch.Tensor  # [B, S_in, V]
-    pred: torch.Tensor  # [B, S_in] argmax token ids
-    q_halt: torch.Tensor  # learned "I am solved" logit
-    residual: torch.Tensor  # ||z_t - z_{t-1}|| / ||z_{t-1}|| over (z_H, z_L)
-    pred_change: torch.Tensor  # cells whose prediction changed this iteration
-    logit_delta: torch.Tensor  # mean over cells of the L2 logit change (the paper's convergence delta)
-
-
 class EqRNetwork(nn.Module):
     def __init__(self, cfg: EqRConfig) -> None:
         super().__init__()
@@ -269,30 +255,18 @@ class EqRNetwork(nn.Module):
 
     # -- the serving step ---------------------------------------------------------------------
     @torch.no_grad()
-    def iterate(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        tokens: torch.Tensor,
-        seeds: torch.Tensor,
-        steps: torch.Tensor,
-        noise_scale: torch.Tensor,
-        prev_logits: torch.Tensor,
-        prev_pred: torch.Tensor,
-    ) -> StepOutput:
-        """Advance every slot by one iteration, vectorised over slots.
+    def iterate(self, batch: StepBatch) -> StepOutput:
+        """Advance every slot of ``batch`` by one iteration, vectorised over slots (the reference step).
 
-        ``seeds``/``steps`` (int64 [B]) key the per-slot noise so a trajectory is reproducible
-        whatever else shares the batch; ``noise_scale`` is σ per slot ([B], 0 disables noise).
-        ``prev_logits``/``prev_pred`` are the previous iteration's outputs (any values for a fresh
-        slot; the caller ignores its first deltas). On CUDA the fused ops run as Triton kernels and
-        nothing here reads the device, so the whole call can be captured in a CUDA graph.
+        On CUDA the fused ops run as Triton kernels and nothing here reads the device, so the whole
+        call can be captured in a CUDA graph.
         """
-        x = self.embed(tokens)
-        noise = SlotNoise(seeds, steps, noise_scale)
+        z_H, z_L = batch.z_H, batch.z_L
+        x = self.embed(batch.tokens)
+        noise = SlotNoise(batch.seeds, batch.steps, batch.noise)
         new_H, new_L, sums = self._recur(z_H, z_L, x, noise, grad_last_only=False, base=(z_H, z_L))
         logits, q_halt = self.heads(new_H)
-        pred, pred_change, logit_delta = kernels.step_deltas(logits, prev_logits, prev_pred)
+        pred, pred_change, logit_delta = kernels.step_deltas(logits, batch.prev_logits, batch.prev_pred)
         return StepOutput(
             z_H=new_H,
             z_L=new_L,

@@ -1,8 +1,9 @@
 """Offline solving of one puzzle in-process, without a server.
 
-:func:`solve_offline` is a rollout (:func:`eqr.model.inference.rollout`, the same step and
-convergence bookkeeping as evaluation) that stops as soon as every trajectory has converged, so
-an easy puzzle costs a handful of iterations instead of the whole depth budget. Remote solving
+:func:`solve_offline` is a rollout (:func:`eqr.runtime.rollout.rollout`: the engine's slot pool,
+runner, step and convergence tracker), so an easy puzzle costs a handful of iterations instead of
+the whole depth budget, and a seed names the same trajectories as a server request with that
+seed (:func:`eqr.kernels.rng.trajectory_seed`): the same answer and iteration counts. Remote solving
 through a server is a separate path; this module never talks to the network.
 """
 
@@ -13,14 +14,12 @@ from typing import Any
 
 import torch
 
-from eqr.model import rng
+from eqr.kernels import rng
 from eqr.model.aggregate import AGGREGATES, aggregate
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.inference import rollout
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.sudoku import SIZE, from_tokens, is_valid_solution, to_tokens
-
-_MASK = 0xFFFFFFFF
+from eqr.runtime.rollout import rollout
 
 
 @dataclass(frozen=True)
@@ -45,28 +44,12 @@ def inference_defaults(model: EqRNetwork, meta: dict[str, Any]) -> InferenceDefa
     )
 
 
-def trajectory_seeds(base_seed: int, puzzles: int, breadth: int) -> torch.Tensor:
-    """Seeds [puzzles·breadth]; row ``i·breadth + j`` is trajectory j of puzzle i.
-
-    Each seed is a hash of (base seed, i, j) alone, so the first b trajectories of a puzzle are
-    the same whatever the largest breadth or the number of puzzles evaluated: breadth b of a
-    wide evaluation equals a run at breadth b, and ``--limit`` does not change any trajectory.
-    """
-    i = torch.arange(puzzles, dtype=torch.int64).repeat_interleave(breadth)
-    j = torch.arange(breadth, dtype=torch.int64).repeat(puzzles)
-    base = torch.full_like(i, base_seed)
-    key = rng.hash32(((base >> 32) & _MASK) ^ rng.hash32(base & _MASK))
-    hi = rng.hash32(key ^ rng.hash32(i))
-    lo = rng.hash32(hi ^ rng.hash32(j ^ 0x9E3779B9))
-    return ((hi & 0x7FFFFFFF) << 32) | lo
-
-
 @dataclass
 class OfflineSolution:
     answer: list[int]  # 81 digits, 0 where the model produced a non-digit
     valid: bool  # a complete, rule-abiding grid that keeps the givens
     status: str  # "converged" or "max_iterations" (same words as the engine's Status)
-    iterations: int  # iterations run (every trajectory runs the same number)
+    iterations: list[int]  # iterations run per trajectory (a converged one leaves: the engine's count)
     converged_at: int | None  # iteration at which the chosen trajectory's answer settled; None if it never converged
     converged_trajectories: int
     breadth: int
@@ -95,10 +78,9 @@ def solve_offline(
         raise ValueError(f"unknown aggregate rule {rule_name!r}; use one of {AGGREGATES}")
     rule = rule or ConvergenceRule()
     tokens = torch.from_numpy(to_tokens(digits)).repeat(breadth, 1)
-    r = rollout(model, tokens, trajectory_seeds(seed, 1, breadth), depth, noise, rule=rule, batch_size=breadth,
-                until_converged=True)  # fmt: skip
+    r = rollout(model, tokens, rng.trajectory_seeds(seed, breadth), depth, noise, rule=rule, batch_size=breadth)
     converged = r.detected_at <= depth
-    iterations = int(r.detected_at.max()) if bool(converged.all()) else depth
+    runs = r.detected_at.clamp(max=depth).tolist()  # what each trajectory ran: as the engine reports it
     scores = r.scores[-1].tolist()
     answers = [tuple(row) for row in r.preds[-1].tolist()]
     choice = aggregate(rule_name, answers, scores)
@@ -108,7 +90,7 @@ def solve_offline(
         answer=answer,
         valid=is_valid_solution(digits, answer),
         status="converged" if chosen_converged else "max_iterations",
-        iterations=iterations,
+        iterations=runs,
         converged_at=int(r.converged_at[choice.index]) if chosen_converged else None,
         converged_trajectories=int(converged.sum()),
         breadth=breadth,

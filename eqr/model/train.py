@@ -25,12 +25,12 @@ from tqdm import tqdm
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
 from eqr.model.data import DataConfig, PuzzleSampler, build_pools
-from eqr.model.inference import rollout
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
 from eqr.model.tasks import solver
 from eqr.model.tasks.sudoku import to_tokens
+from eqr.runtime.rollout import rollout
 
 STATE_FILE = "train_state.pt"
 
@@ -128,7 +128,7 @@ def _eval_set(cfg: RunConfig, n: int) -> dict[str, torch.Tensor]:
 def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[str, float]:
     out = {}
     for name, (tokens, labels) in eval_sets.items():
-        seeds = torch.arange(len(tokens), dtype=torch.long)
+        seeds = range(len(tokens))
         r = rollout(model, tokens, seeds, depth, noise=model.cfg.noise_scale, batch_size=256)
         out[name] = float((r.preds[-1] == labels).all(dim=1).float().mean())
     return out

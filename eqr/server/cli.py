@@ -48,7 +48,8 @@ def _rule_list(text: str) -> list[str]:
 
 def _load(command: str, model_dir: str | None, device: str = "cpu") -> tuple | None:
     """Load a model folder (default: the bundled one), or print why not and return None."""
-    from eqr.model.checkpoint import CheckpointError, default_model_dir, load_model
+    from eqr.model.bundled import default_model_dir
+    from eqr.model.checkpoint import CheckpointError, load_model
 
     try:
         return load_model(model_dir or default_model_dir(), device=device)
@@ -150,8 +151,9 @@ def _solve_offline(args: argparse.Namespace, digits: list[int]) -> int:
     print(format_board(result.answer))
     print(to_string(result.answer))
     print(
-        f"status: {result.status}  iterations: {result.iterations}{when}  valid: {'yes' if result.valid else 'no'}  "
-        f"breadth: {result.breadth} ({result.converged_trajectories} converged, agreement {result.agreement:.2f})"
+        f"status: {result.status}  iterations: {max(result.iterations)}{when}  "
+        f"valid: {'yes' if result.valid else 'no'}  breadth: {result.breadth} "
+        f"({result.converged_trajectories} converged, agreement {result.agreement:.2f})"
     )
     return 0
 
@@ -283,6 +285,18 @@ def _add_api_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
     p.add_argument(
         "--api-keys-file", help="require one of these API keys (one a line) on /v1 ($EQR_API_KEYS_FILE, $EQR_API_KEYS)"
+    )
+    p.add_argument(
+        "--header-timeout",
+        dest="header_timeout_s",
+        type=float,
+        help="seconds a request's headers may take to arrive before 408 (default 10, $EQR_HEADER_TIMEOUT_S)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout_s",
+        type=float,
+        help="seconds a request's body may take to arrive after its headers before 408 (default 30)",
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from eqr.server.engine.request import Job, SolveResult
+from eqr.server.jobs import Job, SolveResult
 
 # Integer iteration counts; the buckets stop at the server's depth cap, which is then the last bucket.
 ITERATION_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)

@@ -54,7 +54,7 @@ from eqr.server.broker.redis_protocol import (
     entry_job_id,
     failed_result,
 )
-from eqr.server.engine.request import IterationEvent, Job, SolveResult, Status
+from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
 

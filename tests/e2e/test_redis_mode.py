@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eqr.model.tasks.sudoku import parse_puzzle
 from eqr.server.broker.redis_protocol import GROUP, Delivery, Keys, decode_result, encode_entry
-from eqr.server.engine.request import Job
+from eqr.server.jobs import Job
 from tests.e2e.redis_cluster import Cluster, cluster
 from tests.live_server import save_tiny_model
 from tests.server.sse import parse_sse
@@ -129,6 +129,20 @@ def test_streaming_across_processes(api: httpx.Client):
     iterations = [data["iteration"] for name, data in events if name == "iteration"]
     assert iterations == sorted(iterations) and iterations[-1] <= 20
     assert events[-1][1]["iterations"] == [20]
+
+
+def test_the_api_node_never_loads_torch(c: Cluster, api: httpx.Client):
+    """The API node holds no model: after serving solves, streams and errors its process has no torch
+    mapped (its shared libraries are what an import of torch loads), while a worker does."""
+    assert api.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 3}).status_code == 200
+    assert api.post("/v1/solve", json={"puzzle": "1" * 81}).status_code == 422
+    assert api.get("/v1/models").status_code == 200 and api.get("/metrics").status_code == 200
+
+    def maps(proc) -> str:
+        return Path(f"/proc/{proc.process.pid}/maps").read_text()
+
+    assert c.api is not None and "libtorch" not in maps(c.api)
+    assert "libtorch" in maps(next(iter(c.workers.values())))  # the check can see torch where it is
 
 
 def test_cancel_across_processes_frees_the_worker_slots(c: Cluster, api: httpx.Client):

@@ -9,10 +9,9 @@ bf16, the kernels only their stores, and the interpreter truncates rather than r
 import pytest
 import torch
 
-from eqr.kernels import reference
+from eqr.kernels import reference, rng
 from eqr.kernels import triton_ops as ops
 from eqr.kernels.reference import SlotNoise
-from eqr.model import rng
 
 DTYPES = [torch.float32, torch.bfloat16]
 

@@ -5,26 +5,16 @@ import math
 import pytest
 import torch
 
-from eqr.model import rng
+from eqr.kernels import rng
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork, rms_norm, swiglu_width
+from eqr.model.step import StepBatch, fresh_batch
 
 TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=2, L_cycles=2, halt_max_steps=4)
 
 
 def _step(model, tokens, seeds, steps, noise):
-    b, s = tokens.shape
-    z_H, z_L = model.initial_state(seeds)
-    return model.iterate(
-        z_H,
-        z_L,
-        tokens,
-        seeds,
-        steps,
-        torch.full((b,), noise),
-        torch.zeros(b, s, model.cfg.vocab_size),
-        torch.full((b, s), -1),
-    )
+    return model.iterate(fresh_batch(model, tokens, seeds, noise, steps))
 
 
 def test_swiglu_width_matches_paper_examples():
@@ -110,7 +100,16 @@ def test_iterate_reductions():
     manual = manual / torch.cat([z_H.flatten(1), z_L.flatten(1)], 1).norm(dim=1)
     assert torch.allclose(out.residual, manual, atol=1e-5)
     again = model.iterate(
-        out.z_H, out.z_L, tokens, seeds, torch.ones(3, dtype=torch.long), torch.zeros(3), out.logits, out.pred
+        StepBatch(
+            z_H=out.z_H,
+            z_L=out.z_L,
+            tokens=tokens,
+            seeds=seeds,
+            steps=torch.ones(3, dtype=torch.long),
+            noise=torch.zeros(3),
+            prev_logits=out.logits,
+            prev_pred=out.pred,
+        )
     )
     expect = (again.logits - out.logits).norm(dim=-1).mean(dim=1)
     assert torch.allclose(again.logit_delta, expect, atol=1e-5)

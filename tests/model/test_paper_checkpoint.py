@@ -29,6 +29,7 @@ from eqr.model.paper_checkpoint import (
     load_paper_checkpoint,
     read_pth,
 )
+from eqr.model.step import fresh_batch
 from eqr.server.cli import main
 
 COMPILED = "_orig_mod.model.inner."
@@ -186,18 +187,7 @@ def one_step(net: EqRNetwork) -> Any:
     cfg = net.cfg
     gen = torch.Generator().manual_seed(5)
     tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len), generator=gen)
-    seeds = torch.tensor([3, 4])
-    z_H, z_L = net.initial_state(seeds)
-    return net.iterate(
-        z_H,
-        z_L,
-        tokens,
-        seeds,
-        torch.zeros(2, dtype=torch.long),
-        torch.zeros(2),
-        torch.zeros(2, cfg.seq_len, cfg.vocab_size),
-        torch.full((2, cfg.seq_len), -1),
-    )
+    return net.iterate(fresh_batch(net, tokens, torch.tensor([3, 4]), noise=0.0))
 
 
 def assert_same_network(loaded: EqRNetwork, ref: EqRNetwork) -> None:

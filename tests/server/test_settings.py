@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eqr.model.checkpoint import BUNDLED_MODEL, save_model
+from eqr.model.bundled import BUNDLED_MODEL
+from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
 from eqr.server.cli import main

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eqr.model.tasks.sudoku import PuzzleError
 from eqr.server.api.schemas import ErrorBody, ErrorResponse
 from eqr.server.broker.base import InvalidParams, Overloaded, Unavailable
-from eqr.server.engine.request import SolveResult
+from eqr.server.jobs import SolveResult
 from eqr.server.metrics import Metrics
 
 log = logging.getLogger("eqr.server.api")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchem
 
 from eqr.model.tasks.sudoku import to_grid, to_string
 from eqr.server.broker.base import JobHandle, ModelCard
-from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
 
 EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 MAX_BATCH = 512

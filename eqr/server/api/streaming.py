@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from eqr.server.api.errors import ClientGone, as_api_error, engine_failed
 from eqr.server.api.schemas import ErrorResponse, IterationData, SolveResponse
 from eqr.server.broker.base import JobHandle
-from eqr.server.engine.request import SolveResult, Status
+from eqr.server.jobs import SolveResult, Status
 
 T = TypeVar("T")
 log = logging.getLogger("eqr.server.api")

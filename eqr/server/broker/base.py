@@ -1,9 +1,9 @@
 """The broker interface: how the API hands jobs to an engine without knowing where it runs.
 
 The API talks only to a :class:`Broker`. The in-process :class:`~eqr.server.broker.local.LocalBroker`
-wraps an engine thread; a Redis broker will put the same jobs on a stream for worker processes. So
+wraps an engine thread; the Redis broker puts the same jobs on a stream for worker processes. So
 everything here is asyncio-facing, carries only the plain dataclasses of
-``eqr.server.engine.request``, and raises the broker's own errors (never an engine's).
+``eqr.server.jobs``, and raises the broker's own errors (never an engine's).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eqr.server.engine.request import IterationEvent, Job, SolveResult, Status
+from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 
 
 class JobState(str, enum.Enum):

@@ -28,7 +28,7 @@ from eqr.server.broker.base import (
 )
 from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped, InvalidParam, QueueFull
 from eqr.server.engine.interface import EngineStats
-from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
 from eqr.server.settings import Settings
 
 
@@ -133,8 +133,8 @@ class LocalBroker:
     @classmethod
     def from_settings(cls, settings: Settings, observer: EngineObserver | None = None) -> LocalBroker:
         """Load ``settings.model`` and build its engine; defaults come from the model's ``inference`` block."""
-        from eqr.kernels.step import preferred_slots
         from eqr.model.checkpoint import load_model
+        from eqr.runtime.step import preferred_slots
 
         model, meta = load_model(settings.model, device=settings.device)
         config = EngineConfig(

@@ -53,8 +53,8 @@ from eqr.server.broker.redis_protocol import (
     encode_entry,
 )
 from eqr.server.engine.interface import InvalidParam
-from eqr.server.engine.request import IterationEvent, Job, SolveResult
 from eqr.server.engine.validation import check_job
+from eqr.server.jobs import IterationEvent, Job, SolveResult
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eqr.server.broker.base import ModelCard
-from eqr.server.engine.request import IterationEvent, Job, Request, SolveParams, SolveResult, Status, bare_failure
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status, bare_failure
 
 GROUP = "workers"
 EVENT, RESULT = "E", "R"  # first character of a reply-channel message
@@ -222,14 +222,10 @@ def decode_card(doc: dict[str, Any]) -> ModelCard:
 
 
 def failed_result(job: Job, message: str) -> SolveResult:
-    """The ``failed`` result of a job no engine ran (refused or dead-lettered): its givens, no iterations.
-
-    Built by the engine's own aggregation over a request with no answered trajectory, so it has exactly
-    the shape of an engine-made failure; a job too broken for that gets the bare minimum.
-    """
-    try:
-        request = Request(job, depth=0, noise=0.0, seed=job.params.seed or 0, deadline=None, arrival=0.0, on_event=None)
-        return request.finish(Status.FAILED, message)
-    except Exception:
-        breadth = job.params.breadth if isinstance(job.params.breadth, int) and job.params.breadth > 0 else 1
-        return bare_failure(job.id, breadth, message, [])
+    """The ``failed`` result of a job no engine ran (refused or dead-lettered): its givens, no iterations,
+    as an engine-made failure of a request that never ran looks; a job too broken for that gets no answer."""
+    params = job.params
+    breadth = params.breadth if isinstance(params.breadth, int) and params.breadth > 0 else 1
+    digits = job.digits if isinstance(job.digits, list) and all(isinstance(d, int) for d in job.digits) else []
+    seed = params.seed if isinstance(params.seed, int) else None
+    return bare_failure(job.id, breadth, message, list(digits), seed)

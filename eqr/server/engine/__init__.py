@@ -1,9 +1,12 @@
-"""The continuous-batching engine: slot pool, scheduler, model runner, and the thread that loops them.
+"""The continuous-batching engine: scheduler, requests, and the thread that loops them over the runtime.
 
-``Engine`` is the interface for the API/broker layer; the contract types come from ``request``.
+``Engine`` is the interface for the API/broker layer; the wire types come from :mod:`eqr.server.jobs`.
+``Engine`` itself is imported on first use: the torch-free parts of this package (``interface``,
+``validation``) serve the Redis API node, which must not load torch just to import them.
 """
 
-from eqr.server.engine.engine import Engine
+from typing import TYPE_CHECKING, Any
+
 from eqr.server.engine.interface import (
     EngineConfig,
     EngineObserver,
@@ -13,7 +16,19 @@ from eqr.server.engine.interface import (
     NullObserver,
     QueueFull,
 )
-from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult, Status
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
+
+if TYPE_CHECKING:
+    from eqr.server.engine.engine import Engine
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Engine":
+        from eqr.server.engine.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Engine",

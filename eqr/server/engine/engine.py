@@ -22,8 +22,12 @@ from typing import Any
 
 import torch
 
+from eqr.kernels.rng import random_seed
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
+from eqr.model.tasks.sudoku import from_tokens
+from eqr.runtime.runner import Runner
+from eqr.runtime.slots import SlotPool
 from eqr.server.engine.interface import (
     EngineConfig,
     EngineObserver,
@@ -33,11 +37,10 @@ from eqr.server.engine.interface import (
     NullObserver,
     QueueFull,
 )
-from eqr.server.engine.request import IterationEvent, Job, Request, SolveResult, Status, bare_failure, random_seed
-from eqr.server.engine.runner import Runner
-from eqr.server.engine.scheduler import Ended, Scheduler
-from eqr.server.engine.slots import SlotPool
+from eqr.server.engine.request import Request
+from eqr.server.engine.scheduler import Ended, Progress, Scheduler
 from eqr.server.engine.validation import check_job
+from eqr.server.jobs import IterationEvent, Job, SolveResult, Status, bare_failure
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,11 @@ def _call(fn: Callable[..., Any], *args: Any) -> None:
     except Exception:
         log.exception("engine callback %r raised", fn)
 
+
+
+def iteration_event(p: Progress) -> IterationEvent:
+    """The stream event of a request's progress: its best board decoded for the client."""
+    return IterationEvent(p.request.id, p.iteration, from_tokens(p.tokens), p.residual, p.live)
 
 class Engine:
     """Continuous batching of EqR trajectories: a fixed pool of slots, refilled as trajectories leave."""
@@ -99,10 +107,8 @@ class Engine:
         params = next(model.parameters(), None) if hasattr(model, "parameters") else None
         if params is not None and params.device != device:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
-        self.pool = SlotPool(
-            config.slots, cfg.seq_len, cfg.vocab_size, self.rule.score_window, model.initial_state, device
-        )
-        self.runner = Runner(self._stepper(model, config), self.pool, self.rule)
+        self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule, model.initial_state, device)
+        self.runner = Runner(self._stepper(model, config, self.pool), self.pool)
         self.scheduler = Scheduler(self.pool, config.aging_per_s)
         self._observer: EngineObserver = observer or NullObserver()
         self._cond = threading.Condition()
@@ -181,13 +187,13 @@ class Engine:
             )
 
     @staticmethod
-    def _stepper(model: Any, config: EngineConfig) -> Any:
+    def _stepper(model: Any, config: EngineConfig, pool: SlotPool) -> Any:
         """The object whose ``iterate`` the runner calls: the fastest step for a real network."""
         if not (config.fast_step and isinstance(model, EqRNetwork)):
             return model  # test doubles and wrappers keep their own iterate
-        from eqr.kernels.step import make_step
+        from eqr.runtime.step import make_step
 
-        return make_step(model, config.slots)
+        return make_step(model, pool.batch())
 
     def start(self) -> None:
         """Start the step thread (a daemon)."""
@@ -239,7 +245,7 @@ class Engine:
         for request in inbox:
             s.add(request)
         ended = s.schedule(time.monotonic(), cancels)
-        events: list[tuple[Request, IterationEvent]] = []
+        progress: list[Progress] = []
         ran = self.pool.live
         if ran:
             try:
@@ -253,9 +259,9 @@ class Engine:
                 if self._failed_steps:  # only this thread writes it: reading without the lock is safe
                     with self._cond:
                         self._failed_steps = 0
-                done, events = s.postprocess(codes)
+                done, progress = s.postprocess(codes)
                 ended += done
-        self._publish(ended, events, ran, time.perf_counter() - t0)
+        self._publish(ended, progress, ran, time.perf_counter() - t0)
 
     def _loop(self) -> None:
         if self.config.threads:
@@ -271,7 +277,7 @@ class Engine:
                 self._crash(exc)
         self._shutdown()
 
-    def _publish(self, ended: list[Ended], events: list[tuple[Request, IterationEvent]], ran: int, dt: float) -> None:
+    def _publish(self, ended: list[Ended], progress: list[Progress], ran: int, dt: float) -> None:
         """Publish a step: shared counters, observer hooks, stream events, then results."""
         s = self.scheduler
         evictions = dict(s.evictions)
@@ -293,8 +299,8 @@ class Engine:
             _call(obs.on_iterations, ran)
         for reason, count in evictions.items():
             _call(obs.on_evict, reason, count)
-        for request, event in events:
-            _call(request.on_event, event)
+        for p in progress:
+            _call(p.request.on_event, iteration_event(p))
         for request, result in ended:
             _call(obs.on_finished, result, request.job)
             request.future.set_result(result)

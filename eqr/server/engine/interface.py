@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from eqr.server.engine.request import Job, SolveResult
+from eqr.server.jobs import Job, SolveResult
 
 
 class QueueFull(Exception):
@@ -51,7 +51,7 @@ class EngineConfig:
     aging_per_s: float = 1.0  # effective priority gained per second of waiting
     device: str = "cpu"  # where the slot pool lives; the model must already be there
     threads: int | None = None  # torch intra-op threads of the engine thread; None: torch's choice
-    fast_step: bool = True  # run EqRNetwork models through eqr.kernels.make_step (CUDA graphs / CPU fast step)
+    fast_step: bool = True  # run EqRNetwork models through eqr.runtime.step.make_step (CUDA graphs / CPU fast step)
 
     def __post_init__(self) -> None:
         for name in ("slots", "max_queue", "max_depth", "max_breadth"):

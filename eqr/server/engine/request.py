@@ -1,136 +1,26 @@
-"""What flows through the engine: a job in, iteration events and one result out.
+"""The engine's view of a job: a :class:`Request` and its :class:`Trajectory` objects.
 
-The plain dataclasses at the top (:class:`Status`, :class:`SolveParams`, :class:`Job`,
-:class:`IterationEvent`, :class:`SolveResult`) are the contract between the API/broker layer and
-the engine; they carry no tensors so they can cross threads, processes and Redis unchanged.
-
-Below them is the engine's own view of a job: a :class:`Request` and its :class:`Trajectory`
-objects (one per unit of breadth), each with an explicit status, and the breadth aggregation that
-turns finished trajectories into a :class:`SolveResult`. Only the engine thread mutates them.
+A request holds one trajectory per unit of breadth, each with an explicit status, and the
+breadth aggregation that turns finished trajectories into a :class:`~eqr.server.jobs.SolveResult`.
+Only the engine thread mutates them. The wire types themselves live in :mod:`eqr.server.jobs`.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import secrets
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from eqr.kernels.rng import trajectory_seed
 from eqr.model.aggregate import aggregate
 from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, to_tokens
-
-
-class Status(str, enum.Enum):
-    CONVERGED = "converged"  # the answer came from converged trajectories
-    MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
-    DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer
-    CANCELLED = "cancelled"
-    FAILED = "failed"  # the engine raised; ``error`` says why
-
-
-@dataclass(frozen=True)
-class SolveParams:
-    """Per-request budgets and knobs; ``None`` means the model's / server's default."""
-
-    depth: int | None = None
-    breadth: int = 1
-    aggregate: str = "converged"  # "converged" (most-converged) or "vote"
-    quorum: int | None = None  # stop remaining siblings once this many trajectories agree
-    noise: float | None = None
-    seed: int | None = None
-    timeout_ms: int | None = None
-    priority: int = 0  # higher runs first; aging prevents starvation
-    halt: str = "convergence"  # "convergence" or "q_halt" (learned halting)
-    stream_every: int = 1
-
-
-@dataclass
-class Job:
-    """One puzzle to solve. ``digits``: 81 ints, 0 = blank (already validated)."""
-
-    digits: list[int]
-    params: SolveParams = field(default_factory=SolveParams)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    task: str = "sudoku"
-    submitted_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class IterationEvent:
-    request_id: str
-    iteration: int  # highest iteration reached by any live trajectory of the request
-    board: list[int]  # current best board, digits (0 = undecided)
-    residual: float
-    live_trajectories: int
-
-
-@dataclass
-class SolveResult:
-    request_id: str
-    status: Status
-    answer: list[int]  # digits 1..9 (0 where the model produced a non-digit)
-    valid: bool  # answer obeys the rules and keeps the givens (reported, not used to steer)
-    iterations: list[int]  # iterations run per trajectory
-    # of the chosen trajectory: the iteration at which its answer appeared and then stayed (its
-    # `iterations` add the confirmation window); None if it never converged
-    iterations_to_convergence: int | None
-    agreement: float  # share of trajectories agreeing with the answer
-    convergence_score: float  # mean logit change over the last 3 iterations (lower = more settled); inf: none ran
-    queued_ms: float
-    compute_ms: float
-    error: str | None = None
-    seed: int | None = None  # the request seed actually used (drawn at random when the job gave none)
-
-
-def bare_failure(request_id: str, breadth: int, error: str, answer: list[int], seed: int | None = None) -> SolveResult:
-    """A ``failed`` result built without aggregation, for when even that cannot run: no iterations."""
-    return SolveResult(
-        request_id=request_id,
-        status=Status.FAILED,
-        answer=answer,
-        valid=False,
-        iterations=[0] * breadth,
-        iterations_to_convergence=None,
-        agreement=0.0,
-        convergence_score=math.inf,
-        queued_ms=0.0,
-        compute_ms=0.0,
-        error=error,
-        seed=seed,
-    )
-
-
-# -- the engine's view of a job --------------------------------------------------------------------
-
-_M64 = (1 << 64) - 1
-
-
-def _mix64(x: int) -> int:
-    """SplitMix64 finaliser: a bijective 64-bit mixer, so nearby inputs give unrelated outputs."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def trajectory_seed(seed: int, index: int) -> int:
-    """Seed of trajectory ``index`` of a request seeded ``seed`` (63 bits, fits an int64 tensor).
-
-    Hashing the pair keeps siblings independent and makes trajectory k of seed s the same
-    trajectory whenever and wherever it runs, which is what makes seeded answers reproducible.
-    """
-    return _mix64(_mix64(seed) ^ index) >> 1
-
-
-def random_seed() -> int:
-    return secrets.randbits(63)
+from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 
 
 class TrajectoryStatus(str, enum.Enum):

@@ -7,8 +7,9 @@ A step is schedule → run → postprocess:
   free slots from the queue;
 - :meth:`Scheduler.postprocess` (after it) evicts the trajectories the runner flagged (converged,
   learned halt, depth used), completes each request that has its answer (every trajectory done,
-  or a quorum agrees; the remaining siblings are evicted), emits stream events, and refills the
-  freed slots in the same step, so the next model step runs a full pool.
+  or a quorum agrees; the remaining siblings are evicted), samples the streaming requests due an
+  event (the engine turns them into events), and refills the freed slots in the same step, so the
+  next model step runs a full pool.
 
 Queue policy: highest effective priority first, where effective priority is
 ``priority + aging_per_s × seconds waited``, then arrival order. All waiting requests age at the
@@ -25,15 +26,26 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
-from eqr.model.tasks.sudoku import from_tokens
-from eqr.server.engine.request import IterationEvent, Request, RequestStatus, SolveResult, Status, Trajectory
-from eqr.server.engine.runner import Leave
-from eqr.server.engine.slots import SlotPool
+from eqr.runtime.slots import SlotPool
+from eqr.runtime.tracker import Leave
+from eqr.server.engine.request import Request, RequestStatus, Trajectory
+from eqr.server.jobs import SolveResult, Status
 
 Ended = tuple[Request, SolveResult]
+
+
+class Progress(NamedTuple):
+    """A streaming request's state after a step, for its iteration event: its most settled live trajectory."""
+
+    request: Request
+    iteration: int  # highest iteration reached by any of its live trajectories
+    tokens: np.ndarray  # that trajectory's current prediction (token ids)
+    residual: float
+    live: int  # its trajectories still running
 
 # eviction label of trajectories dropped because their request ended early; None: a quorum agreed
 _DROPPED = {Status.CANCELLED: "cancelled", Status.DEADLINE: "deadline", Status.FAILED: "failed", None: "quorum"}
@@ -81,28 +93,38 @@ class Scheduler:
         self._admit()
         return ended
 
-    def postprocess(self, codes: np.ndarray) -> tuple[list[Ended], list[tuple[Request, IterationEvent]]]:
-        """After the model step: evict the rows whose :class:`Leave` code is set, finish, stream, refill."""
+    def postprocess(self, codes: np.ndarray) -> tuple[list[Ended], list[Progress]]:
+        """After the model step: evict the rows whose :class:`Leave` code is set, finish, sample streams, refill.
+
+        The leaving rows and the live rows of streams due this step are read in one snapshot, before
+        any row moves: one device-to-host copy however many leave and stream.
+        """
         self.clock += 1
-        rows = np.flatnonzero(codes)
+        rows = np.flatnonzero(codes).tolist()
+        leaving = {self.pool.owners[row] for row in rows}
+        due = self._due_streams(leaving)
+        streamed = [t.slot for _, group in due for t in group]
+        snap = self.pool.snapshot(rows + streamed) if rows or streamed else None
+        progress, at = [], len(rows)
+        for r, group in due:
+            best = at + int(np.argmin(snap.scores[at : at + len(group)]))  # most settled; first on ties
+            iteration = max(self.clock - t.started_at_step for t in group)
+            progress.append(Progress(r, iteration, snap.preds[best], float(snap.residuals[best]), len(group)))
+            at += len(group)
         ended: list[Ended] = []
-        if rows.size:
-            snap = self.pool.snapshot(rows)
+        if rows:
             touched: dict[str, Request] = {}
-            for row, code, pred, score, changed in zip(
-                rows.tolist(), codes[rows].tolist(), snap.preds, snap.scores.tolist(), snap.changed_at.tolist(),
-                strict=True,
-            ):  # fmt: skip
+            for i, (row, code) in enumerate(zip(rows, codes[rows].tolist(), strict=True)):
                 t = self.pool.owners[row]
-                settled = changed if code != Leave.DEPTH else None  # where the answer it converged on appeared
-                t.request.leave(t, self.clock, tuple(pred.tolist()), score, finished=True, settled_at=settled)
+                settled = int(snap.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
+                answer = tuple(snap.preds[i].tolist())
+                t.request.leave(t, self.clock, answer, float(snap.scores[i]), finished=True, settled_at=settled)
                 self.evictions[Leave(code).label] += 1
                 touched[t.request.id] = t.request
-            self.pool.release(rows.tolist())
+            self.pool.release(rows)
             ended = self._end((r, None) for r in touched.values() if r.done)
-        events = self._progress()
         self._admit()
-        return ended, events
+        return ended, [p for p in progress if p.request.id in self.active]  # an ended request streams no more
 
     def fail_live(self, error: str) -> list[Ended]:
         """The model step raised: fail the requests that had a trajectory in it; the queue carries on."""
@@ -162,25 +184,23 @@ class Scheduler:
             if not r.waiting:  # fully admitted, or ended while queued
                 heapq.heappop(self._queue)
         if taken:
-            self.pool.assign(taken)
+            requests = [t.request for t in taken]
+            self.pool.assign(
+                taken,
+                [t.seed for t in taken],
+                np.stack([r.tokens for r in requests]),
+                [r.noise for r in requests],
+                [r.depth for r in requests],
+                [r.halt_on_q for r in requests],
+            )
 
-    def _progress(self) -> list[tuple[Request, IterationEvent]]:
-        """Stream events of requests at a multiple of their ``stream_every``: their best live trajectory."""
+    def _due_streams(self, leaving: set[Trajectory]) -> list[tuple[Request, list[Trajectory]]]:
+        """Streaming requests at a multiple of their ``stream_every``, with their trajectories that stay."""
         due = []
         for r in self._streaming.values():
-            if r.live:
+            staying = sorted((t for t in r.live if t not in leaving), key=lambda t: t.index)
+            if staying:
                 r.ticks += 1
                 if r.ticks % r.stream_every == 0:
-                    due.append(r)
-        if not due:
-            return []
-        groups = [sorted(r.live, key=lambda t: t.index) for r in due]
-        snap = self.pool.snapshot([t.slot for g in groups for t in g])
-        events, at = [], 0
-        for r, g in zip(due, groups, strict=True):
-            best = at + int(np.argmin(snap.scores[at : at + len(g)]))  # most settled; first on ties
-            iteration = max(self.clock - t.started_at_step for t in g)
-            board = from_tokens(snap.preds[best])
-            events.append((r, IterationEvent(r.id, iteration, board, float(snap.residuals[best]), len(g))))
-            at += len(g)
-        return events
+                    due.append((r, staying))
+        return due

@@ -13,7 +13,7 @@ from typing import Any
 
 from eqr.model.aggregate import AGGREGATES
 from eqr.server.engine.interface import InvalidParam
-from eqr.server.engine.request import Job
+from eqr.server.jobs import Job
 
 HALTS = ("convergence", "q_halt")
 SEED_LIMIT = 2**63  # seeds live in int64 tensors

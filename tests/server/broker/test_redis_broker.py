@@ -31,7 +31,7 @@ from eqr.server.broker.redis_protocol import (
     encode_result,
     failed_result,
 )
-from eqr.server.engine.request import IterationEvent, Job, SolveParams, SolveResult, Status
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
 from tests.redis_server import RedisServer
 
 PUZZLE = parse_puzzle("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")

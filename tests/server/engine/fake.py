@@ -15,7 +15,7 @@ import time
 import torch
 
 from eqr.model.config import EqRConfig
-from eqr.model.network import StepOutput
+from eqr.model.step import StepBatch, StepOutput
 from eqr.server.engine import Engine
 
 SOLUTION = [int(c) for c in "483921657967345821251876493548132976729564138136798245372689514814253769695417382"]
@@ -58,7 +58,8 @@ class FakeModel:
     def initial_state(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(seeds.shape[0], 1, 1), torch.zeros(seeds.shape[0], 1, 1)
 
-    def iterate(self, z_H, z_L, tokens, seeds, steps, noise_scale, prev_logits, prev_pred) -> StepOutput:
+    def iterate(self, batch: StepBatch) -> StepOutput:
+        tokens, seeds, steps = batch.tokens, batch.seeds, batch.steps
         self.calls += 1
         if (tokens[:, 1] == FAIL_MARK + 1).any():
             raise RuntimeError("fake model failure")
@@ -72,13 +73,13 @@ class FakeModel:
         pred = torch.where(settled[:, None], self.answers[variant], moving)
         logits = torch.nn.functional.one_hot(pred, self.cfg.vocab_size).float()
         return StepOutput(
-            z_H=z_H,
-            z_L=z_L,
+            z_H=batch.z_H,
+            z_L=batch.z_L,
             logits=logits,
             pred=pred,
             q_halt=torch.where(settled, 1.0, -1.0),
             residual=torch.where(settled, 0.0, 1.0),
-            pred_change=(pred != prev_pred).sum(dim=1),
+            pred_change=(pred != batch.prev_pred).sum(dim=1),
             logit_delta=torch.where(settled, 0.1 * (1 + variant).float(), 1.0),
         )
 

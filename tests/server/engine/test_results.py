@@ -1,15 +1,16 @@
 """What a request answers: breadth aggregation, quorum, learned halting, streaming, determinism."""
 
+import dataclasses
 from collections import Counter
 
 import pytest
 import torch
 
+from eqr.kernels.rng import trajectory_seed
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.sudoku import parse_puzzle
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, Status
-from eqr.server.engine.request import trajectory_seed
 from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done, variant_answer
 
 BREADTH = 5
@@ -44,8 +45,8 @@ def test_quorum_stops_the_remaining_siblings(make_engine):
     """Trajectories settle at 1 + seed % 8; once two agree the others are evicted."""
 
     class Staggered(FakeModel):
-        def iterate(self, z_H, z_L, tokens, seeds, steps, *rest):
-            return super().iterate(z_H, z_L, tokens, seeds, steps - seeds % 8, *rest)
+        def iterate(self, batch):
+            return super().iterate(dataclasses.replace(batch, steps=batch.steps - batch.seeds % 8))
 
     model = Staggered()
     engine = make_engine(model, slots=8)

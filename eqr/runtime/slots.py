@@ -4,21 +4,24 @@ Live trajectories always occupy the prefix ``[0, live)``. When slots are release
 rows move into the holes (a few row copies, only when something leaves), so the model step runs
 on contiguous views ``[:live]``: no gather/scatter per step and no work spent on empty rows. On a
 CPU the step costs time in proportion to its rows (measured: ~3.5 ms per row for the bundled
-model, against ~0.3 ms to copy a full 64-row pool), so skipping empty rows is what matters; the
-buffers never change size, so a CUDA-graph runner can later capture the step for a few padded
-prefix lengths and reuse these same buffers as its static inputs.
+model, against ~0.3 ms to copy a full 64-row pool), so skipping empty rows is what matters. The
+buffers never change size or address, so the CUDA-graph step captures on them directly.
+
+Owners are whatever the caller tracks per trajectory (the engine's ``Trajectory``, a rollout's
+row record); the pool only keeps their ``slot`` attribute up to date.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from eqr.server.engine.request import Trajectory
+from eqr.model.convergence import ConvergenceRule
+from eqr.model.step import StepBatch
+from eqr.runtime.tracker import ConvergenceTracker
 
 InitState = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -33,54 +36,32 @@ class Snapshot(NamedTuple):
 
 
 class SlotPool:
-    """Per-slot tensors (``capacity`` rows each) and which trajectory owns which row."""
+    """Per-slot tensors (``capacity`` rows each), their convergence tracker, and which owner holds which row."""
 
     def __init__(
         self,
         capacity: int,
         seq_len: int,
         vocab_size: int,
-        score_window: int,
+        rule: ConvergenceRule,
         init_state: InitState,
         device: torch.device,
     ) -> None:
         self.capacity = capacity
-        self.score_window = score_window
         self.device = device
         self._init_state = init_state
         z_H, z_L = init_state(torch.zeros(1, dtype=torch.long, device=device))  # shapes and dtype of the latents
         c, long = capacity, torch.long
+        self.tracker = ConvergenceTracker(capacity, rule, device)
         self.z_H = torch.zeros(c, *z_H.shape[1:], dtype=z_H.dtype, device=device)
         self.z_L = torch.zeros(c, *z_L.shape[1:], dtype=z_L.dtype, device=device)
         self.tokens = torch.zeros(c, seq_len, dtype=long, device=device)
         self.seeds = torch.zeros(c, dtype=long, device=device)
-        self.steps = torch.zeros(c, dtype=long, device=device)  # iterations run; keys the noise
         self.noise = torch.zeros(c, dtype=torch.float32, device=device)
-        self.depth = torch.zeros(c, dtype=long, device=device)
-        self.halt_on_q = torch.zeros(c, dtype=torch.bool, device=device)
         self.prev_logits = torch.zeros(c, seq_len, vocab_size, dtype=z_H.dtype, device=device)
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
-        self.streak = torch.zeros(c, dtype=long, device=device)
-        self.changed_at = torch.zeros(c, dtype=long, device=device)  # iteration of the last prediction change
-        self.deltas = torch.zeros(c, score_window, dtype=torch.float32, device=device)  # ring of logit deltas
-        self.residual = torch.zeros(c, dtype=torch.float32, device=device)
-        self._buffers = [
-            self.z_H,
-            self.z_L,
-            self.tokens,
-            self.seeds,
-            self.steps,
-            self.noise,
-            self.depth,
-            self.halt_on_q,
-            self.prev_logits,
-            self.prev_pred,
-            self.streak,
-            self.changed_at,
-            self.deltas,
-            self.residual,
-        ]
-        self.owners: list[Trajectory] = []  # owners[i] runs in row i; len(owners) == live
+        self._buffers = [*self.batch().tensors(), *(b for b in self.tracker.buffers if b is not self.tracker.steps)]
+        self.owners: list[Any] = []  # owners[i] runs in row i; len(owners) == live
 
     @property
     def live(self) -> int:
@@ -90,30 +71,50 @@ class SlotPool:
     def free(self) -> int:
         return self.capacity - len(self.owners)
 
-    def assign(self, trajectories: Sequence[Trajectory]) -> None:
-        """Give each trajectory the next free row, with fresh latents drawn from its seed."""
-        n, k = self.live, len(trajectories)
+    def batch(self, n: int | None = None) -> StepBatch:
+        """The step's inputs for rows ``[0, n)`` (all rows by default): views of the pool's own buffers."""
+        n = self.capacity if n is None else n
+        t = self.tracker
+        return StepBatch(
+            z_H=self.z_H[:n],
+            z_L=self.z_L[:n],
+            tokens=self.tokens[:n],
+            seeds=self.seeds[:n],
+            steps=t.steps[:n],
+            noise=self.noise[:n],
+            prev_logits=self.prev_logits[:n],
+            prev_pred=self.prev_pred[:n],
+        )
+
+    def assign(
+        self,
+        owners: Sequence[Any],
+        seeds: Sequence[int],
+        tokens: np.ndarray,
+        noise: Sequence[float],
+        depth: Sequence[int],
+        halt_on_q: Sequence[bool],
+    ) -> None:
+        """Give each owner the next free row (``owner.slot`` is set), with fresh latents drawn from its seed."""
+        n, k = self.live, len(owners)
         if k > self.capacity - n:
             raise ValueError(f"{k} trajectories do not fit in {self.capacity - n} free slots")
         rows, dev = slice(n, n + k), self.device
-        requests = [t.request for t in trajectories]
-        seeds = torch.tensor([t.seed for t in trajectories], dtype=torch.long, device=dev)
-        self.seeds[rows] = seeds
-        self.tokens[rows] = torch.from_numpy(np.stack([r.tokens for r in requests])).to(dev)
-        self.noise[rows] = torch.tensor([r.noise for r in requests], dtype=torch.float32, device=dev)
-        self.depth[rows] = torch.tensor([r.depth for r in requests], dtype=torch.long, device=dev)
-        self.halt_on_q[rows] = torch.tensor([r.halt_on_q for r in requests], dtype=torch.bool, device=dev)
-        self.z_H[rows], self.z_L[rows] = self._init_state(seeds)
-        self.steps[rows] = 0
-        self.prev_logits[rows] = 0  # the first iteration's delta is not scored (runner.py)
+        seed_t = torch.tensor(list(seeds), dtype=torch.long, device=dev)
+        self.seeds[rows] = seed_t
+        self.tokens[rows] = torch.as_tensor(tokens, dtype=torch.long).to(dev)
+        self.noise[rows] = torch.tensor(list(noise), dtype=torch.float32, device=dev)
+        self.z_H[rows], self.z_L[rows] = self._init_state(seed_t)
+        self.prev_logits[rows] = 0  # the first iteration's delta is not scored (tracker.py)
         self.prev_pred[rows] = -1  # never a prediction, so the first iteration always counts as a change
-        self.streak[rows] = 0
-        self.changed_at[rows] = 0
-        self.deltas[rows] = 0
-        self.residual[rows] = math.inf
-        for i, t in enumerate(trajectories):
-            t.slot = n + i
-        self.owners.extend(trajectories)
+        self.tracker.start(
+            rows,
+            torch.tensor(list(depth), dtype=torch.long, device=dev),
+            torch.tensor(list(halt_on_q), dtype=torch.bool, device=dev),
+        )
+        for i, owner in enumerate(owners):
+            owner.slot = n + i
+        self.owners.extend(owners)
 
     def release(self, rows: Sequence[int]) -> None:
         """Free ``rows`` and keep the live rows a prefix by moving the last live rows into the holes."""
@@ -134,13 +135,23 @@ class SlotPool:
         del self.owners[keep:]
 
     def snapshot(self, rows: Sequence[int]) -> Snapshot:
-        """Latest prediction, convergence score, residual and last change of ``rows``, copied to the host."""
+        """Latest prediction, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        count = (self.steps[idx] - 1).clamp(min=0, max=self.score_window)  # changes recorded so far
-        scores = torch.where(count > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
+        t = self.tracker
+        # token ids, iteration counts and fp32 scores are all exact in float64: pack, copy once, split
+        packed = torch.cat(
+            [
+                self.prev_pred[idx].double(),
+                t.scores(idx).double().unsqueeze(1),
+                t.residual[idx].double().unsqueeze(1),
+                t.changed_at[idx].double().unsqueeze(1),
+            ],
+            dim=1,
+        ).cpu().numpy()
+        s = self.prev_pred.shape[1]
         return Snapshot(
-            self.prev_pred[idx].cpu().numpy(),
-            scores.cpu().numpy(),
-            self.residual[idx].float().cpu().numpy(),
-            self.changed_at[idx].cpu().numpy(),
+            packed[:, :s].astype(np.int64),
+            packed[:, s].astype(np.float32),
+            packed[:, s + 1].astype(np.float32),
+            packed[:, s + 2].astype(np.int64),
         )

@@ -2,14 +2,14 @@
 
 One iteration launches a few hundred small kernels (42 blocks for the paper's Sudoku model); at
 serving batch sizes their launch overhead rivals their run time. A CUDA graph replays the whole
-iteration with one launch. Graphs need fixed shapes and addresses, so the step owns static input
-buffers sized for the pool and captures one graph per *bucket* of live rows (powers of two up to
-the capacity), lazily, the first time a live count falls in it. A call copies the live rows in,
-replays the bucket's graph and returns views of its static outputs. Rows past the live count
-hold stale (finite) values: every op is row-independent, so they cost work but never leak into a
-live row. Eviction and admission happen between calls, in the caller's own buffers.
+iteration with one launch. Graphs need fixed shapes and addresses: the slot pool's buffers never
+move, so the step captures on them directly, one graph per *bucket* of live rows (powers of two
+up to the capacity), lazily, the first time a live count falls in it. A call replays the bucket's
+graph and returns views of its static outputs. Rows past the live count hold stale (finite)
+values: every op is row-independent, so they cost work but never leak into a live row. Eviction
+and admission happen between calls, in the pool's buffers.
 
-The noise is drawn inside the update kernel from the seed/step tensors copied in before each
+The noise is drawn inside the update kernel from the pool's seed/step tensors as they are at each
 replay, so every replay draws that iteration's fresh numbers. Anything that prevents capture
 (no CUDA, a CPU model, a failure while capturing) logs one warning and falls back to the eager
 ``model.iterate``, so callers never need to care.
@@ -17,12 +17,12 @@ replay, so every replay draws that iteration's fresh numbers. Anything that prev
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import torch
 
-from eqr.model.network import EqRNetwork, StepOutput
+from eqr.model.network import EqRNetwork
+from eqr.model.step import StepBatch, StepOutput
 
 log = logging.getLogger(__name__)
 _WARMUP = 2  # eager runs on a side stream before capture: compile the kernels, create cuBLAS handles
@@ -38,14 +38,20 @@ def buckets_for(capacity: int) -> list[int]:
 
 
 class GraphStep:
-    """A drop-in for ``EqRNetwork.iterate``; outputs are valid until the next call (copy them out)."""
+    """A :class:`~eqr.model.step.Stepper` replaying CUDA graphs captured on a slot pool's own buffers.
 
-    def __init__(self, model: EqRNetwork, capacity: int) -> None:
+    ``buffers`` are the pool's full-capacity tensors (:meth:`SlotPool.batch`); a graph for bucket b
+    is captured on their first b rows, so a call whose batch is a prefix of them replays with no
+    copy in. A batch in other tensors is copied into them first (tests, benchmarks). Outputs are
+    valid until the next call (copy them out).
+    """
+
+    def __init__(self, model: EqRNetwork, buffers: StepBatch) -> None:
         self.model = model
-        self.capacity = capacity
-        self.buckets = buckets_for(capacity)
+        self.buffers = buffers
+        self.capacity = buffers.size
+        self.buckets = buckets_for(self.capacity)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, StepOutput]] = {}
-        self._static: list[torch.Tensor] | None = None
         self._pool: object | None = None
         self.eager_reason: str | None = None
         device = next(model.parameters()).device
@@ -60,43 +66,33 @@ class GraphStep:
         log.warning("CUDA graph step unavailable (%s); using the eager step", reason)
 
     def _capture(self, bucket: int) -> tuple[torch.cuda.CUDAGraph, StepOutput]:
-        assert self._static is not None
-        args = [buf[:bucket] for buf in self._static]
+        batch = self.buffers.rows(bucket)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(_WARMUP):
-                self.model.iterate(*args)
+                self.model.iterate(batch)
         torch.cuda.current_stream().wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = self.model.iterate(*args)
+            out = self.model.iterate(batch)
         return graph, out
 
-    def iterate(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        tokens: torch.Tensor,
-        seeds: torch.Tensor,
-        steps: torch.Tensor,
-        noise_scale: torch.Tensor,
-        prev_logits: torch.Tensor,
-        prev_pred: torch.Tensor,
-    ) -> StepOutput:
+    def _is_prefix_of_buffers(self, batch: StepBatch) -> bool:
+        return all(t.data_ptr() == b.data_ptr() for t, b in zip(batch.tensors(), self.buffers.tensors(), strict=True))
+
+    def iterate(self, batch: StepBatch) -> StepOutput:
         """Advance every slot by one iteration; see ``EqRNetwork.iterate``."""
-        inputs = (z_H, z_L, tokens, seeds, steps, noise_scale, prev_logits, prev_pred)
         if self.eager_reason is not None:
-            return self.model.iterate(*inputs)
-        n = z_H.shape[0]
+            return self.model.iterate(batch)
+        n = batch.size
         if n > self.capacity:
             raise ValueError(f"{n} live slots exceed the graph pool's capacity {self.capacity}")
-        if self._static is None:
-            self._static = [torch.zeros((self.capacity, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in inputs]
-        for buf, t in zip(self._static, inputs, strict=True):
-            buf[:n].copy_(t)
+        if not self._is_prefix_of_buffers(batch):
+            for buf, t in zip(self.buffers.rows(n).tensors(), batch.tensors(), strict=True):
+                buf.copy_(t)
         bucket = next(b for b in self.buckets if b >= n)
         entry = self._graphs.get(bucket)
         if entry is None:
@@ -104,8 +100,8 @@ class GraphStep:
                 entry = self._capture(bucket)
             except Exception as exc:  # any capture failure: serve eagerly rather than not at all
                 self._fall_back(f"capture failed: {exc!r}")
-                return self.model.iterate(*inputs)
+                return self.model.iterate(self.buffers.rows(n))
             self._graphs[bucket] = entry
         graph, out = entry
         graph.replay()
-        return StepOutput(**{f.name: getattr(out, f.name)[:n] for f in dataclasses.fields(out)})
+        return out.rows(n)

@@ -9,6 +9,7 @@ same trajectory alone or batched, on any batch size, with no per-slot Python loo
 from __future__ import annotations
 
 import math
+import secrets
 
 import torch
 
@@ -23,6 +24,37 @@ _HI = 1.0 - _LO
 # call indices reserved for the initial latents; noise calls use 0, 1, 2, ...
 INIT_H_CALL = -1
 INIT_L_CALL = -2
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64 finaliser: a bijective 64-bit mixer, so nearby inputs give unrelated outputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def trajectory_seed(seed: int, index: int) -> int:
+    """Seed of trajectory ``index`` of a puzzle run with seed ``seed`` (63 bits, fits an int64 tensor).
+
+    The one seed derivation of the project: the engine, ``eqr solve --seed`` and ``eqr eval --seed``
+    all use it, so a seed names the same trajectories offline and over HTTP. Hashing the pair
+    keeps siblings independent, and trajectory k of seed s is the same whatever the breadth.
+    """
+    return _mix64(_mix64(seed) ^ index) >> 1
+
+
+def trajectory_seeds(seed: int, breadth: int) -> list[int]:
+    """Seeds of trajectories ``0..breadth-1`` of a puzzle run with seed ``seed``."""
+    return [trajectory_seed(seed, k) for k in range(breadth)]
+
+
+def random_seed() -> int:
+    """A request seed for callers that gave none (reported back, so the run can be repeated)."""
+    return secrets.randbits(63)
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ What this step does instead (same maths, fp32):
   single intra-op thread: no barriers inside ops, and a core that is busy elsewhere simply takes
   fewer chunks.
 - noise + damped update + residual sums: one numba pass per G call, drawing exactly
-  ``eqr.model.rng``'s uniforms and turning them into normals with Acklam's ndtri (ndtri.py).
+  ``eqr.kernels.rng``'s uniforms and turning them into normals with Acklam's ndtri (ndtri.py).
 
 Results agree with the reference to fp32 rounding (other summation orders, another ndtri
 evaluation), not bit for bit: ``EqRNetwork.iterate`` on CPU stays the bit-exact path.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eqr.kernels import ndtri, reference
-from eqr.model import rng
-from eqr.model.network import EqRNetwork, StepOutput
+from eqr.kernels import ndtri, reference, rng
+from eqr.model.network import EqRNetwork
+from eqr.model.step import StepBatch, StepOutput
 
 _MASK = 0xFFFFFFFF
 _A, _B, _C, _D, _P_LOW = ndtri.A, ndtri.B, ndtri.C, ndtri.D, ndtri.P_LOW
@@ -78,7 +78,7 @@ def _damped_update(z, fz, out, seeds, steps, call_bits, hidx, sigma, keep, lam, 
     """out = keep·z + lam·fz + σ_b·ξ on [S, k, D] fp32; with a non-empty ``base``, add the slot's
     (Σ(out-base)², Σbase²) to ``sums`` [k, 2].
 
-    ξ[s, b, d] is eqr.model.rng.normal's number for element s·D + d of slot b: the key hashes
+    ξ[s, b, d] is eqr.kernels.rng.normal's number for element s·D + d of slot b: the key hashes
     (seed, step·1024 + call) and the element hash comes from ``hidx`` = hash32(s·D + d).
     The arithmetic order matches the reference's fp32 ops, so without noise the update is exact.
     """
@@ -107,7 +107,7 @@ def _damped_update(z, fz, out, seeds, steps, call_bits, hidx, sigma, keep, lam, 
 
 
 class CpuStep:
-    """A drop-in for ``EqRNetwork.iterate`` (same arguments, same :class:`StepOutput`) on CPU.
+    """A drop-in for ``EqRNetwork.iterate`` (a :class:`StepBatch` in, a :class:`StepOutput` out) on CPU.
 
     Reads the model's fp32 weights in place (views), so later in-place weight updates are seen.
     """
@@ -120,7 +120,10 @@ class CpuStep:
         self.cfg = cfg
         self.workers = workers or available_cores()
         self.chunk = max(1, chunk_columns // cfg.hidden_size)
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="eqr-cpu-step") if self.workers > 1 else None
+        # chunks always run on the pool's threads, one worker included: a thread's floating-point
+        # state (flush-to-zero, set by whatever else ran on the caller's thread) then never decides
+        # a slot's numbers, and workers=1 and workers=2 agree bit for bit
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="eqr-cpu-step")
         s, d = cfg.seq_total, cfg.hidden_size
         self._hidx = rng.hash32(torch.arange(s * d, dtype=torch.int64)).view(s, d).numpy()
         self._layers = [
@@ -197,28 +200,18 @@ class CpuStep:
         out[1][rows] = z_L.transpose(0, 1)
 
     @torch.no_grad()
-    def iterate(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        tokens: torch.Tensor,
-        seeds: torch.Tensor,
-        steps: torch.Tensor,
-        noise_scale: torch.Tensor,
-        prev_logits: torch.Tensor,
-        prev_pred: torch.Tensor,
-    ) -> StepOutput:
+    def iterate(self, batch: StepBatch) -> StepOutput:
         """Advance every slot by one iteration; see ``EqRNetwork.iterate``."""
         model = self.model
-        n = z_H.shape[0]
-        x = model.embed(tokens)
+        z_H, z_L, n = batch.z_H, batch.z_L, batch.size
+        x = model.embed(batch.tokens)
         # every chunk has the same shape (the last one padded with copies of row 0): matmul kernels
         # are then chosen identically for every slot, so a slot's numbers do not depend on how
         # many neighbours it has, and a seeded request is bit-identical alone or batched
         pad = -n % self.chunk
         z_H_in, z_L_in, x_in, seeds_in, steps_in, sigma_in = (
             torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) if pad else t
-            for t in (z_H, z_L, x, seeds, steps, noise_scale)
+            for t in (z_H, z_L, x, batch.seeds, batch.steps, batch.noise)
         )
         total_rows = n + pad
         new_H = torch.empty((total_rows, *z_H.shape[1:]), dtype=torch.float32)
@@ -232,19 +225,17 @@ class CpuStep:
             with torch.no_grad():  # grad mode is per thread: the pool's threads need it too
                 self._run_chunk(rows, (z_H_in, z_L_in, x_in), noise, (new_H, new_L), sums)
 
-        if self._pool is None:
-            for rows in chunks:
-                run(rows)
-        else:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # one intra-op thread per worker: parallelism comes from the chunks
-            try:
-                list(self._pool.map(run, chunks))
-            finally:
-                torch.set_num_threads(threads)
+        # one intra-op thread per chunk, whatever the process's setting: parallelism comes from the
+        # chunks, and a chunk's summation order (so its numbers) never depends on the thread count
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            list(self._pool.map(run, chunks))
+        finally:
+            torch.set_num_threads(threads)
         new_H, new_L, sums = new_H[:n].to(z_H.dtype), new_L[:n].to(z_L.dtype), sums[:, :n]
         logits, q_halt = model.heads(new_H)
-        pred, pred_change, logit_delta = reference.step_deltas(logits, prev_logits, prev_pred)
+        pred, pred_change, logit_delta = reference.step_deltas(logits, batch.prev_logits, batch.prev_pred)
         total = torch.from_numpy(sums.sum(axis=0))
         residual = (total[:, 0].sqrt() / total[:, 1].sqrt().clamp_min(1e-12)).float()
         return StepOutput(

@@ -1,4 +1,4 @@
-"""Pick the fastest whole-iteration step for a model: the object the engine calls ``iterate`` on.
+"""Pick the fastest whole-iteration step for a model: the :class:`~eqr.model.step.Stepper` a runner calls.
 
 - CUDA: :class:`GraphStep` (Triton kernels replayed from CUDA graphs) unless ``graphs=False`` or
   ``EQR_CUDA_GRAPHS=0``; it falls back to the eager ``model.iterate`` by itself if capture fails.
@@ -14,27 +14,9 @@ torch.compile is not used: measured on the 2-core CPU it gains 7-15% on the refe
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
-import torch
-
-from eqr.model.network import EqRNetwork, StepOutput
-
-
-class Stepper(Protocol):
-    """Anything with ``EqRNetwork.iterate``'s signature."""
-
-    def iterate(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        tokens: torch.Tensor,
-        seeds: torch.Tensor,
-        steps: torch.Tensor,
-        noise_scale: torch.Tensor,
-        prev_logits: torch.Tensor,
-        prev_pred: torch.Tensor,
-    ) -> StepOutput: ...
+from eqr.model.network import EqRNetwork
+from eqr.model.step import StepBatch, Stepper
 
 
 def _flag(value: bool | None, env: str) -> bool:
@@ -57,22 +39,25 @@ def preferred_slots(model: EqRNetwork) -> int:
     device = next(model.parameters()).device
     if device.type == "cuda":
         return CUDA_SLOTS
-    from eqr.kernels.cpu_step import CHUNK_COLUMNS, available_cores
+    from eqr.runtime.cpu_step import CHUNK_COLUMNS, available_cores
 
     return max(8, available_cores() * max(1, CHUNK_COLUMNS // model.cfg.hidden_size))
 
 
-def make_step(model: EqRNetwork, capacity: int, graphs: bool | None = None, cpu_fast: bool | None = None) -> Stepper:
-    """The step for ``model`` on its device, serving up to ``capacity`` slots at once."""
+def make_step(
+    model: EqRNetwork, buffers: StepBatch, graphs: bool | None = None, cpu_fast: bool | None = None
+) -> Stepper:
+    """The step for ``model`` on its device, for batches that are prefixes of ``buffers`` (a slot pool's
+    full-capacity tensors, :meth:`SlotPool.batch`), which the CUDA-graph step captures on."""
     device = next(model.parameters()).device
     if device.type == "cuda":
         if _flag(graphs, "EQR_CUDA_GRAPHS"):
-            from eqr.kernels.graph_step import GraphStep
+            from eqr.runtime.graph_step import GraphStep
 
-            return GraphStep(model, capacity)
+            return GraphStep(model, buffers)
         return model
     if device.type == "cpu" and model.cfg.mlp_t and _flag(cpu_fast, "EQR_CPU_FAST"):
-        from eqr.kernels.cpu_step import CpuStep
+        from eqr.runtime.cpu_step import CpuStep
 
         return CpuStep(model)
     return model

@@ -1,5 +1,6 @@
 """The whole iteration: reference path unchanged, kernels equal to it, the CPU fast step, the graph step's fallback."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -7,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from eqr.kernels import dispatch
-from eqr.kernels.cpu_step import CpuStep
-from eqr.kernels.flops import iteration_flops
-from eqr.kernels.graph_step import GraphStep, buckets_for
-from eqr.kernels.step import make_step
-from eqr.model import rng
+from eqr.kernels import dispatch, rng
 from eqr.model.config import EqRConfig
-from eqr.model.network import EqRNetwork, StepOutput
+from eqr.model.flops import iteration_flops
+from eqr.model.network import EqRNetwork
+from eqr.model.step import StepBatch, StepOutput
+from eqr.runtime.cpu_step import CpuStep
+from eqr.runtime.graph_step import GraphStep, buckets_for
+from eqr.runtime.step import make_step
 
 MLP_T = EqRConfig(
     vocab_size=5, seq_len=9, hidden_size=12, expansion=2.0, multiple_of=8,
@@ -27,9 +28,7 @@ ATTENTION = EqRConfig(
 FIELDS = list(StepOutput.__dataclass_fields__)
 
 
-def make(
-    cfg: EqRConfig, batch: int = 5, device: torch.device | str = "cpu"
-) -> tuple[EqRNetwork, tuple[torch.Tensor, ...]]:
+def make(cfg: EqRConfig, batch: int = 5, device: torch.device | str = "cpu") -> tuple[EqRNetwork, StepBatch]:
     torch.manual_seed(0)
     model = EqRNetwork(cfg).eval()
     if cfg.puzzle_emb_len:
@@ -38,17 +37,22 @@ def make(
     seeds = torch.tensor([3, -7, 2**33 + 1, 11, 12, 13, 14][:batch])
     z_H, z_L = model.initial_state(seeds)
     sigma = torch.tensor([0.1, 0.0, 0.3, 0.05, 0.2, 0.0, 0.1][:batch])
-    inputs = (
-        z_H,
-        z_L,
-        torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len)),
-        seeds,
-        torch.tensor([0, 3, 1025, 2, 0, 9, 4][:batch]),
-        sigma,
-        torch.randn(batch, cfg.seq_len, cfg.vocab_size),
-        torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len)),
+    inputs = StepBatch(
+        z_H=z_H,
+        z_L=z_L,
+        tokens=torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len)),
+        seeds=seeds,
+        steps=torch.tensor([0, 3, 1025, 2, 0, 9, 4][:batch]),
+        noise=sigma,
+        prev_logits=torch.randn(batch, cfg.seq_len, cfg.vocab_size),
+        prev_pred=torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len)),
     )
-    return model.to(device), tuple(t.to(device) for t in inputs)
+    return model.to(device), StepBatch(*(t.to(device) for t in inputs.tensors()))
+
+
+def pool_buffers(like: StepBatch, capacity: int) -> StepBatch:
+    """Zeroed full-capacity tensors shaped like ``like``'s: what a slot pool hands the graph step."""
+    return StepBatch(*(torch.zeros((capacity, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in like.tensors()))
 
 
 # -- the pre-kernel implementation, kept verbatim to prove the reference path did not move ----------
@@ -71,8 +75,8 @@ def _legacy_block(layer: torch.nn.Module, h: torch.Tensor, rope: object) -> torc
 
 
 @torch.no_grad()
-def _legacy_iterate(model: EqRNetwork, *inputs: torch.Tensor) -> StepOutput:
-    z_H, z_L, tokens, seeds, steps, noise_scale, prev_logits, prev_pred = inputs
+def _legacy_iterate(model: EqRNetwork, inputs: StepBatch) -> StepOutput:
+    z_H, z_L, tokens, seeds, steps, noise_scale, prev_logits, prev_pred = inputs.tensors()
     cfg, rope, lam = model.cfg, model._rope_tables(), model.cfg.lambda_
     shape = z_H.shape[1:]
     sigma = noise_scale.to(z_H.dtype).view(-1, 1, 1)
@@ -118,9 +122,9 @@ def assert_steps_close(actual: StepOutput, expected: StepOutput, tol: float) -> 
 @pytest.mark.parametrize("cfg", [MLP_T, ATTENTION], ids=["mlp_t", "attention"])
 def test_reference_path_is_bit_identical_to_the_pre_kernel_step(cfg: EqRConfig) -> None:
     model, inputs = make(cfg)
-    for sigma in (inputs[5], torch.zeros(5)):
-        args = (*inputs[:5], sigma, *inputs[6:])
-        new, old = model.iterate(*args), _legacy_iterate(model, *args)
+    for sigma in (inputs.noise, torch.zeros(5)):
+        args = dataclasses.replace(inputs, noise=sigma)
+        new, old = model.iterate(args), _legacy_iterate(model, args)
         for name in FIELDS:
             assert torch.equal(getattr(new, name), getattr(old, name)), name
 
@@ -128,9 +132,9 @@ def test_reference_path_is_bit_identical_to_the_pre_kernel_step(cfg: EqRConfig) 
 @pytest.mark.parametrize("cfg", [MLP_T, ATTENTION], ids=["mlp_t", "attention"])
 def test_step_with_kernels_equals_reference_step(cfg: EqRConfig, device: torch.device) -> None:
     model, inputs = make(cfg, device=device)
-    expected = model.iterate(*inputs)
+    expected = model.iterate(inputs)
     with dispatch.use_backend("triton"):
-        actual = model.iterate(*inputs)
+        actual = model.iterate(inputs)
     assert_steps_close(actual, expected, 1e-4)
 
 
@@ -142,8 +146,8 @@ def test_training_keeps_autograd_with_kernels_forced(device: torch.device) -> No
         model.zero_grad()
         torch.manual_seed(1)
         with dispatch.use_backend(backend):
-            x = model.embed(inputs[2])
-            z_H, _ = model.recur(inputs[0], inputs[1], x, lambda call, z: 0.01 * torch.randn_like(z))
+            x = model.embed(inputs.tokens)
+            z_H, _ = model.recur(inputs.z_H, inputs.z_L, x, lambda call, z: 0.01 * torch.randn_like(z))
         model.heads(z_H)[0].square().mean().backward()
         return [p.grad for p in model.L_level.parameters()]
 
@@ -155,20 +159,20 @@ def test_training_keeps_autograd_with_kernels_forced(device: torch.device) -> No
 
 def test_cpu_step_matches_reference() -> None:
     model, inputs = make(MLP_T, batch=7)
-    expected = model.iterate(*inputs)
+    expected = model.iterate(inputs)
     step = CpuStep(model, workers=2, chunk_columns=2 * MLP_T.hidden_size)  # chunks of 2 slots: 4 chunks
     assert step.chunk == 2
-    assert_steps_close(step.iterate(*inputs), expected, 1e-4)
+    assert_steps_close(step.iterate(inputs), expected, 1e-4)
 
 
 def test_cpu_step_is_independent_of_threads_and_batch_company() -> None:
     model, inputs = make(MLP_T, batch=7)
     one = CpuStep(model, workers=1, chunk_columns=MLP_T.hidden_size)
     two = CpuStep(model, workers=2, chunk_columns=MLP_T.hidden_size)
-    a, b = one.iterate(*inputs), two.iterate(*inputs)
+    a, b = one.iterate(inputs), two.iterate(inputs)
     for name in FIELDS:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
-    alone = one.iterate(*(t[4:5] for t in inputs))  # a chunk holds one slot: same numbers alone or batched
+    alone = one.iterate(inputs.rows(5, 4))  # a chunk holds one slot: same numbers alone or batched
     assert torch.equal(alone.z_H[0], a.z_H[4]) and torch.equal(alone.pred[0], a.pred[4])
 
 
@@ -180,10 +184,10 @@ def test_cpu_step_refuses_attention_models() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
 def test_graph_step_falls_back_to_eager_without_cuda(caplog: pytest.LogCaptureFixture) -> None:
     model, inputs = make(MLP_T)
-    with caplog.at_level(logging.WARNING, logger="eqr.kernels.graph_step"):
-        step = GraphStep(model, capacity=8)
+    with caplog.at_level(logging.WARNING, logger="eqr.runtime.graph_step"):
+        step = GraphStep(model, pool_buffers(inputs, 8))
     assert step.eager_reason is not None and "CUDA graph step unavailable" in caplog.text
-    expected, actual = model.iterate(*inputs), step.iterate(*inputs)
+    expected, actual = model.iterate(inputs), step.iterate(inputs)
     for name in FIELDS:
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
@@ -192,16 +196,21 @@ def test_graph_step_falls_back_to_eager_without_cuda(caplog: pytest.LogCaptureFi
 def test_graph_step_replays_the_eager_step() -> None:
     """Replays equal the eager kernel step, for a padded bucket too, and draw each call's own noise."""
     model, inputs = make(MLP_T, batch=5, device="cuda")
-    step = GraphStep(model, capacity=8)
+    pool = pool_buffers(inputs, 8)
+    step = GraphStep(model, pool)
     for live in (5, 3, 5):  # buckets 8, 4, then 8 replayed
-        args = tuple(t[:live] for t in inputs)
-        actual = step.iterate(*args)
+        args = inputs.rows(live)
+        actual = step.iterate(args)  # other tensors than the pool's: copied in
         assert step.eager_reason is None
-        assert_steps_close(actual, model.iterate(*args), 1e-4)
-    moved = (*inputs[:4], inputs[4] + 1, *inputs[5:])  # the next iteration: new noise, same graph
-    assert_steps_close(step.iterate(*moved), model.iterate(*moved), 1e-4)
-    before = step.iterate(*moved).z_L.clone()  # outputs are views of the graph's buffers
-    assert not torch.equal(before, step.iterate(*inputs).z_L)
+        assert_steps_close(actual, model.iterate(args), 1e-4)
+    for buf, t in zip(pool.rows(5).tensors(), inputs.tensors(), strict=True):
+        buf.copy_(t)
+    assert_steps_close(step.iterate(pool.rows(5)), model.iterate(inputs), 1e-4)  # the pool's own rows: no copy
+    pool.steps.add_(1)  # the next iteration: new noise, same graph
+    moved = dataclasses.replace(inputs, steps=inputs.steps + 1)
+    assert_steps_close(step.iterate(pool.rows(5)), model.iterate(moved), 1e-4)
+    before = step.iterate(pool.rows(5)).z_L.clone()  # outputs are views of the graph's buffers
+    assert not torch.equal(before, step.iterate(inputs).z_L)
 
 
 def test_graph_buckets_cover_every_live_count() -> None:
@@ -211,12 +220,12 @@ def test_graph_buckets_cover_every_live_count() -> None:
 
 
 def test_make_step_picks_the_cpu_fast_path_for_token_mixing_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    mlp_t, attention = EqRNetwork(MLP_T), EqRNetwork(ATTENTION)
-    assert isinstance(make_step(mlp_t, capacity=8), CpuStep)
-    assert make_step(attention, capacity=8) is attention
-    assert make_step(mlp_t, capacity=8, cpu_fast=False) is mlp_t
+    (mlp_t, a), (attention, b) = make(MLP_T), make(ATTENTION)
+    assert isinstance(make_step(mlp_t, a), CpuStep)
+    assert make_step(attention, b) is attention
+    assert make_step(mlp_t, a, cpu_fast=False) is mlp_t
     monkeypatch.setenv("EQR_CPU_FAST", "0")
-    assert make_step(mlp_t, capacity=8) is mlp_t
+    assert make_step(mlp_t, a) is mlp_t
 
 
 def test_backend_names_are_checked() -> None:
@@ -228,7 +237,7 @@ def test_backend_names_are_checked() -> None:
 def test_flop_count_matches_torch_flop_counter(cfg: EqRConfig) -> None:
     model, inputs = make(cfg, batch=3)
     with FlopCounterMode(display=False) as counter:
-        model.iterate(*inputs)
+        model.iterate(inputs)
     expected = iteration_flops(cfg, 3)
     if cfg.mlp_t:
         assert counter.get_total_flops() == expected
@@ -242,8 +251,8 @@ def test_flop_count_matches_torch_flop_counter(cfg: EqRConfig) -> None:
     ("cores", "hidden", "slots"), [(2, 64, 16), (4, 64, 32), (2, 128, 8), (2, 512, 8), (16, 64, 128)]
 )
 def test_preferred_slots_fill_every_core_with_one_chunk(monkeypatch, cores, hidden, slots):
-    from eqr.kernels import cpu_step
-    from eqr.kernels.step import preferred_slots
+    from eqr.runtime import cpu_step
+    from eqr.runtime.step import preferred_slots
 
     monkeypatch.setattr(cpu_step, "available_cores", lambda: cores)
     cfg = EqRConfig(hidden_size=hidden, num_heads=1, expansion=1.0, multiple_of=8, L_layers=1, H_cycles=1, L_cycles=1)
@@ -251,8 +260,8 @@ def test_preferred_slots_fill_every_core_with_one_chunk(monkeypatch, cores, hidd
 
 
 def test_the_server_defaults_to_the_preferred_slot_count(tmp_path):
-    from eqr.kernels.step import preferred_slots
     from eqr.model.checkpoint import load_model
+    from eqr.runtime.step import preferred_slots
     from eqr.server.broker.local import LocalBroker
     from eqr.server.settings import Settings
     from tests.live_server import save_tiny_model

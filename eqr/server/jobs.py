@@ -1,0 +1,95 @@
+"""The wire types: a job in, iteration events and one result out.
+
+:class:`Status`, :class:`SolveParams`, :class:`Job`, :class:`IterationEvent` and
+:class:`SolveResult` are the contract between the API, the brokers and the engine. They are plain
+dataclasses with no tensors and this module imports neither torch nor numpy, so they cross
+threads, processes and Redis unchanged and an API node that never loads a model can use them.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+
+
+class Status(str, enum.Enum):
+    CONVERGED = "converged"  # the answer came from converged trajectories
+    MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
+    DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # the engine raised; ``error`` says why
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    """Per-request budgets and knobs; ``None`` means the model's / server's default."""
+
+    depth: int | None = None
+    breadth: int = 1
+    aggregate: str = "converged"  # "converged" (most-converged) or "vote"
+    quorum: int | None = None  # stop remaining siblings once this many trajectories agree
+    noise: float | None = None
+    seed: int | None = None
+    timeout_ms: int | None = None
+    priority: int = 0  # higher runs first; aging prevents starvation
+    halt: str = "convergence"  # "convergence" or "q_halt" (learned halting)
+    stream_every: int = 1
+
+
+@dataclass
+class Job:
+    """One puzzle to solve. ``digits``: 81 ints, 0 = blank (already validated)."""
+
+    digits: list[int]
+    params: SolveParams = field(default_factory=SolveParams)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    task: str = "sudoku"
+    submitted_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class IterationEvent:
+    request_id: str
+    iteration: int  # highest iteration reached by any live trajectory of the request
+    board: list[int]  # current best board, digits (0 = undecided)
+    residual: float
+    live_trajectories: int
+
+
+@dataclass
+class SolveResult:
+    request_id: str
+    status: Status
+    answer: list[int]  # digits 1..9 (0 where the model produced a non-digit)
+    valid: bool  # answer obeys the rules and keeps the givens (reported, not used to steer)
+    iterations: list[int]  # iterations run per trajectory
+    # of the chosen trajectory: the iteration at which its answer appeared and then stayed (its
+    # `iterations` add the confirmation window); None if it never converged
+    iterations_to_convergence: int | None
+    agreement: float  # share of trajectories agreeing with the answer
+    convergence_score: float  # mean logit change over the last 3 iterations (lower = more settled); inf: none ran
+    queued_ms: float
+    compute_ms: float
+    error: str | None = None
+    seed: int | None = None  # the request seed actually used (drawn at random when the job gave none)
+
+
+def bare_failure(request_id: str, breadth: int, error: str, answer: list[int], seed: int | None = None) -> SolveResult:
+    """A ``failed`` result built without aggregation, for when even that cannot run: no iterations."""
+    return SolveResult(
+        request_id=request_id,
+        status=Status.FAILED,
+        answer=answer,
+        valid=False,
+        iterations=[0] * breadth,
+        iterations_to_convergence=None,
+        agreement=0.0,
+        convergence_score=math.inf,
+        queued_ms=0.0,
+        compute_ms=0.0,
+        error=error,
+        seed=seed,
+    )

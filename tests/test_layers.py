@@ -1,0 +1,58 @@
+"""Layers that point one way: kernels ← model ← runtime ← (offline tools, server).
+
+Checked on the source (every import statement, function-local ones included), so a new import
+against the grain fails here rather than as a cycle or a torch import in a process that needs none.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "eqr"
+# the offline tools: they drive the runtime, so they sit above it although they live in eqr/model
+MODEL_TOOLS = {"eqr.model.evaluate", "eqr.model.solve", "eqr.model.train"}
+
+
+def modules() -> dict[str, set[str]]:
+    """Every module under eqr/ → the modules it imports."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+        found[name] = imported
+    return found
+
+
+def offenders(prefix: str, forbidden: tuple[str, ...], exempt: set[str] = frozenset()) -> list[str]:
+    return [
+        f"{mod} imports {imp}"
+        for mod, imports in sorted(modules().items())
+        if mod.startswith(prefix) and mod not in exempt
+        for imp in sorted(imports)
+        if imp.startswith(forbidden)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden", "exempt"),
+    [
+        ("eqr.kernels", ("eqr.model", "eqr.runtime", "eqr.server"), set()),
+        ("eqr.model", ("eqr.runtime", "eqr.server"), MODEL_TOOLS),
+        ("eqr.runtime", ("eqr.server",), set()),
+    ],
+)
+def test_no_layer_imports_a_layer_above_it(layer, forbidden, exempt):
+    assert not offenders(layer, forbidden, exempt)
+
+
+def test_the_wire_types_are_torch_free():
+    imports = modules()["eqr.server.jobs"]
+    assert not {i for i in imports if i.split(".")[0] in ("torch", "numpy") or i.startswith("eqr.")}
