@@ -8,6 +8,7 @@ unbounded latency.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
         description="failed API-key attempts per minute, per address and key and in different keys per address, "
         "before 429; 0: off",
     )
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins (scheme://host[:port]) whose web pages may call the API, '*' for any; "
+        "empty: CORS off",
+    )
+    gzip_min_bytes: int = Field(
+        1024, ge=0, description="gzip responses at least this large for clients that accept it (never streams); 0: off"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     @field_validator("log_level", mode="before")
@@ -70,7 +79,23 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        bad = [o for o in _split(value) if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o)]
+        if bad:
+            raise ValueError(f"CORS origins are '*' or scheme://host[:port] with no path, got {bad}")
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
+
     @property
     def served_model_name(self) -> str:
         """The public model name: explicit, else the model folder's name (``sudoku-small``)."""
         return self.model_name or Path(self.model).name
+
+
+def _split(items: str) -> list[str]:
+    return [item.strip().rstrip("/") for item in items.split(",") if item.strip()]

@@ -19,6 +19,7 @@ from eqr.server.api.auth import KeyRing, load_api_keys
 from eqr.server.api.docs import mount_docs
 from eqr.server.api.errors import install_error_handlers
 from eqr.server.api.guard import ClientGuard
+from eqr.server.api.http_conventions import install_cors, install_gzip
 from eqr.server.api.limits import BodySizeLimit
 from eqr.server.api.playground import mount_playground
 from eqr.server.api.ratelimit import FailureThrottle, InFlightLimiter, RateLimiter
@@ -99,9 +100,11 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     name = broker.card.name if broker is not None else settings.served_model_name
     app.state.metrics = Metrics(model=name, max_depth=settings.max_depth)
     install_error_handlers(app)
+    install_gzip(app, settings)  # innermost: it compresses what the app answered
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _install_guard(app, settings)  # refusals cost nothing else ...
-    app.add_middleware(RequestIdMiddleware)  # ... yet carry a request id: the outermost layer
+    install_cors(app, settings)  # ... but CORS headers, so a page can read them ...
+    app.add_middleware(RequestIdMiddleware)  # ... and a request id: the outermost layer
     for router in (solve.router, jobs.router, models.router):
         app.include_router(router, responses=GUARD_RESPONSES, dependencies=[REQUEST_ID_HEADER])
     app.include_router(ops.router)
