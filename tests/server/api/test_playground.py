@@ -8,7 +8,9 @@ answer is right. Screenshots land in ``artifacts/`` for a person to look at.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +42,6 @@ CHROMIUM_ARGS = [
 CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     chromium, chromedriver = os_command("chromium", "chromium"), os_command("chromedriver", "chromium-driver")
@@ -49,6 +50,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = chromium
     for arg in CHROMIUM_ARGS:
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # network events: what the page sent
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(20)
     try:
@@ -73,6 +75,17 @@ def set_value(driver: webdriver.Chrome, element_id: str, value: str) -> None:
     field = driver.find_element(By.ID, element_id)
     field.clear()
     field.send_keys(value)
+
+
+def sent_solves(driver: webdriver.Chrome) -> list[dict]:
+    """Bodies of the solves the page POSTed since the last call, from Chromium's own network log."""
+    bodies = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        request = message.get("params", {}).get("request", {})
+        if message["method"] == "Network.requestWillBeSent" and request.get("url", "").endswith("/v1/solve"):
+            bodies.append(json.loads(request["postData"]))
+    return bodies
 
 
 def open_playground(driver: webdriver.Chrome, url: str) -> None:
@@ -103,6 +116,7 @@ def solve_and_check_rendering(driver: webdriver.Chrome, url: str, example: str, 
     assert text(driver, "status") in ("converged", "max_iterations")
     assert text(driver, "iterations").split()[0].isdigit()
     assert text(driver, "valid") in ("yes", "no")
+    assert re.fullmatch(r"\d+ ms \(\d+ ms queued, \d+ ms computing\)", text(driver, "time")), text(driver, "time")
     chart = driver.find_element(By.ID, "chart")
     assert int(chart.get_attribute("data-points")) >= 2 and chart.find_elements(By.TAG_NAME, "polyline")
     return answer
@@ -130,6 +144,37 @@ def test_playground_marks_the_cells_and_fields_at_fault(browser, live_server: Li
     browser.find_element(By.ID, "solve").click()
     wait_for(browser, lambda d: page_state(d) == "error")
     assert "bad" in browser.find_element(By.ID, "depth").get_attribute("class") and "depth" in text(browser, "error")
+
+
+def test_playground_sends_the_aggregate_rule_chosen(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)
+    rules = Select(browser.find_element(By.ID, "aggregate"))
+    assert [o.get_attribute("value") for o in rules.options] == ["converged", "vote"]
+    assert rules.first_selected_option.get_attribute("value") == "converged"  # the server's default
+    rules.select_by_value("vote")
+    set_value(browser, "breadth", "4")
+    set_value(browser, "depth", "4")
+    sent_solves(browser)  # forget earlier tests' requests
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    assert page_state(browser) == "done", text(browser, "error")
+    (body,) = sent_solves(browser)
+    assert body["aggregate"] == "vote" and body["breadth"] == 4
+    assert text(browser, "agreement").endswith("of 4 (vote)")
+
+
+def test_playground_refuses_a_puzzle_field_that_is_not_a_puzzle(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)  # the first example is on the board
+    set_value(browser, "puzzle-text", "hello")
+    sent_solves(browser)
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    assert page_state(browser) == "error" and text(browser, "status") == "error"
+    assert "81" in text(browser, "error") and "5" in text(browser, "error")
+    assert browser.find_element(By.ID, "puzzle-text").get_attribute("value") == "hello"  # kept, to fix
+    assert "bad" in browser.find_element(By.ID, "puzzle-text").get_attribute("class")
+    browser.save_screenshot(str(ARTIFACTS / "playground-not-a-puzzle.png"))
+    assert sent_solves(browser) == []  # the previous board was not solved instead
 
 
 def test_playground_stop_cancels_the_work(browser, live_server: LiveServer):

@@ -18,7 +18,9 @@ const state = {
   residuals: [], // [iteration, residual] of the running or last solve
   controller: null, // AbortController of the running solve
   pending: null, // latest event not drawn yet (drawing is throttled to animation frames)
+  aggregate: "", // the rule the last solve asked for, shown with its agreement
 };
+const FIELD_INPUTS = { puzzle: "puzzle-text", depth: "depth", breadth: "breadth" }; // API field -> input
 
 // -- the board ---------------------------------------------------------------------------------------
 
@@ -61,12 +63,16 @@ function puzzleString() {
   return state.givens.map((d) => d || ".").join("");
 }
 
+function compact(text) {
+  return text.replace(/\s+/g, "");
+}
+
 /** Load an 81-cell puzzle from text; false if it is not one (whitespace is ignored). */
 function loadPuzzle(text) {
-  const compact = text.replace(/\s+/g, "");
-  if (compact.length !== CELLS) return false;
+  const chars = compact(text);
+  if (chars.length !== CELLS) return false;
   // a stray character is kept and sent as is: the server's 422 then points at its cell
-  state.givens = Array.from(compact, (ch) => (ch === "." || ch === "0" ? "" : ch));
+  state.givens = Array.from(chars, (ch) => (ch === "." || ch === "0" ? "" : ch));
   resetResult();
   return true;
 }
@@ -129,7 +135,7 @@ function showError(error) {
     cell.classList.remove("bad");
     cell.removeAttribute("title");
   });
-  for (const id of ["depth", "breadth"]) $(id).classList.remove("bad");
+  for (const id of Object.values(FIELD_INPUTS)) $(id).classList.remove("bad");
   if (!error) {
     box.hidden = true;
     box.textContent = "";
@@ -143,8 +149,16 @@ function showError(error) {
     cell.classList.add("bad");
     cell.title = error.message;
   }
-  const field = (error.field || "").split(".")[0];
-  if (field === "depth" || field === "breadth") $(field).classList.add("bad");
+  const field = FIELD_INPUTS[(error.field || "").split(".")[0]];
+  if (field) $(field).classList.add("bad");
+}
+
+/** The error to show while the puzzle field holds no puzzle (the board keeps the last one), else null. */
+function puzzleTextError() {
+  const n = compact($("puzzle-text").value).length;
+  if (n === CELLS) return null;
+  const message = `the puzzle field has ${n} characters, not ${CELLS}: type or paste ${CELLS} (1-9, '.' or 0 for blanks)`;
+  return { message, field: "puzzle" };
 }
 
 function showResult(result) {
@@ -156,9 +170,9 @@ function showResult(result) {
   $("iterations").textContent = conv == null ? `${most}` : `${most} (converged at ${conv})`;
   $("valid").textContent = result.valid ? "yes" : "no";
   $("valid").className = result.valid ? "yes" : "no";
-  $("agreement").textContent = `${Math.round(result.agreement * 100)}% of ${result.iterations.length}`;
-  const t = result.timings;
-  $("time").textContent = `${(t.queued_ms + t.compute_ms).toFixed(0)} ms (${t.queued_ms.toFixed(0)} queued)`;
+  $("agreement").textContent = `${Math.round(result.agreement * 100)}% of ${result.iterations.length} (${state.aggregate})`;
+  const t = result.timings, ms = (v) => `${v.toFixed(0)} ms`;
+  $("time").textContent = `${ms(t.queued_ms + t.compute_ms)} (${ms(t.queued_ms)} queued, ${ms(t.compute_ms)} computing)`;
   $("answer").textContent = result.answer;
   const last = state.residuals[state.residuals.length - 1];
   $("live").textContent = last && last[1] != null ? `· final residual ${last[1].toPrecision(3)}` : "";
@@ -235,7 +249,7 @@ async function* sseEvents(response) {
 }
 
 function requestBody() {
-  const body = { puzzle: puzzleString(), stream: true };
+  const body = { puzzle: puzzleString(), stream: true, aggregate: $("aggregate").value };
   for (const id of ["depth", "breadth"]) {
     const text = $(id).value.trim();
     if (text !== "") body[id] = Number(text); // the server validates; a bad value comes back as a 422
@@ -273,17 +287,26 @@ async function errorOf(response) {
 
 async function solve() {
   if (state.controller) return;
+  const invalid = puzzleTextError();
+  if (invalid) { // solving the board still shown would answer a puzzle the user no longer sees typed
+    showError(invalid);
+    $("status").textContent = "error";
+    setState("error");
+    return;
+  }
   resetResult();
   setState("solving");
   $("status").textContent = "solving…";
   const controller = new AbortController();
   state.controller = controller;
+  const body = requestBody();
+  state.aggregate = body.aggregate;
   let result = null;
   try {
     const response = await fetch("v1/solve", {
       method: "POST",
       headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders() },
-      body: JSON.stringify(requestBody()),
+      body: JSON.stringify(body),
       signal: controller.signal,
     });
     if (!response.ok) throw { api: await errorOf(response) };
@@ -329,6 +352,7 @@ async function loadModel() {
     if (!model) return;
     $("model-name").textContent = `model: ${model.name} (${model.arch.parameters ?? "?"} parameters)`;
     if (model.defaults.depth) $("depth").placeholder = String(model.defaults.depth);
+    if (model.defaults.aggregate) $("aggregate").value = model.defaults.aggregate;
     if (model.caps.depth) $("depth").max = String(model.caps.depth);
     if (model.caps.breadth) $("breadth").max = String(model.caps.breadth);
   } catch (_) {
@@ -342,7 +366,7 @@ function init() {
   for (const [name, puzzle] of EXAMPLES) select.add(new Option(name, puzzle));
   select.addEventListener("change", () => select.value && loadPuzzle(select.value));
   $("puzzle-text").addEventListener("input", (e) => {
-    if (!loadPuzzle(e.target.value)) showError({ message: `a puzzle has ${CELLS} cells; this has ${e.target.value.replace(/\s+/g, "").length}` });
+    if (!loadPuzzle(e.target.value)) showError(puzzleTextError());
   });
   $("solve").addEventListener("click", solve);
   $("stop").addEventListener("click", () => state.controller && state.controller.abort());
