@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         description="failed API-key attempts per minute, per address and key and in different keys per address, "
         "before 429; 0: off",
     )
+    sse_heartbeat_s: float = Field(
+        15.0, gt=0, description="a stream with no event for this long gets a ': pending' (or ': running') comment"
+    )
     cors_origins: str = Field(
         "",
         description="comma-separated origins (scheme://host[:port]) whose web pages may call the API, '*' for any; "

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from eqr.server.api.errors import ClientGone, as_api_error, engine_failed
 from eqr.server.api.schemas import ErrorResponse, IterationData, SolveResponse
 from eqr.server.broker.base import JobHandle
-from eqr.server.jobs import SolveResult, Status
+from eqr.server.jobs import IterationEvent, SolveResult, Status
 
 T = TypeVar("T")
 log = logging.getLogger("eqr.server.api")
@@ -63,24 +63,49 @@ async def results_or_cancel(handles: list[JobHandle], receive: Receive) -> list[
                 handle.cancel()
 
 
-def sse(event: str, data: BaseModel) -> str:
-    """One server-sent event; the data is one line of JSON."""
-    return f"event: {event}\ndata: {json.dumps(data.model_dump(mode='json'), separators=(',', ':'))}\n\n"
+def sse(event: str, data: BaseModel, event_id: int) -> str:
+    """One server-sent event; the data is one line of JSON, the id its place in the stream (1, 2, ...)."""
+    payload = json.dumps(data.model_dump(mode="json"), separators=(",", ":"))
+    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"
 
 
-async def solve_events(handle: JobHandle, model: str) -> AsyncIterator[str]:
-    """``iteration`` events as the engine reports them, then one ``result`` (or ``error``) event."""
+async def solve_events(handle: JobHandle, model: str, heartbeat_s: float) -> AsyncIterator[str]:
+    """``iteration`` events as the engine reports them, then one ``result`` (or ``error``) event.
+
+    While nothing happens for ``heartbeat_s`` (the request waits in the queue, or between sparse
+    events) a comment line such as ``: pending`` goes out, so the client and any proxy in between see a
+    live connection rather than one to time out.
+    """
+    count = 0
+    events = aiter(handle.events())
+    upcoming: asyncio.Future[IterationEvent] | None = None
     try:
-        async for event in handle.events():
-            yield sse("iteration", IterationData.from_event(event))
+        while True:
+            upcoming = upcoming or asyncio.ensure_future(anext(events))
+            # wait without cancelling: a cancelled anext would end the event generator itself
+            done, _ = await asyncio.wait({upcoming}, timeout=heartbeat_s)
+            if not done:
+                yield f": {handle.state.value}\n\n"
+                continue
+            try:
+                event = upcoming.result()
+            except StopAsyncIteration:
+                break
+            upcoming = None
+            count += 1
+            yield sse("iteration", IterationData.from_event(event), count)
+        upcoming = None
         result = await handle.result()
         if result.status is Status.FAILED:
-            yield sse("error", ErrorResponse(error=engine_failed(result).body()))
+            yield sse("error", ErrorResponse(error=engine_failed(result).body()), count + 1)
         else:
-            yield sse("result", SolveResponse.from_result(result, model))
+            yield sse("result", SolveResponse.from_result(result, model), count + 1)
     except Exception as exc:  # the status line is sent already: report in-band, never a traceback
         log.exception("stream of request %s failed", handle.id)
-        yield sse("error", ErrorResponse(error=as_api_error(exc).body()))
+        yield sse("error", ErrorResponse(error=as_api_error(exc).body()), count + 1)
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
 
 
 class EventStream(StreamingResponse):

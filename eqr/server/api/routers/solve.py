@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
-from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, SettingsDep, allow_priority, require_model
 from eqr.server.api.errors import as_api_error, engine_failed
 from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
 from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
@@ -27,14 +27,36 @@ ERRORS = {
 }
 
 
+SSE_FORMAT = """Server-sent events, each `id: <n>` (1, 2, ...), `event: <name>`, `data: <one line of JSON>`:
+
+- `iteration` (every `stream_every` iterations): `{"id", "iteration", "board", "residual", "live_trajectories"}`,
+  the IterationData schema: the request id, the highest iteration reached, the current best board (81
+  characters, '.' undecided), the latent residual (null before the second iteration), trajectories still running;
+- `result` (last): the SolveResponse schema, as the JSON answer of a solve without `stream`;
+- `error` (last, instead of `result`): the ErrorResponse schema.
+
+While no event is due (queued, or between sparse events) a comment `: pending` or `: running` is sent every
+EQR_SSE_HEARTBEAT_S seconds (15); clients ignore comment lines."""
+SSE_CONTENT = {
+    "schema": {"type": "string", "description": SSE_FORMAT},
+    "example": 'id: 1\nevent: iteration\ndata: {"id":"4f1c...","iteration":1,"board":"..3.2.6..9...",'
+    '"residual":null,"live_trajectories":1}\n\n',
+}
+
+
 @router.post(
     "/solve",
     response_model=SolveResponse,
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "result, or an SSE stream"}},
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": SSE_CONTENT}, "description": "result, or an SSE stream"},
+    },
     dependencies=[JsonBody],
     summary="Solve one puzzle",
 )
-async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> SolveResponse | EventStream:
+async def solve(
+    body: SolveRequest, request: Request, broker: BrokerDep, settings: SettingsDep
+) -> SolveResponse | EventStream:
     """Solve and answer the result; with ``"stream": true`` answer ``text/event-stream`` instead:
     ``event: iteration`` every ``stream_every`` iterations, then ``event: result`` (or ``event: error``).
     A client that disconnects cancels the work."""
@@ -43,7 +65,7 @@ async def solve(body: SolveRequest, request: Request, broker: BrokerDep) -> Solv
     job = body.job(parse_puzzle(body.puzzle), broker.card.task)
     handle = await broker.submit(job, stream=body.stream)
     if body.stream:
-        return EventStream(solve_events(handle, broker.card.name), on_close=handle.cancel)
+        return EventStream(solve_events(handle, broker.card.name, settings.sse_heartbeat_s), on_close=handle.cancel)
     (result,) = await results_or_cancel([handle], request.receive)
     if result.status is Status.FAILED:
         raise engine_failed(result)
