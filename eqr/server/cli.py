@@ -298,6 +298,10 @@ def _add_api_options(p: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds a request's body may take to arrive after its headers before 408 (default 30)",
     )
+    p.add_argument(
+        "--cors-origins",
+        help="comma-separated origins whose web pages may call the API, '*' for any (default: CORS off)",
+    )
 
 
 def _add_redis_options(p: argparse.ArgumentParser) -> None:

@@ -71,3 +71,15 @@ def test_api_keys_and_limits_come_from_flags_and_environment(
     assert main(["serve", "--model", str(folder), "--api-keys-file", str(tmp_path / "absent")]) == 2
     assert "cannot read the API keys file" in capsys.readouterr().err
     assert len(served) == 1
+
+
+def test_read_timeouts_and_cors_come_from_flags(served, tmp_path: Path, capsys: pytest.CaptureFixture):
+    folder = save_model(tmp_path / "tiny-http", EqRNetwork(TINY))
+    flags = ["--header-timeout", "2.5", "--body-timeout", "7", "--cors-origins", "https://app.example"]
+    assert main(["serve", "--model", str(folder), *flags]) == 0
+    (s,) = served
+    assert (s.header_timeout_s, s.body_timeout_s, s.cors_origin_list) == (2.5, 7.0, ["https://app.example"])
+    assert main(["serve", "--model", str(folder), "--body-timeout", "0"]) == 2
+    assert "body_timeout_s" in capsys.readouterr().err
+    assert main(["serve", "--model", str(folder), "--cors-origins", "app.example"]) == 2
+    assert "scheme://host" in capsys.readouterr().err
