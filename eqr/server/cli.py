@@ -265,45 +265,6 @@ def _worker(args: argparse.Namespace) -> int:
     )
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    """The flags of a process that runs the model (``serve``, ``worker``)."""
-    p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
-    p.add_argument("--model-name", help="name clients use in the `model` field (default: the folder's name)")
-    p.add_argument("--device", help="torch device of the slot pool (default cpu)")
-    p.add_argument(
-        "--slots", type=_positive_int, help="slot pool capacity (default: what fills the device, 16 on a 2-core CPU)"
-    )
-    p.add_argument("--max-queue", type=_positive_int, help="queued trajectories before 429 (default 1024)")
-    p.add_argument("--max-depth", type=_positive_int, help="cap on a request's iterations (default 256)")
-    p.add_argument("--max-breadth", type=_positive_int, help="cap on a request's trajectories (default 16)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
-
-
-def _add_api_options(p: argparse.ArgumentParser) -> None:
-    """The flags of a process that serves the HTTP API (``serve``, ``api``)."""
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1, $EQR_HOST)")
-    p.add_argument("--port", type=int, help="TCP port (default 8000, $EQR_PORT)")
-    p.add_argument(
-        "--api-keys-file", help="require one of these API keys (one a line) on /v1 ($EQR_API_KEYS_FILE, $EQR_API_KEYS)"
-    )
-    p.add_argument(
-        "--header-timeout",
-        dest="header_timeout_s",
-        type=float,
-        help="seconds a request's headers may take to arrive before 408 (default 10, $EQR_HEADER_TIMEOUT_S)",
-    )
-    p.add_argument(
-        "--body-timeout",
-        dest="body_timeout_s",
-        type=float,
-        help="seconds a request's body may take to arrive after its headers before 408 (default 30)",
-    )
-    p.add_argument(
-        "--cors-origins",
-        help="comma-separated origins whose web pages may call the API, '*' for any (default: CORS off)",
-    )
-
-
 def _add_redis_options(p: argparse.ArgumentParser) -> None:
     """The flags of the distributed mode (``api``, ``worker``); also ``EQR_REDIS_*`` variables."""
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default redis://127.0.0.1:6379/0, $EQR_REDIS_URL)")
@@ -315,6 +276,9 @@ def _add_redis_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eqr.server import flags  # Settings (pydantic): torch-free, but not needed to import this module
+    from eqr.server.flags import add_settings_flags
+
     parser = argparse.ArgumentParser(prog="eqr", description="Equilibrium Reasoner serving and tooling")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -364,19 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("serve", help="serve the model over HTTP (flags override EQR_* environment variables)")
-    _add_api_options(p)
-    _add_engine_options(p)
+    add_settings_flags(p, flags.API, flags.ENGINE, flags.COMMON)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("api", help="serve the HTTP API over a Redis queue; no model is loaded (workers run it)")
-    _add_api_options(p)
-    p.add_argument("--model-name", help="name of the served model until a worker reports its own")
+    add_settings_flags(p, flags.API, flags.COMMON)
     p.add_argument("--max-jobs", dest="redis_max_jobs", type=_positive_int, help="unfinished jobs before 429 (10000)")
     _add_redis_options(p)
     p.set_defaults(func=_api)
 
     p = sub.add_parser("worker", help="run the model on jobs from a Redis queue (one per GPU)")
-    _add_engine_options(p)
+    add_settings_flags(p, flags.ENGINE, flags.COMMON)
     _add_redis_options(p)
     p.add_argument("--name", help="consumer name, unique per worker (default: host-pid)")
     p.add_argument("--prefetch", type=int, default=8, help="trajectories taken beyond the free slots (default 8)")

@@ -10,7 +10,9 @@ from eqr.model.bundled import BUNDLED_MODEL
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
+from eqr.server import flags
 from eqr.server.cli import main
+from eqr.server.engine.interface import EngineConfig
 from eqr.server.settings import Settings
 
 TINY = EqRConfig(hidden_size=16, expansion=2, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
@@ -28,7 +30,32 @@ def test_defaults_serve_the_bundled_model_locally(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("EQR_MODEL", raising=False)
     s = Settings()
     assert (s.host, s.port, s.model, s.served_model_name) == ("127.0.0.1", 8000, BUNDLED_MODEL, "sudoku-small")
-    assert s.threads is None and s.max_depth >= 64 and s.job_ttl_s > 0 and s.max_body_bytes >= 100_000
+    assert s.threads is None and s.slots is None  # torch's threads, and the slots that fill the device
+    # the caps an engine gets by default are the server's: embedded use and eqr serve cannot drift apart
+    engine = EngineConfig()
+    assert (s.max_depth, s.max_breadth, s.max_queue) == (engine.max_depth, engine.max_breadth, engine.max_queue)
+
+
+def test_every_setting_is_a_flag_with_its_default_in_the_help(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in Settings.model_fields:
+        if name in flags.ENV_ONLY:
+            assert f"{flags.flag_name(name)} " not in text  # a secret never goes on a command line
+            continue
+        assert f"{flags.flag_name(name)} " in text and f"$EQR_{name.upper()}" in text, name
+    assert "--job-ttl JOB_TTL_S how long a finished async job stays readable (default 600.0, $EQR_JOB_TTL_S)" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "present", "absent"), [("api", "--port", "--slots"), ("worker", "--slots", "--port")]
+)
+def test_each_command_takes_the_settings_it_uses(capsys, command, present, absent):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert present in out and absent not in out and "--drain-timeout" in out
 
 
 def test_flags_override_environment_variables(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -44,7 +44,7 @@ class EngineConfig:
     max_queue: int = 1024  # waiting trajectories before submit raises QueueFull
     default_depth: int | None = None  # None: the model's inference depth (config.json), else its training depth
     max_depth: int = 256
-    max_breadth: int = 64
+    max_breadth: int = 16  # as the server's default (Settings.max_breadth)
     default_noise: float | None = None  # None: the model's inference noise, else its training noise
     window: int | None = None  # convergence window; None: the model's, else ConvergenceRule's
     tol: float | None = None  # residual tolerance; None: the model's, else ConvergenceRule's

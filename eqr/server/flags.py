@@ -1,0 +1,72 @@
+"""Command-line flags derived from :class:`~eqr.server.settings.Settings`: one source for names, defaults and help.
+
+Every setting is an ``EQR_<NAME>`` environment variable and, for the commands it concerns, a flag
+``--<name>`` (underscores as dashes, a trailing ``_s`` of seconds dropped: ``job_ttl_s`` is
+``--job-ttl``). Flags default to None, so an unset flag leaves the environment variable or the
+setting's default in force; pydantic validates the values, so ranges live only in ``Settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from pathlib import Path
+
+from eqr.server.settings import Settings
+
+# the model runner's settings (eqr serve, eqr worker)
+ENGINE = ("model", "device", "slots", "max_queue", "max_depth", "max_breadth", "threads")
+# the HTTP API's settings (eqr serve, eqr api)
+API = (
+    "host",
+    "port",
+    "job_ttl_s",
+    "max_body_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "api_keys_file",
+    "rate_limit_per_s",
+    "rate_limit_burst",
+    "max_in_flight_per_client",
+    "auth_failures_per_min",
+    "sse_heartbeat_s",
+    "cors_origins",
+    "gzip_min_bytes",
+)
+# secrets stay in the environment: a command line is visible to every user of the machine
+ENV_ONLY = ("api_keys",)
+# every other setting concerns every server process (eqr serve, api and worker)
+COMMON = tuple(n for n in Settings.model_fields if n not in (*ENGINE, *API, *ENV_ONLY))
+
+
+def flag_name(field: str) -> str:
+    """``header_timeout_s`` → ``--header-timeout``; a rate (``_per_s``) keeps its unit."""
+    name = field if field.endswith("_per_s") else field.removesuffix("_s")
+    return "--" + name.replace("_", "-")
+
+
+def _value_type(annotation: object) -> tuple[type, tuple[str, ...] | None]:
+    """The argparse type (and choices) of a setting's annotation: ``int | None`` → int, a Literal → choices."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, tuple(typing.get_args(annotation))
+    kind = args[0]
+    return (str if kind is Path else kind), None  # type: ignore[return-value]
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, *groups: tuple[str, ...]) -> None:
+    """Add a flag for each setting named in ``groups``, its help the setting's own description and default."""
+    for group in groups:
+        for name in group:
+            info = Settings.model_fields[name]
+            kind, choices = _value_type(info.annotation)
+            default = info.get_default(call_default_factory=True)
+            shown = "" if default in (None, "") else f"default {default}, "
+            parser.add_argument(
+                flag_name(name),
+                dest=name,
+                type=kind,
+                choices=choices,
+                metavar=None if choices else name.upper(),
+                help=f"{info.description or name.replace('_', ' ')} ({shown}$EQR_{name.upper()})",
+            )
