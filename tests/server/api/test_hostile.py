@@ -1,23 +1,37 @@
 """Hostile input: huge bodies, deep nesting, wrong types, non-ASCII, absurd numbers.
 
 Every one must come back quickly as a 4xx in the one error shape, never a 500 or a hang, and leave
-the server serving.
+the server serving: the whole module talks to one app, and its last test checks that this app,
+after every request above, still solves.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
-from tests.server.api.conftest import PUZZLE
+from eqr.server.api import create_app
+from tests.server.api.conftest import PUZZLE, make_settings, serving
 from tests.server.api.test_errors import error_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 JSON = {"content-type": "application/json"}
 ENDPOINTS = ("/v1/solve", "/v1/solve/batch", "/v1/jobs")
 QUICK_S = 2.0  # generous for a loaded CI machine; the real cost is milliseconds
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(model_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app for the whole module (its tests run in file order), so hostile requests accumulate."""
+    async with serving(create_app(make_settings(model_dir))) as c:
+        yield c
 
 
 async def timed_post(client: httpx.AsyncClient, path: str, **kwargs) -> httpx.Response:
@@ -152,7 +166,9 @@ async def test_non_finite_numbers_are_422(client: httpx.AsyncClient):
         assert error["field"] == "noise"
 
 
-async def test_the_server_still_serves_after_all_that(client: httpx.AsyncClient):
+async def test_the_server_still_serves_after_all_that(client: httpx.AsyncClient, request: pytest.FixtureRequest):
+    ran = [item.name for item in request.session.items if item.module is request.module]
+    assert ran.index(request.node.name) == len(ran) - 1  # the last of the module: after all that, on one app
     await client.post("/v1/solve", content="[" * 100_000, headers=JSON)
     r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 1})
     assert r.status_code == 200 and r.json()["status"] == "max_iterations"
