@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from eqr.server.broker.base import InvalidParams, JobState, Overloaded, Unavailable
+from eqr.server.broker.base import InvalidParam, JobState, Overloaded, Unavailable
 from eqr.server.broker.local import LocalBroker, LocalJob
 from eqr.server.broker.redis import REDIS_ERRORS, connect, ensure_group
 from eqr.server.broker.redis_protocol import (
@@ -304,7 +304,7 @@ class Worker:
         except Overloaded:
             (self._backlog.appendleft if from_backlog else self._backlog.append)(a)
             return False
-        except InvalidParams as exc:
+        except InvalidParam as exc:
             a.computing = False
             self._store(a.entry_id, a.delivery, a.deliveries, failed_result(a.job, f"invalid job: {exc}"))
             return True

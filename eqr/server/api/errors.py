@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eqr.model.tasks.sudoku import PuzzleError
 from eqr.server.api.schemas import ErrorBody, ErrorResponse
-from eqr.server.broker.base import InvalidParams, Overloaded, Unavailable
+from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable
 from eqr.server.jobs import SolveResult
 from eqr.server.metrics import Metrics
 
@@ -122,7 +122,7 @@ def as_api_error(exc: BaseException) -> ApiError:
         return ApiError(429, "queue_full", f"{exc}; retry in {retry} s", headers={"Retry-After": str(retry)})
     if isinstance(exc, Unavailable):
         return ApiError(503, exc.code, str(exc), headers={"Retry-After": "1"})
-    if isinstance(exc, InvalidParams):
+    if isinstance(exc, InvalidParam):
         return ApiError(422, "invalid_request", exc.message, field=exc.field)
     if isinstance(exc, RequestValidationError):
         return _from_validation(exc.errors())
@@ -194,7 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
         PuzzleError,
         Overloaded,
         Unavailable,
-        InvalidParams,
+        InvalidParam,
         RequestValidationError,
         ClientGone,
         StarletteHTTPException,

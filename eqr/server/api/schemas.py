@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchem
 
 from eqr.model.tasks.sudoku import to_grid, to_string
 from eqr.server.broker.base import JobHandle, ModelCard
-from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
 
 EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 MAX_BATCH = 512
@@ -45,9 +45,6 @@ Puzzle = Annotated[
     ),
     Field(description="the puzzle: an 81-character string or a 9×9 grid", examples=[EXAMPLE_PUZZLE]),
 ]
-
-Status = Literal["converged", "max_iterations", "deadline", "cancelled", "failed"]
-
 
 def finite(x: float | None) -> float | None:
     """JSON has no inf/nan; a score that is not finite (e.g. no window yet) is reported as null."""
@@ -167,7 +164,7 @@ class SolveResponse(BaseModel):
         return cls(
             id=result.request_id,
             model=model,
-            status=result.status.value,
+            status=result.status,
             answer=to_string(result.answer),
             grid=to_grid(result.answer),
             valid=result.valid,

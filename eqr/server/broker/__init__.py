@@ -3,7 +3,7 @@
 from eqr.server.broker.base import (
     Broker,
     BrokerStats,
-    InvalidParams,
+    InvalidParam,
     JobHandle,
     JobState,
     ModelCard,
@@ -15,7 +15,7 @@ from eqr.server.broker.base import (
 __all__ = [
     "Broker",
     "BrokerStats",
-    "InvalidParams",
+    "InvalidParam",
     "JobHandle",
     "JobState",
     "ModelCard",

@@ -74,7 +74,7 @@ class Unavailable(BrokerError):
 
 
 @dataclass
-class InvalidParams(BrokerError):
+class InvalidParam(BrokerError):
     """A parameter the engine refuses (e.g. over a cap); ``field`` names it as the client spelled it."""
 
     message: str
@@ -120,7 +120,7 @@ class Broker(Protocol):
     async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> JobHandle:
         """Queue ``job``. ``stream``: deliver iteration events; ``keep``: retrievable by id until the TTL.
 
-        Raises :class:`Overloaded`, :class:`Unavailable` or :class:`InvalidParams`.
+        Raises :class:`Overloaded`, :class:`Unavailable` or :class:`InvalidParam`.
         """
         ...
 

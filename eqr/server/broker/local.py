@@ -20,13 +20,14 @@ from eqr.server.broker.base import (
     END_OF_EVENTS,
     BrokerStats,
     FutureJob,
-    InvalidParams,
+    InvalidParam,
     ModelCard,
     Overloaded,
     Readiness,
     Unavailable,
 )
-from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped, InvalidParam, QueueFull
+from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
+from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped
 from eqr.server.engine.interface import EngineStats
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
 from eqr.server.settings import Settings
@@ -177,12 +178,12 @@ class LocalBroker:
         on_event = handle.on_engine_event if (stream or keep) else None
         try:
             future = self._engine.submit(job, on_event=on_event)
-        except QueueFull as exc:
+        except engine_errors.Overloaded as exc:
             raise Overloaded(str(exc), exc.retry_after_s) from exc
         except EngineStopped as exc:
             raise Unavailable(str(exc)) from exc
-        except InvalidParam as exc:
-            raise InvalidParams(str(exc), field=exc.field) from exc
+        except engine_errors.InvalidParam as exc:
+            raise InvalidParam(str(exc), field=exc.field) from exc
         if not self._live:
             self._busy_since = time.monotonic()
         self._live[job.id] = handle

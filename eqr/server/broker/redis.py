@@ -33,7 +33,7 @@ from eqr.server.broker.base import (
     END_OF_EVENTS,
     BrokerStats,
     FutureJob,
-    InvalidParams,
+    InvalidParam,
     ModelCard,
     Overloaded,
     Readiness,
@@ -52,7 +52,7 @@ from eqr.server.broker.redis_protocol import (
     decode_result,
     encode_entry,
 )
-from eqr.server.engine.interface import InvalidParam
+from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
 from eqr.server.engine.validation import check_job
 from eqr.server.jobs import IterationEvent, Job, SolveResult
 
@@ -183,8 +183,8 @@ class RedisBroker:
         card = self._serving_card()
         try:
             check_job(job, task=card.task, cells=int(card.arch["seq_len"]), caps=card.caps)
-        except InvalidParam as exc:
-            raise InvalidParams(str(exc), field=exc.field) from exc
+        except engine_errors.InvalidParam as exc:
+            raise InvalidParam(str(exc), field=exc.field) from exc
         handle = RedisJob(self, job.id, stream=stream, keep=keep)
         self._track(handle, submitted=True)  # before the XADD: the answer may come back at once
         fields = encode_entry(Delivery(job, self._reply, stream, keep))

@@ -14,7 +14,7 @@ from eqr.server.engine.interface import (
     EngineStopped,
     InvalidParam,
     NullObserver,
-    QueueFull,
+    Overloaded,
 )
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
 
@@ -40,7 +40,7 @@ __all__ = [
     "IterationEvent",
     "Job",
     "NullObserver",
-    "QueueFull",
+    "Overloaded",
     "SolveParams",
     "SolveResult",
     "Status",

@@ -35,7 +35,7 @@ from eqr.server.engine.interface import (
     EngineStopped,
     InvalidParam,
     NullObserver,
-    QueueFull,
+    Overloaded,
 )
 from eqr.server.engine.request import Request
 from eqr.server.engine.scheduler import Ended, Progress, Scheduler
@@ -137,7 +137,7 @@ class Engine:
     def submit(self, job: Job, on_event: Callable[[IterationEvent], None] | None = None) -> Future[SolveResult]:
         """Queue ``job``; the future resolves with its result (never with an exception).
 
-        Raises :class:`InvalidParam` (a ``ValueError`` naming the field), :class:`QueueFull` or
+        Raises :class:`InvalidParam` (a ``ValueError`` naming the field), :class:`Overloaded` or
         :class:`EngineStopped`. ``on_event`` is called from the engine thread every
         ``stream_every`` iterations. Cancel through :meth:`cancel`; ``Future.cancel`` is refused.
         """
@@ -150,7 +150,7 @@ class Engine:
                 raise InvalidParam("id", f"request {job.id!r} is already in flight")
             queued = self._waiting + self._inbox_trajectories
             if queued + breadth > self.config.max_queue:
-                raise QueueFull(
+                raise Overloaded(
                     f"queue full: {queued} trajectories waiting, {breadth} more would exceed {self.config.max_queue}",
                     self._retry_after(queued + breadth - self.config.max_queue),
                 )

@@ -12,7 +12,7 @@ from typing import Protocol
 from eqr.server.jobs import Job, SolveResult
 
 
-class QueueFull(Exception):
+class Overloaded(Exception):
     """No room in the queue for the job's trajectories; retrying after ``retry_after_s`` may succeed."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
@@ -41,7 +41,7 @@ class EngineConfig:
     """
 
     slots: int = 64  # slot pool capacity: trajectories advanced per step (the server passes preferred_slots)
-    max_queue: int = 1024  # waiting trajectories before submit raises QueueFull
+    max_queue: int = 1024  # waiting trajectories before submit raises Overloaded
     default_depth: int | None = None  # None: the model's inference depth (config.json), else its training depth
     max_depth: int = 256
     max_breadth: int = 16  # as the server's default (Settings.max_breadth)

@@ -82,7 +82,7 @@ class Request:
         self.depth = depth
         self.noise = noise
         self.seed = seed
-        self.rule = p.aggregate
+        self.aggregate = p.aggregate  # the breadth aggregation rule's name
         self.quorum = p.quorum
         self.priority = p.priority
         self.halt_on_q = p.halt == "q_halt"
@@ -162,7 +162,7 @@ class Request:
         quorum = self.quorum_answer()
         pool = [t for t in answered if t.answer == quorum] if quorum is not None else answered
         if pool:
-            pick = aggregate(self.rule, [t.answer for t in pool], [t.score for t in pool])
+            pick = aggregate(self.aggregate, [t.answer for t in pool], [t.score for t in pool])
             chosen = pool[pick.index]
             answer = from_tokens(np.asarray(chosen.answer))
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from eqr.model.tasks.sudoku import parse_puzzle
-from eqr.server.broker.base import InvalidParams, JobState, ModelCard, Overloaded, Unavailable
+from eqr.server.broker.base import InvalidParam, JobState, ModelCard, Overloaded, Unavailable
 from eqr.server.broker.redis import RedisBroker, connect, ensure_group
 from eqr.server.broker.redis_protocol import (
     GROUP,
@@ -134,7 +134,7 @@ async def test_readiness_validation_and_bounded_admission(broker: RedisBroker, r
     await _until(lambda: broker.readiness().ready)
     assert broker.card == CARD
     assert broker.stats().capacity == 8 and broker.stats().live_slots == 3
-    with pytest.raises(InvalidParams) as err:
+    with pytest.raises(InvalidParam) as err:
         await broker.submit(Job(PUZZLE, SolveParams(depth=51)))
     assert err.value.field == "depth"
     handles = [await broker.submit(Job(PUZZLE, SolveParams(seed=i)), keep=True) for i in range(3)]

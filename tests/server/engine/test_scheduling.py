@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from eqr.server.engine import EngineStopped, InvalidParam, Job, QueueFull, SolveParams, Status
+from eqr.server.engine import EngineStopped, InvalidParam, Job, Overloaded, SolveParams, Status
 from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done
 
 NEVER = {9: 10**6}  # first cell 9: never settles
@@ -45,7 +45,7 @@ def test_aging_lets_low_priority_run_under_a_stream_of_high_priority(make_engine
 def test_queue_full_counts_trajectories(make_engine):
     engine = make_engine(slots=1, max_queue=3)
     engine.submit(Job(puzzle(1), SolveParams(breadth=2)))
-    with pytest.raises(QueueFull) as info:
+    with pytest.raises(Overloaded) as info:
         engine.submit(Job(puzzle(1), SolveParams(breadth=2)))
     assert info.value.retry_after_s >= 1.0 and engine.stats().queue_depth == 2
     engine.step()  # one trajectory takes the slot: 1 waits, 2 more fit
