@@ -1,0 +1,261 @@
+"""Maze codec, validation and answer checker, in the paper's Maze-Unique format (eqr.md §3).
+
+A maze is a grid of ``#`` (wall), `` `` (open), ``S`` (start) and ``G`` (goal); its answer is the same
+grid with the cells of the shortest S→G path between them marked ``o``. Token ids: 0 = PAD, then
+``# SGo`` as 1..5 (vocab 6), row-major. Every maze enters the system through :func:`parse_maze`, so
+every error a user can make is reported here once, with a message that names the rows or cells at
+fault. A parsed maze is an int8 array [rows, cols] of token ids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+from eqr.model.tasks.sudoku import PuzzleError
+
+CHARSET = "# SGo"
+VOCAB_SIZE = 1 + len(CHARSET)
+PAD_ID, WALL_ID, OPEN_ID, START_ID, GOAL_ID, PATH_ID = range(VOCAB_SIZE)
+UNKNOWN_CHAR = "?"  # how a PAD token (never a valid answer cell) is decoded
+
+_STEPS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+
+
+class MazeError(PuzzleError):
+    """A maze that cannot be accepted; ``cells`` lists the positions at fault (row, col, 0-based)."""
+
+
+def cell_name(row: int, col: int) -> str:
+    """Human name of a cell, e.g. ``r1c3`` (1-based, as the Sudoku cells are named)."""
+    return f"r{row + 1}c{col + 1}"
+
+
+def _rows_of(puzzle: str | list) -> list[str]:
+    if isinstance(puzzle, str):
+        # one string with a row per line; blank lines before and after the grid are framing, not rows
+        rows = puzzle.replace("\r\n", "\n").split("\n")
+        while rows and not rows[0]:
+            rows.pop(0)
+        while rows and not rows[-1]:
+            rows.pop()
+    elif isinstance(puzzle, list):
+        rows = puzzle
+        bad = [r + 1 for r, row in enumerate(rows) if not isinstance(row, str)]
+        if bad:
+            raise MazeError(f"maze rows must be strings; row(s) {_listing(bad)} are not")
+    else:
+        raise MazeError("maze must be a list of row strings or one string with a row per line")
+    if not rows:
+        raise MazeError("maze has no rows")
+    return rows
+
+
+def _listing(items: list) -> str:
+    shown = ", ".join(str(x) for x in items[:8])
+    return shown + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+
+def parse_maze(puzzle: str | list, size: int | None = None) -> np.ndarray:
+    """Parse a maze (rows of ``# SG``) into token ids [rows, cols]; raise :class:`MazeError`.
+
+    ``size`` (a model's board side) additionally requires a ``size`` × ``size`` grid.
+    """
+    rows = _rows_of(puzzle)
+    width = len(rows[0])
+    ragged = [r + 1 for r, row in enumerate(rows) if len(row) != width]
+    if ragged:
+        raise MazeError(
+            f"rows must have equal length: row 1 has {width} cells but row(s) {_listing(ragged)} differ "
+            f"({', '.join(f'row {r} has {len(rows[r - 1])}' for r in ragged[:3])})"
+        )
+    if size is not None and (len(rows) != size or width != size):
+        raise MazeError(f"maze must be {size}x{size} for this model, got {len(rows)} rows of {width}")
+    bad = [(r, c) for r, row in enumerate(rows) for c, ch in enumerate(row) if ch not in CHARSET[:4]]
+    if bad:
+        r, c = bad[0]
+        raise MazeError(
+            f"bad character {rows[r][c]!r} at {_listing([cell_name(*rc) for rc in bad])}: use '#' for walls, "
+            "' ' for open cells, 'S' for the start and 'G' for the goal ('o' marks the answer, not the maze)",
+            bad,
+        )
+    grid = np.array([[CHARSET.index(ch) + 1 for ch in row] for row in rows], dtype=np.int8)
+    for token, what in ((START_ID, "start 'S'"), (GOAL_ID, "goal 'G'")):
+        found = [(int(r), int(c)) for r, c in np.argwhere(grid == token)]
+        if len(found) != 1:
+            where = f" at {_listing([cell_name(*rc) for rc in found])}" if found else ""
+            raise MazeError(f"maze must have exactly one {what}, found {len(found)}{where}", found)
+    if shortest_path_length(grid) < 0:
+        s, g = _find(grid, START_ID), _find(grid, GOAL_ID)
+        raise MazeError(
+            f"no path through open cells from the start at {cell_name(*s)} to the goal at {cell_name(*g)}", [s, g]
+        )
+    return grid
+
+
+def _find(grid: np.ndarray, token: int) -> tuple[int, int]:
+    r, c = np.argwhere(grid == token)[0]
+    return int(r), int(c)
+
+
+@nb.njit(cache=True)
+def bfs(passable, rows, cols, start, dist, count):
+    """Breadth-first search over the flat ``passable`` mask from cell ``start``.
+
+    Fills ``dist`` (steps from start, -1 = unreachable) and ``count`` (number of shortest paths,
+    saturating at 2: all that uniqueness needs, and it cannot overflow).
+    """
+    dist[:] = -1
+    count[:] = 0
+    queue = np.empty(rows * cols, np.int64)
+    dist[start] = 0
+    count[start] = 1
+    queue[0] = start
+    head, tail = 0, 1
+    while head < tail:
+        v = queue[head]
+        head += 1
+        r, c = v // cols, v % cols
+        for k in range(4):
+            nr, nc = r + _STEPS[k, 0], c + _STEPS[k, 1]
+            if nr < 0 or nr >= rows or nc < 0 or nc >= cols:
+                continue
+            u = nr * cols + nc
+            if not passable[u]:
+                continue
+            if dist[u] == -1:
+                dist[u] = dist[v] + 1
+                count[u] = count[v]
+                queue[tail] = u
+                tail += 1
+            elif dist[u] == dist[v] + 1:
+                count[u] = min(2, count[u] + count[v])
+
+
+def _search(grid: np.ndarray, passable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = grid.shape
+    s = _find(grid, START_ID)
+    dist = np.empty(rows * cols, np.int64)
+    count = np.empty(rows * cols, np.int64)
+    bfs(passable.reshape(-1), rows, cols, s[0] * cols + s[1], dist, count)
+    return dist, count
+
+
+def _goal_index(grid: np.ndarray) -> int:
+    r, c = _find(grid, GOAL_ID)
+    return r * grid.shape[1] + c
+
+
+def shortest_path_length(grid: np.ndarray) -> int:
+    """Steps of the shortest S→G path through non-wall cells of a maze (-1 when there is none)."""
+    dist, _ = _search(grid, grid != WALL_ID)
+    return int(dist[_goal_index(grid)])
+
+
+def shortest_path_count(grid: np.ndarray) -> int:
+    """Number of shortest S→G paths, saturating at 2 (1 = the maze is Maze-Unique)."""
+    _, count = _search(grid, grid != WALL_ID)
+    return int(count[_goal_index(grid)])
+
+
+def to_tokens(grid: np.ndarray) -> np.ndarray:
+    """A maze or answer grid [rows, cols] (or a batch of them) to flat row-major token ids."""
+    arr = np.asarray(grid, dtype=np.int64)
+    return arr.reshape(*arr.shape[:-2], -1)
+
+
+def from_tokens(tokens: np.ndarray, cols: int) -> np.ndarray:
+    """Flat model output ids to an answer grid [rows, cols] of token ids."""
+    return np.asarray(tokens, dtype=np.int8).reshape(-1, cols)
+
+
+def to_rows(grid: np.ndarray) -> list[str]:
+    """Token ids [rows, cols] to row strings; PAD (never a valid answer cell) shows as ``?``."""
+    chars = UNKNOWN_CHAR + CHARSET
+    return ["".join(chars[int(t)] for t in row) for row in np.asarray(grid)]
+
+
+def to_string(grid: np.ndarray) -> str:
+    return "\n".join(to_rows(grid))
+
+
+def _answer_grid(answer: str | list | np.ndarray) -> np.ndarray | None:
+    if isinstance(answer, np.ndarray):
+        return answer.astype(np.int8)
+    chars = UNKNOWN_CHAR + CHARSET
+    try:
+        rows = _rows_of(answer)
+    except MazeError:
+        return None
+    if len({len(row) for row in rows}) != 1 or any(ch not in chars for row in rows for ch in row):
+        return None
+    return np.array([[chars.index(ch) for ch in row] for row in rows], dtype=np.int8)
+
+
+def verify(puzzle: str | list | np.ndarray, answer: str | list | np.ndarray) -> bool:
+    """True when ``answer`` marks a shortest S→G path of ``puzzle`` with ``o`` and changes nothing else.
+
+    ``puzzle`` may be raw (it is parsed) or a parsed grid; ``answer`` rows, a string or a grid.
+    The ``o`` cells must be open cells of the puzzle, number exactly one less than the shortest
+    distance, and connect S to G on their own: then they are a shortest path and nothing more.
+    """
+    grid = puzzle if isinstance(puzzle, np.ndarray) else parse_maze(puzzle)
+    ans = _answer_grid(answer)
+    if ans is None or ans.shape != grid.shape:
+        return False
+    marked = ans == PATH_ID
+    if not np.array_equal(np.where(marked, OPEN_ID, ans), grid):
+        return False  # a wall, S or G changed, or a path mark sits on a non-open cell
+    length = shortest_path_length(grid)
+    dist, _ = _search(grid, marked | (grid == START_ID) | (grid == GOAL_ID))
+    return int(marked.sum()) == length - 1 and int(dist[_goal_index(grid)]) == length
+
+
+def solution(grid: np.ndarray) -> np.ndarray:
+    """The answer grid of a Maze-Unique maze: the one shortest path marked ``o``."""
+    if shortest_path_count(grid) != 1:
+        raise MazeError("maze has no unique shortest path from S to G")
+    rows, cols = grid.shape
+    dist, _ = _search(grid, grid != WALL_ID)
+    ans = grid.copy().reshape(-1)
+    v = _goal_index(grid)
+    while dist[v] > 1:
+        r, c = divmod(v, cols)
+        for dr, dc in _STEPS:
+            u = (r + dr) * cols + c + dc
+            if 0 <= r + dr < rows and 0 <= c + dc < cols and dist[u] == dist[v] - 1:
+                v = u
+                break
+        ans[v] = PATH_ID
+    return ans.reshape(rows, cols)
+
+
+def write_jsonl(path: str | Path, puzzles: np.ndarray, solutions: np.ndarray, meta: list[dict]) -> None:
+    """Write mazes as JSON lines ``{"puzzle": rows, "solution": rows, **meta}`` (readable, diffable)."""
+    with open(path, "w") as fh:
+        for p, s, m in zip(puzzles, solutions, meta, strict=True):
+            fh.write(json.dumps({"puzzle": to_rows(p), "solution": to_rows(s), **m}) + "\n")
+
+
+def read_jsonl(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Read a maze set written by :func:`write_jsonl`: puzzles, solutions [n, rows, cols], other fields."""
+    puzzles, solutions, meta = [], [], []
+    with open(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            try:
+                grid = parse_maze(doc.pop("puzzle"))
+            except MazeError as exc:
+                raise ValueError(f"{path}:{line_no}: {exc}") from exc
+            answer = _answer_grid(doc.pop("solution"))
+            if answer is None or not verify(grid, answer):
+                raise ValueError(f"{path}:{line_no}: the solution does not mark a shortest path")
+            puzzles.append(grid)
+            solutions.append(answer)
+            meta.append(doc)
+    return np.stack(puzzles), np.stack(solutions), meta
