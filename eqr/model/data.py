@@ -1,24 +1,36 @@
-"""Training data: pools of generated puzzles, multiplied by augmentation, mixed by a curriculum.
+"""Training data for each task, as token arrays: a stream of training rows and fixed held-out sets.
 
-Two pools come from the project's own generator (never from the public evaluation sets):
+Sudoku: two pools come from the project's own generator (never from the public evaluation sets):
 ``mixed`` (any difficulty, a range of given counts) and ``hard`` (minimal puzzles that need the
-most search, the kind the paper trains on). Pools are cached as ``.npz`` so a resumed run does
-not regenerate them.
+most search, the kind the paper trains on), multiplied by augmentation and mixed by a curriculum.
+Pools are cached as ``.npz`` so a resumed run does not regenerate them.
+
+Maze: generating a maze costs microseconds, so every refill draws fresh mazes (no pool, no
+augmentation). Training draws generator seeds from [TRAIN_SEED_MIN, 2**62) and the held-out sets
+use fixed seeds below it (:func:`maze_eval_seed`), so no training maze comes from an eval stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from eqr.model.tasks import solver
 from eqr.model.tasks.augment import augment
+from eqr.model.tasks.mazegen import MazeSpec, generate
+from eqr.model.tasks.sudoku import to_tokens
 
 CHUNK = 2000
+TRAIN_SEED_MIN = 2**32  # maze training seeds start here; eval seeds stay below
+MAZE_EVAL_SEED_BASE = 1_000_000
+
+Tokens = tuple[np.ndarray, np.ndarray]  # (puzzles, labels) as token ids [n, cells]
 
 
 @dataclass(frozen=True)
@@ -93,3 +105,58 @@ class PuzzleSampler:
                 idx = self.rng.integers(0, len(p), k)
                 out_p[mask], out_s[mask] = augment(p[idx], s[idx], self.rng)
         return out_p, out_s
+
+
+def maze_eval_seed(size: int) -> int:
+    """The fixed generator seed of the held-out mazes of side ``size`` (committed sets, training evals)."""
+    return MAZE_EVAL_SEED_BASE + size
+
+
+class MazeSampler:
+    """Draws fresh generated mazes; seeds come from a seeded stream above :data:`TRAIN_SEED_MIN`."""
+
+    def __init__(self, spec: MazeSpec, seed: int) -> None:
+        self.spec = spec
+        self.rng = np.random.default_rng(seed)
+
+    def next_seed(self) -> int:
+        return int(self.rng.integers(TRAIN_SEED_MIN, 2**62))
+
+    def sample(self, n: int, progress: float) -> Tokens:
+        """``n`` (maze, answer) token arrays; ``progress`` is unused (no maze curriculum)."""
+        puzzles, solutions, _, _ = generate(n, self.spec, seed=self.next_seed())
+        return puzzles, solutions
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What training needs from a task: ``sample(n, progress)`` rows, held-out sets, model-folder metadata."""
+
+    sample: Callable[[int, float], Tokens]
+    eval_sets: dict[str, Tokens]
+    meta: dict[str, Any]
+
+
+def sudoku_data(cfg: DataConfig, cache_dir: str | Path, seed: int, eval_n: int) -> TaskData:
+    """The pools and curriculum sampler, and held-out generated puzzles (seeds disjoint from the pools)."""
+    pools = build_pools(cfg, cache_dir)
+    print(f"pools: mixed {len(pools['mixed'][0])}, hard {len(pools['hard'][0])}")
+    sampler = PuzzleSampler(pools, cfg, seed)
+    p, s, _ = solver.generate(eval_n, cfg.min_givens, cfg.max_givens, seed=10_000_019 + cfg.seed)
+    hp, hs, nodes = solver.generate(4 * eval_n, 17, 17, seed=20_000_003 + cfg.seed)
+    keep = np.nonzero(nodes >= cfg.hard_min_nodes)[0][:eval_n]
+    return TaskData(
+        sample=lambda n, progress: tuple(to_tokens(x) for x in sampler.sample(n, progress)),
+        eval_sets={"mixed": (to_tokens(p), to_tokens(s)), "hard": (to_tokens(hp[keep]), to_tokens(hs[keep]))},
+        meta={"task": "sudoku"},
+    )
+
+
+def maze_data(spec: MazeSpec, seed: int, eval_n: int) -> TaskData:
+    """Fresh mazes for training; the first ``eval_n`` mazes of the held-out stream for evaluation."""
+    puzzles, solutions, _, _ = generate(eval_n, spec, seed=maze_eval_seed(spec.size))
+    return TaskData(
+        sample=MazeSampler(spec, seed).sample,
+        eval_sets={"maze": (puzzles, solutions)},
+        meta={"task": "maze", "grid": {"rows": spec.size, "cols": spec.size}},
+    )

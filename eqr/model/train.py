@@ -18,21 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
-from eqr.model.data import DataConfig, PuzzleSampler, build_pools
+from eqr.model.data import DataConfig, TaskData, maze_data, sudoku_data
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.tasks import solver
-from eqr.model.tasks.sudoku import to_tokens
+from eqr.model.tasks.mazegen import MazeSpec
 from eqr.runtime.rollout import rollout
 
 STATE_FILE = "train_state.pt"
+DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeSpec]] = {"sudoku": DataConfig, "maze": MazeSpec}
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,37 @@ class RunConfig:
     name: str
     arch: EqRConfig
     train: TrainConfig
-    data: DataConfig
+    data: DataConfig | MazeSpec
+    task: str = "sudoku"
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """Read a run config; its ``task`` (default ``sudoku``) says what the ``data`` section describes."""
         doc = json.loads(Path(path).read_text())
+        task = doc.get("task", "sudoku")
+        if task not in DATA_CONFIGS:
+            raise ValueError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
         return cls(
             name=doc.get("name", Path(path).stem),
             arch=EqRConfig.from_dict(doc.get("arch", {})),
             train=TrainConfig(**doc.get("train", {})),
-            data=DataConfig(**doc.get("data", {})),
+            data=DATA_CONFIGS[task](**doc.get("data", {})),
+            task=task,
         )
+
+    def task_data(self, cache_dir: str | Path, seed: int) -> TaskData:
+        """The task's training stream (sampler seeded with ``seed``) and held-out sets."""
+        if isinstance(self.data, MazeSpec):
+            if self.arch.seq_len != self.data.size**2:
+                size = self.data.size
+                raise ValueError(f"arch.seq_len {self.arch.seq_len} does not fit {size}x{size} mazes (needs {size**2})")
+            return maze_data(self.data, seed, self.train.eval_puzzles)
+        return sudoku_data(self.data, cache_dir, seed, self.train.eval_puzzles)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "task": self.task,
             "arch": self.arch.to_dict(),
             "train": dataclasses.asdict(self.train),
             "data": dataclasses.asdict(self.data),
@@ -100,29 +115,18 @@ class Carry:
         self.steps = torch.zeros(batch, dtype=torch.long, device=device)
         self.halted = torch.ones(batch, dtype=torch.bool, device=device)
 
-    def refill(self, model: EqRNetwork, sampler: PuzzleSampler, progress: float, gen: torch.Generator) -> None:
+    def refill(self, model: EqRNetwork, data: TaskData, progress: float, gen: torch.Generator) -> None:
         idx = self.halted.nonzero().squeeze(1)
         if idx.numel() == 0:
             return
-        p, s = sampler.sample(idx.numel(), progress)
+        p, s = data.sample(idx.numel(), progress)
         dev = self.tokens.device
-        self.tokens[idx] = torch.from_numpy(to_tokens(p)).to(dev)
-        self.labels[idx] = torch.from_numpy(to_tokens(s)).to(dev)
+        self.tokens[idx] = torch.from_numpy(p).long().to(dev)
+        self.labels[idx] = torch.from_numpy(s).long().to(dev)
         seeds = torch.randint(0, 2**62, (idx.numel(),), generator=gen).to(dev)
         self.z_H[idx], self.z_L[idx] = model.initial_state(seeds)
         self.steps[idx] = 0
         self.halted[idx] = False
-
-
-def _eval_set(cfg: RunConfig, n: int) -> dict[str, torch.Tensor]:
-    """A fixed held-out set of generated puzzles (seeds disjoint from the training pools)."""
-    p, s, _ = solver.generate(n, cfg.data.min_givens, cfg.data.max_givens, seed=10_000_019 + cfg.data.seed)
-    hp, hs, nodes = solver.generate(4 * n, 17, 17, seed=20_000_003 + cfg.data.seed)
-    keep = np.nonzero(nodes >= cfg.data.hard_min_nodes)[0][:n]
-    return {
-        "mixed": (torch.from_numpy(to_tokens(p)), torch.from_numpy(to_tokens(s))),
-        "hard": (torch.from_numpy(to_tokens(hp[keep])), torch.from_numpy(to_tokens(hs[keep]))),
-    }
 
 
 def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[str, float]:
@@ -166,11 +170,9 @@ def train(
         step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
 
-    pools = build_pools(cfg.data, cache_dir)
-    print(f"pools: mixed {len(pools['mixed'][0])}, hard {len(pools['hard'][0])}")
-    sampler = PuzzleSampler(pools, cfg.data, seed=tc.seed * 7919 + step)
+    data = cfg.task_data(cache_dir, seed=tc.seed * 7919 + step)
     gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
-    eval_sets = _eval_set(cfg, tc.eval_puzzles)
+    eval_sets = {k: tuple(torch.from_numpy(x).long() for x in v) for k, v in data.eval_sets.items()}
     eval_model = EqRNetwork(cfg.arch).to(device).eval()
     carry = Carry(model, tc.batch_size, device)
     sigma = cfg.arch.noise_scale
@@ -182,7 +184,7 @@ def train(
         eval_model.load_state_dict(model.state_dict())
         ema.copy_to(eval_model)
         meta = {
-            "task": "sudoku",
+            **data.meta,
             "training": {"config": cfg.to_dict(), "steps": step, "minutes": round(elapsed / 60, 1), "history": history},
             "inference": {"depth": 32, "noise": sigma, "window": 3, "tol": 0.05},
             **({"accuracy": metrics} if metrics else {}),
@@ -206,7 +208,7 @@ def train(
     while step < tc.max_steps:
         t0 = time.time()
         progress = step / tc.max_steps
-        carry.refill(model, sampler, progress, gen)
+        carry.refill(model, data, progress, gen)
         lr = lr_at(step, tc)
         for group in opt.param_groups:
             group["lr"] = lr
