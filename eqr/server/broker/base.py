@@ -163,6 +163,10 @@ class FutureJob:
             return JobState.CANCELLED if result is not None and result.status is Status.CANCELLED else JobState.DONE
         return JobState.RUNNING if self._started else JobState.PENDING
 
+    def mark_started(self) -> None:
+        """Its work is known to be running (a first iteration event, or a worker's word in Redis)."""
+        self._started = True
+
     def peek(self) -> SolveResult | None:
         done = self._result.done() and not self._result.cancelled() and self._result.exception() is None
         return self._result.result() if done else None

@@ -66,7 +66,7 @@ class LocalJob(FutureJob):
     # -- engine thread ------------------------------------------------------------------------------
 
     def on_engine_event(self, event: IterationEvent) -> None:
-        self._started = True
+        self.mark_started()
         if self._events is not None:
             self._call_in_loop(self._events.put_nowait, event)
 

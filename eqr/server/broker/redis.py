@@ -39,6 +39,7 @@ from eqr.server.broker.base import (
     Readiness,
     Unavailable,
 )
+from eqr.server.broker.redis_health import RedisHealth
 from eqr.server.broker.redis_protocol import (
     ENQUEUE,
     EVENT,
@@ -98,7 +99,7 @@ class RedisJob(FutureJob):
 
     async def result(self) -> SolveResult:
         if not self._result.done():
-            self._broker._watch(self)  # a handle from get() is only swept once somebody waits on it
+            self._broker.watch(self)  # a handle from get() is only swept once somebody waits on it
         return await asyncio.shield(self._result)
 
     def cancel(self) -> None:
@@ -108,7 +109,7 @@ class RedisJob(FutureJob):
     # -- fed by the broker ----------------------------------------------------------------------------
 
     def _event(self, event: IterationEvent) -> None:
-        self._started = True
+        self.mark_started()
         if self._events is not None and not self._result.done():
             self._events.put_nowait(event)
 
@@ -149,8 +150,7 @@ class RedisBroker:
         self._card: ModelCard | None = None
         self._workers: list[dict[str, Any]] = []
         self._backlog = 0  # jobs in the stream not yet delivered to any worker
-        self._redis_ok = False
-        self._redis_error = "not connected yet"
+        self.health = RedisHealth()
         self._subscription = asyncio.Event()  # set while subscribed
         self._recovering = False  # Redis failed since the last full sweep: check for lost jobs
         self._waiting: dict[str, RedisJob] = {}  # jobs whose result this node waits for
@@ -173,7 +173,7 @@ class RedisBroker:
         with contextlib.suppress(*REDIS_ERRORS):
             await self._poll()  # an early snapshot; a Redis that is down is retried in the background
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll_loop())]
-        if self._redis_ok:  # be subscribed before taking work, so no early event is missed
+        if self.health.ok:  # be subscribed before taking work, so no early event is missed
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._subscription.wait(), 5.0)
 
@@ -219,7 +219,7 @@ class RedisBroker:
             return handle if handle is not None and handle.keep else None
         handle = handle or RedisJob(self, job_id, stream=False, keep=True)
         if kept == "running":
-            handle._started = True
+            handle.mark_started()
         return handle
 
     async def drain(self, timeout_s: float) -> bool:
@@ -259,8 +259,8 @@ class RedisBroker:
             return Readiness(
                 False, "draining", f"draining: admitting no work, {len(self._submitted)} request(s) finishing"
             )
-        if not self._redis_ok:
-            return Readiness(False, "not_ready", f"Redis is unreachable: {self._redis_error}")
+        if not self.health.ok:
+            return Readiness(False, "not_ready", self.health.reason)
         if not self._subscription.is_set():
             return Readiness(False, "not_ready", "not yet subscribed to this node's reply channel")
         if not self._workers:
@@ -274,8 +274,8 @@ class RedisBroker:
     # -- bookkeeping ------------------------------------------------------------------------------------
 
     def _serving_card(self) -> ModelCard:
-        if not self._redis_ok:
-            raise Unavailable(f"Redis is unreachable: {self._redis_error}")
+        if not self.health.ok:
+            raise Unavailable(self.health.reason)
         if not self._workers or self._card is None:
             raise Unavailable("no live worker to run the job; start one with `eqr worker --redis URL`")
         return self._card
@@ -294,15 +294,13 @@ class RedisBroker:
         if not self._submitted:
             self._idle.set()
 
-    def _watch(self, handle: RedisJob) -> None:
+    def watch(self, handle: RedisJob) -> None:
+        """Follow ``handle``'s job in the sweep (until it settles), for a handle made by :meth:`get`."""
         if handle.id not in self._waiting:
             self._track(handle, submitted=False)
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self._redis_ok:
-            log.warning("Redis is unreachable: %s", exc)
-        self._redis_ok = False
-        self._redis_error = str(exc) or type(exc).__name__
+        self.health.down(exc)
         self._recovering = True
 
     def _cancel_soon(self, job_id: str) -> None:
@@ -396,9 +394,7 @@ class RedisBroker:
         self._workers, self._backlog = workers, max(0, length - delivered)
         if workers:
             self._card = decode_card(workers[0]["card"])
-        if not self._redis_ok:
-            log.info("Redis is reachable; %d live worker(s)", len(workers))
-        self._redis_ok = True
+        self.health.up(f"{len(workers)} live worker(s)")
         recovering, self._recovering = self._recovering, False
         await self._sweep(check_lost=recovering)
 
@@ -446,7 +442,7 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         b = self._broker
         yield GaugeMetricFamily(
-            "eqr_redis_up", "1 when this API node reached Redis at its last poll", value=b._redis_ok
+            "eqr_redis_up", "1 when this API node reached Redis at its last poll", value=b.health.ok
         )
         yield GaugeMetricFamily("eqr_workers_live", "Workers with a live heartbeat", value=len(b._workers))
         yield GaugeMetricFamily(

@@ -1,0 +1,82 @@
+"""What a worker holds: the stream entries it owns, and how many more trajectories it may take."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from eqr.server.broker.base import JobState
+from eqr.server.broker.local import LocalJob
+from eqr.server.broker.redis_protocol import Delivery
+from eqr.server.jobs import Job
+
+
+@dataclass(eq=False)
+class Assignment:
+    """A stream entry this worker owns: its job, its handle in the local engine, and its fate."""
+
+    entry_id: str
+    delivery: Delivery
+    deliveries: int
+    handle: LocalJob | None = None
+    computing: bool = True  # holds (or waits for) slots
+    cancel_requested: bool = False  # by the caller: a cancelled result is then the real answer
+    abandoned: bool = False  # another worker owns the entry now: never store this copy
+    storing: bool = False  # its result is in the outbox (STORE settles any race with another copy)
+    marked_running: bool = False
+
+    @property
+    def job(self) -> Job:
+        return self.delivery.job
+
+    @property
+    def trajectories(self) -> int:
+        return self.job.params.breadth
+
+    @property
+    def started(self) -> bool:
+        return self.handle is not None and self.handle.state is JobState.RUNNING
+
+
+class Assignments:
+    """The entries held, by entry id and by job id, against a capacity in trajectories.
+
+    The capacity is the worker's admission limit: its slots plus ``prefetch``. It takes no more
+    from the shared stream than it can start soon, so the rest stays claimable by other workers.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._by_entry: dict[str, Assignment] = {}
+        self._by_job: dict[str, Assignment] = {}
+        self.room_freed = asyncio.Event()
+
+    def __contains__(self, entry_id: str) -> bool:
+        return entry_id in self._by_entry
+
+    def __len__(self) -> int:
+        return len(self._by_entry)
+
+    def all(self) -> list[Assignment]:
+        return list(self._by_entry.values())
+
+    def entry(self, entry_id: str) -> Assignment | None:
+        return self._by_entry.get(entry_id)
+
+    def job(self, job_id: str) -> Assignment | None:
+        return self._by_job.get(job_id)
+
+    def add(self, a: Assignment) -> None:
+        self._by_entry[a.entry_id] = a
+        self._by_job[a.job.id] = a
+
+    def room(self) -> int:
+        """Trajectories this worker may still take: capacity minus what it is computing."""
+        return self.capacity - sum(a.trajectories for a in self._by_entry.values() if a.computing)
+
+    def forget(self, entry_id: str) -> None:
+        """The entry is settled (stored, or another worker's now): drop it and wake the intake."""
+        a = self._by_entry.pop(entry_id, None)
+        if a is not None and self._by_job.get(a.job.id) is a:
+            del self._by_job[a.job.id]
+        self.room_freed.set()

@@ -1,0 +1,155 @@
+"""The worker's lease and cancellation: heartbeats that keep its entries its own, and cancels that stop them.
+
+Every heartbeat the worker advertises itself (name, model card, slots, load, metrics port) and
+resets the idle time of the entries it is computing (``RENEW``), so a long solve is never
+mistaken for a dead worker; an entry it finds owned by someone else was reclaimed, and its local
+copy is dropped. Cancels arrive on a channel, and the cancel keys are also checked every beat,
+which covers a channel outage. At shutdown the unfinished entries are handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+
+from redis.asyncio import Redis
+
+from eqr.server.broker.local import LocalBroker
+from eqr.server.broker.redis import REDIS_ERRORS, ensure_group
+from eqr.server.broker.redis_health import RedisHealth, after_error
+from eqr.server.broker.redis_protocol import GROUP, RENEW, Keys, RedisOptions, encode_card
+from eqr.server.worker.assignments import Assignments
+from eqr.server.worker.intake import Intake
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """Heartbeat, lease renewal and cancellation for the entries in ``held``."""
+
+    def __init__(
+        self,
+        local: LocalBroker,
+        client: Redis,
+        options: RedisOptions,
+        held: Assignments,
+        intake: Intake,
+        health: RedisHealth,
+        *,
+        worker: str,
+        metrics_port: int,
+    ) -> None:
+        self._local = local
+        self._client = client
+        self.options = options
+        self.keys = Keys(options.prefix)
+        self._held = held
+        self._intake = intake
+        self._health = health
+        self._worker = worker
+        self._metrics_port = metrics_port  # the one it bound, advertised: with --metrics-port 0 only it knows
+        self._renew = client.register_script(RENEW)
+        self.last_beat = time.monotonic()
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            self.last_beat = time.monotonic()
+            try:
+                await self._beat()
+                self._health.up()
+            except REDIS_ERRORS as exc:
+                await after_error(
+                    self._health, exc, lambda: ensure_group(self._client, self.keys), min(1.0, self.options.heartbeat_s)
+                )
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(self.options.heartbeat_s)
+
+    async def _beat(self) -> None:
+        stats = self._local.stats()
+        doc = {
+            "name": self._worker,
+            "card": encode_card(self._local.card),
+            "slots": stats.capacity,
+            "live_slots": stats.live_slots,
+            "queue_depth": stats.queue_depth,
+            "in_flight": stats.in_flight,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "metrics_port": self._metrics_port,
+        }
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.worker(self._worker), json.dumps(doc), px=int(self.options.worker_ttl_s * 1000))
+            pipe.sadd(self.keys.workers, self._worker)
+            await pipe.execute()
+        held = self._held.all()
+        if not held:
+            return
+        lost = await self._renew(keys=[self.keys.jobs], args=[GROUP, self._worker, *(a.entry_id for a in held)])
+        for entry_id in lost:
+            self._abandon(entry_id)
+        computing = [a for a in held if a.computing and not a.abandoned]
+        if computing:
+            flags = await self._client.mget([self.keys.cancel(a.job.id) for a in computing])
+            for a, flag in zip(computing, flags, strict=True):
+                if flag is not None:
+                    self.cancel_job(a.job.id)
+        running = [a for a in computing if a.delivery.keep and not a.marked_running and a.started]
+        if running:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for a in running:
+                    pipe.set(self.keys.kept(a.job.id), "running", xx=True, keepttl=True)
+                await pipe.execute()
+            for a in running:
+                a.marked_running = True
+
+    async def cancel_loop(self) -> None:
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.cancel_channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self.cancel_job(message["data"])
+            except REDIS_ERRORS as exc:
+                self._health.down(exc)  # the heartbeat's look at the cancel keys covers the gap
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()
+            await asyncio.sleep(min(1.0, self.options.heartbeat_s))
+
+    def cancel_job(self, job_id: str) -> None:
+        a = self._held.job(job_id)
+        if a is None or a.cancel_requested or not a.computing:
+            return
+        a.cancel_requested = True
+        if a.handle is not None:
+            a.handle.cancel()  # the engine frees its slots at the next step; the result says cancelled
+
+    def _abandon(self, entry_id: str) -> None:
+        """Another worker owns the entry (or it was completed): stop computing a copy nobody will use."""
+        a = self._held.entry(entry_id)
+        if a is None or a.storing:  # a store that just acked it, or one that will find the winner's result
+            return
+        log.warning("lost the lease on job %s to another worker; dropping the local copy", a.job.id)
+        a.abandoned = True
+        self._intake.withdraw(a)
+        if a.handle is not None and a.computing:
+            a.handle.cancel()
+        else:
+            self._held.forget(entry_id)
+
+    async def release(self) -> None:
+        """Hand every held entry back: idle time past ``claim_idle_s`` makes them claimable at once
+        (JUSTID: the delivery count is not raised by this step, only by the next claim)."""
+        entry_ids = [a.entry_id for a in self._held.all()]
+        if entry_ids:
+            idle_ms = int(self.options.claim_idle_s * 1000) + 1
+            await self._client.xclaim(self.keys.jobs, GROUP, self._worker, 0, entry_ids, idle=idle_ms, justid=True)
+            log.info("handed back %d unfinished job(s)", len(entry_ids))
