@@ -7,6 +7,10 @@ RNG state we do not need. Everything that decides how the network computes is ch
 than trusted: every tensor must map to a parameter of :class:`EqRNetwork` with the right shape, and
 the puzzle-prefix layout is confirmed by three independent pieces of evidence (§2.4), because a
 prefix model run without its prefix loads silently and just gives worse answers.
+
+Why one file of ~430 lines: it is one foreign format's whole story (refusing what is not a plain
+pickle, restricted unpickling, key mapping, layout evidence, config translation); split, the
+checks would be separated from the evidence they weigh against each other.
 """
 
 from __future__ import annotations

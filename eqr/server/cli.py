@@ -1,4 +1,9 @@
-"""The ``eqr`` command line: train, eval, convert, solve, serve, and the distributed api and worker."""
+"""The ``eqr`` command line: train, eval, convert, solve, serve, and the distributed api and worker.
+
+Why one file of ~360 lines: each subcommand is a handler of a few lines (the work lives in the
+modules it calls) next to its flags, so ``eqr <command> --help`` and what the command does are
+read in one place; the server settings' flags come from :mod:`eqr.server.flags`.
+"""
 
 from __future__ import annotations
 

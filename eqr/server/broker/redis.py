@@ -12,6 +12,10 @@ survives the death of any worker, and of Redis itself when Redis persists every 
 yes``, ``appendfsync always``, as the compose stack runs it). If Redis comes back without its data,
 the sweep notices that the job has neither entry nor result and fails the caller with 503 instead of
 leaving it waiting forever. Layout and scripts: :mod:`eqr.server.broker.redis_protocol`.
+
+Why one file of ~450 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
+reply listener, and the broker's bookkeeping exists only for its handles; the two are one
+mechanism seen from both ends.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ take a short lock, put work in an inbox and return. The engine thread alone touc
 scheduler, the slot pool and the model, and it resolves futures and calls ``on_event`` callbacks
 (callers marshal them to their own loop). So the event loop never waits on the model.
 
-Where things happen: queue policy, admission and every eviction in ``scheduler.py``; the model
-call and the convergence test in ``runner.py``; the device buffers in ``slots.py``; a request, its
-trajectories and breadth aggregation in ``request.py``.
+Where things happen: queue policy, admission and every eviction in ``scheduler.py``; a request,
+its trajectories and breadth aggregation in ``request.py``; the model call, the convergence
+tracker and the device buffers in :mod:`eqr.runtime` (``runner.py``, ``tracker.py``, ``slots.py``).
+
+Why one file of ~370 lines: the thread-safe surface (submit, cancel, stats, drain, stop) and the
+loop it feeds share one lock and one inbox; split, each half would reach into the other's state.
 """
 
 from __future__ import annotations
