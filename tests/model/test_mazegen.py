@@ -124,3 +124,14 @@ def test_a_config_whose_board_does_not_fit_the_mazes_is_refused(tmp_path):
     path.write_text(json.dumps({"task": "chess"}))
     with pytest.raises(ValueError, match="unknown task 'chess'; training supports sudoku, maze"):
         train(path, tmp_path / "model")
+
+
+def test_the_progress_bar_shows_for_big_batches_or_when_asked(capsys):
+    spec = MazeSpec(size=9, min_len=2, max_len=14)
+    generate(1001, spec, seed=1)
+    assert "mazes 9x9" in capsys.readouterr().err
+    generate(1001, spec, seed=1, progress=False)
+    generate(10, spec, seed=1)
+    assert capsys.readouterr().err == ""
+    generate(10, spec, seed=1, progress=True)
+    assert "mazes 9x9" in capsys.readouterr().err

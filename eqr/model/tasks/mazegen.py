@@ -180,7 +180,8 @@ def generate(
     puzzles = np.zeros((n, cells), np.int8)
     solutions = np.zeros((n, cells), np.int8)
     kinds = np.zeros(n, np.int64)
-    with tqdm(total=n, desc=f"mazes {spec.size}x{spec.size}", unit="maze", disable=not (progress or n > CHUNK)) as bar:
+    show = n > CHUNK if progress is None else progress
+    with tqdm(total=n, desc=f"mazes {spec.size}x{spec.size}", unit="maze", disable=not show) as bar:
         for lo in range(0, n, CHUNK):
             hi = min(n, lo + CHUNK)
             done = _make_batch(
