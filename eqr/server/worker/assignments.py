@@ -1,13 +1,16 @@
-"""What a worker holds: the stream entries it owns, and how many more trajectories it may take."""
+"""What a worker holds (the stream entries it owns, against its room) and what its parts share."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from eqr.server.broker.base import JobState
-from eqr.server.broker.local import LocalJob
-from eqr.server.broker.redis_protocol import Delivery
+from eqr.server.broker.local import LocalBroker, LocalJob
+from eqr.server.broker.redis_health import RedisHealth
+from eqr.server.broker.redis_protocol import Delivery, Keys, RedisOptions
 from eqr.server.jobs import Job
 
 
@@ -80,3 +83,19 @@ class Assignments:
         if a is not None and self._by_job.get(a.job.id) is a:
             del self._by_job[a.job.id]
         self.room_freed.set()
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What the worker's parts (intake, lease, outbox) share: its engine, its Redis, its holdings."""
+
+    name: str  # the consumer name in the group, unique per worker
+    local: LocalBroker
+    client: Redis
+    options: RedisOptions
+    held: Assignments
+    health: RedisHealth
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.options.prefix)

@@ -21,7 +21,7 @@ from eqr.server.broker.redis_health import RedisHealth
 from eqr.server.broker.redis_protocol import Keys, RedisOptions
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
-from eqr.server.worker.assignments import Assignments
+from eqr.server.worker.assignments import Assignments, WorkerContext
 from eqr.server.worker.intake import Intake
 from eqr.server.worker.lease import Lease
 from eqr.server.worker.outbox import FLUSH_S, Outbox
@@ -68,16 +68,10 @@ class Worker:
             lambda: float(self.health_of_redis.ok)
         )
         self.held = Assignments(local.card.caps["slots"] + prefetch)
-        redis = self.health_of_redis
-        self.outbox = Outbox(
-            client, self.keys, self.held, redis, worker=name, result_ttl_ms=int(job_ttl_s * 1000), jobs=jobs
-        )
-        self.intake = Intake(
-            local, client, options, self.held, self.outbox, redis, worker=name, dead=dead, reclaimed=reclaimed
-        )
-        self.lease = Lease(
-            local, client, options, self.held, self.intake, redis, worker=name, metrics_port=metrics_port
-        )
+        ctx = WorkerContext(name, local, client, options, self.held, self.health_of_redis)
+        self.outbox = Outbox(ctx, result_ttl_ms=int(job_ttl_s * 1000), jobs=jobs)
+        self.intake = Intake(ctx, self.outbox, dead=dead, reclaimed=reclaimed)
+        self.lease = Lease(ctx, self.intake, metrics_port=metrics_port)
         self._stop = asyncio.Event()
         self._stopping = False
         self.running = False

@@ -14,23 +14,19 @@ import logging
 from collections import deque
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
 from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable
-from eqr.server.broker.local import LocalBroker
 from eqr.server.broker.redis import REDIS_ERRORS, ensure_group
-from eqr.server.broker.redis_health import RedisHealth, after_error
+from eqr.server.broker.redis_health import after_error
 from eqr.server.broker.redis_protocol import (
     GROUP,
     Delivery,
-    Keys,
-    RedisOptions,
     decode_entry,
     entry_job_id,
     failed_result,
 )
 from eqr.server.jobs import Job, SolveResult, Status
-from eqr.server.worker.assignments import Assignment, Assignments
+from eqr.server.worker.assignments import Assignment, WorkerContext
 from eqr.server.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -41,27 +37,15 @@ BLOCK_MS = 1000  # longest XREADGROUP wait: bounds how late a stop is noticed
 class Intake:
     """Reads and reclaims entries into ``held`` and hands their jobs to ``local``."""
 
-    def __init__(
-        self,
-        local: LocalBroker,
-        client: Redis,
-        options: RedisOptions,
-        held: Assignments,
-        outbox: Outbox,
-        health: RedisHealth,
-        *,
-        worker: str,
-        dead: Counter,
-        reclaimed: Counter,
-    ) -> None:
-        self._local = local
-        self._client = client
-        self.options = options
-        self.keys = Keys(options.prefix)
-        self._held = held
+    def __init__(self, ctx: WorkerContext, outbox: Outbox, *, dead: Counter, reclaimed: Counter) -> None:
+        self._local = ctx.local
+        self._client = ctx.client
+        self.options = ctx.options
+        self.keys = ctx.keys
+        self._held = ctx.held
         self._outbox = outbox
-        self._health = health
-        self._worker = worker
+        self._health = ctx.health
+        self._worker = ctx.name
         self._dead = dead  # eqr_worker_dead_letters
         self._reclaimed = reclaimed  # eqr_worker_reclaimed
         # taken, but the engine's queue (its own limit, max_queue) was full: submitted as it drains

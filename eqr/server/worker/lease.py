@@ -17,13 +17,10 @@ import os
 import socket
 import time
 
-from redis.asyncio import Redis
-
-from eqr.server.broker.local import LocalBroker
 from eqr.server.broker.redis import REDIS_ERRORS, ensure_group
-from eqr.server.broker.redis_health import RedisHealth, after_error
-from eqr.server.broker.redis_protocol import GROUP, RENEW, Keys, RedisOptions, encode_card
-from eqr.server.worker.assignments import Assignments
+from eqr.server.broker.redis_health import after_error
+from eqr.server.broker.redis_protocol import GROUP, RENEW, encode_card
+from eqr.server.worker.assignments import WorkerContext
 from eqr.server.worker.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -32,28 +29,17 @@ log = logging.getLogger(__name__)
 class Lease:
     """Heartbeat, lease renewal and cancellation for the entries in ``held``."""
 
-    def __init__(
-        self,
-        local: LocalBroker,
-        client: Redis,
-        options: RedisOptions,
-        held: Assignments,
-        intake: Intake,
-        health: RedisHealth,
-        *,
-        worker: str,
-        metrics_port: int,
-    ) -> None:
-        self._local = local
-        self._client = client
-        self.options = options
-        self.keys = Keys(options.prefix)
-        self._held = held
+    def __init__(self, ctx: WorkerContext, intake: Intake, *, metrics_port: int) -> None:
+        self._local = ctx.local
+        self._client = ctx.client
+        self.options = ctx.options
+        self.keys = ctx.keys
+        self._held = ctx.held
         self._intake = intake
-        self._health = health
-        self._worker = worker
+        self._health = ctx.health
+        self._worker = ctx.name
         self._metrics_port = metrics_port  # the one it bound, advertised: with --metrics-port 0 only it knows
-        self._renew = client.register_script(RENEW)
+        self._renew = ctx.client.register_script(RENEW)
         self.last_beat = time.monotonic()
 
     async def heartbeat_loop(self) -> None:

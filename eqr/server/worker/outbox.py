@@ -13,14 +13,12 @@ import time
 from dataclasses import dataclass
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eqr.server.broker.redis import REDIS_ERRORS
-from eqr.server.broker.redis_health import RedisHealth
-from eqr.server.broker.redis_protocol import GROUP, STORE, Delivery, Keys, encode_event, encode_result
+from eqr.server.broker.redis_protocol import GROUP, STORE, Delivery, encode_event, encode_result
 from eqr.server.jobs import IterationEvent, SolveResult
-from eqr.server.worker.assignments import Assignments
+from eqr.server.worker.assignments import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +42,15 @@ class _Event:
 class Outbox:
     """Queue of events and results; :meth:`run` sends them until :meth:`close`."""
 
-    def __init__(
-        self,
-        client: Redis,
-        keys: Keys,
-        held: Assignments,
-        health: RedisHealth,
-        *,
-        worker: str,
-        result_ttl_ms: int,
-        jobs: Counter,
-    ) -> None:
-        self._client = client
-        self._keys = keys
-        self._held = held
-        self._health = health
-        self._worker = worker
+    def __init__(self, ctx: WorkerContext, *, result_ttl_ms: int, jobs: Counter) -> None:
+        self._client = ctx.client
+        self._keys = ctx.keys
+        self._held = ctx.held
+        self._health = ctx.health
+        self._worker = ctx.name
         self._result_ttl_ms = result_ttl_ms
         self._jobs = jobs  # eqr_worker_jobs{outcome}
-        self._script = client.register_script(STORE)
+        self._script = ctx.client.register_script(STORE)
         self._queue: asyncio.Queue[_Store | _Event | None] = asyncio.Queue()
         self.stopping = False  # set at shutdown: stores then give up after FLUSH_S
 
