@@ -6,7 +6,6 @@ needs a CDN stays blank here, as it would on a machine without internet.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from tests.browser import chromium
 from tests.live_server import LiveServer, save_tiny_model, serve
-from tests.requires import os_command
-from tests.server.api.test_playground import CHROMIUM_ARGS, wait_for
+from tests.server.api.test_playground import wait_for
 
 OFFLINE = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'
 
@@ -30,18 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def offline_browser() -> Iterator[webdriver.Chrome]:
-    chromium, chromedriver = os_command("chromium", "chromium"), os_command("chromedriver", "chromium-driver")
-    os.environ.setdefault("SE_OFFLINE", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in [*CHROMIUM_ARGS, OFFLINE]:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with chromium([OFFLINE]) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def external_sources(driver: webdriver.Chrome, server: LiveServer) -> list[str]:

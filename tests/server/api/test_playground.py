@@ -9,7 +9,6 @@ answer is right. Screenshots land in ``artifacts/`` for a person to look at.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -21,42 +20,20 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.browser import chromium
 from tests.live_server import API_KEY, LiveServer, serve
-from tests.requires import os_command
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "artifacts"
 BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1100,900",
-]
 CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium, chromedriver = os_command("chromium", "chromium"), os_command("chromedriver", "chromium-driver")
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # network events: what the page sent
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    # network events in the performance log: what the page sent
+    with chromium(capabilities={"goog:loggingPrefs": {"performance": "ALL"}}) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def page_state(driver: webdriver.Chrome) -> str:
