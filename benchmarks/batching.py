@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from puzzle_sets import BUNDLED, SHARED
 
-from eqr.kernels.rng import trajectory_seed
+from eqr.kernels.rng import puzzle_key, trajectory_seed
 from eqr.model.bundled import default_model_dir
 from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
@@ -94,7 +94,7 @@ def run_static(model, mix, slots: int, depth: int, noise: float, rule: Convergen
         batch = mix[start : start + slots]
         b, s = len(batch), model.cfg.seq_len
         tokens = torch.from_numpy(np.stack([to_tokens(p) for p, _ in batch]))
-        seeds = torch.tensor([trajectory_seed(start + i, 0) for i in range(b)])  # the engine's seeds
+        seeds = torch.tensor([trajectory_seed(start + i, puzzle_key(t), 0) for i, t in enumerate(tokens.numpy())])
         state = fresh_batch(model, tokens, seeds, noise)
         stepper = make_step(model, state)
         streak = torch.zeros(b, dtype=torch.long)

@@ -60,7 +60,7 @@ def record(model, path: Path, depth: int, noise: float, limit: int | None) -> di
         right[t, idx] = (out.pred.cpu() == labels[idx]).all(dim=1)
 
     never = ConvergenceRule(window=depth + 1)  # every trajectory runs the whole depth: replay() judges the rules
-    seeds = rng.trajectory_seeds(0, 1) * n  # trajectory 0 of seed 0 for every puzzle, as `eqr eval --seed 0`
+    seeds = [rng.trajectory_seed(0, rng.puzzle_key(row), 0) for row in tokens.numpy()]  # as `eqr eval --seed 0`
     rollout(model, tokens, seeds, depth, noise, rule=never, progress=True, observe=observe)
     return {"changed": changed, "residual": residual, "right": right}
 

@@ -8,9 +8,12 @@ same trajectory alone or batched, on any batch size, with no per-slot Python loo
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 _MASK = 0xFFFFFFFF
@@ -37,19 +40,27 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def trajectory_seed(seed: int, index: int) -> int:
-    """Seed of trajectory ``index`` of a puzzle run with seed ``seed`` (63 bits, fits an int64 tensor).
+def puzzle_key(tokens: np.ndarray | Sequence[int]) -> int:
+    """A 64-bit digest of a puzzle's tokens: the same puzzle in any input form has the same key."""
+    data = np.ascontiguousarray(tokens, dtype=np.int64).tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def trajectory_seed(seed: int, puzzle: int, index: int) -> int:
+    """Seed of trajectory ``index`` of the puzzle with key ``puzzle`` run with seed ``seed`` (63 bits).
 
     The one seed derivation of the project: the engine, ``eqr solve --seed`` and ``eqr eval --seed``
-    all use it, so a seed names the same trajectories offline and over HTTP. Hashing the pair
-    keeps siblings independent, and trajectory k of seed s is the same whatever the breadth.
+    all use it, so a seed names the same trajectories offline and over HTTP. The puzzle is part of
+    the key so that an evaluation with one seed still starts every puzzle from its own random
+    latents (with a shared start, one unlucky latent would move the whole set's accuracy
+    together); hashing keeps siblings independent, and trajectory k is the same whatever the breadth.
     """
-    return _mix64(_mix64(seed) ^ index) >> 1
+    return _mix64(_mix64(_mix64(seed) ^ puzzle) ^ index) >> 1
 
 
-def trajectory_seeds(seed: int, breadth: int) -> list[int]:
-    """Seeds of trajectories ``0..breadth-1`` of a puzzle run with seed ``seed``."""
-    return [trajectory_seed(seed, k) for k in range(breadth)]
+def trajectory_seeds(seed: int, puzzle: int, breadth: int) -> list[int]:
+    """Seeds of trajectories ``0..breadth-1`` of one puzzle run with seed ``seed``."""
+    return [trajectory_seed(seed, puzzle, k) for k in range(breadth)]
 
 
 def random_seed() -> int:

@@ -2,8 +2,8 @@
 
 The grid is answered by ONE rollout per data file: N·max(breadth) trajectories run to
 max(depth) with a snapshot at every requested depth. Breadth b reads the first b trajectories
-of each puzzle (trajectory j of every puzzle has seed :func:`eqr.kernels.rng.trajectory_seed`
-(seed, j), as in a server request seeded ``seed``, whatever the breadth), so every cell of the
+of each puzzle (trajectory j of a puzzle has seed :func:`eqr.kernels.rng.trajectory_seed`
+(seed, puzzle, j), as in a server request for that puzzle seeded ``seed``, whatever the breadth), so every cell of the
 grid is measured on the same trajectories and the whole grid costs what its most expensive cell
 costs.
 """
@@ -127,7 +127,8 @@ def evaluate(
     n, width = len(puzzles), max(breadths)
     tokens = torch.from_numpy(to_tokens(np.asarray(puzzles))).repeat_interleave(width, dim=0)
     labels = torch.from_numpy(to_tokens(np.asarray(solutions)))
-    seeds = rng.trajectory_seeds(seed, width) * n  # trajectory j of every puzzle: as a request seeded `seed`
+    # trajectory j of each puzzle: as a request for that puzzle seeded `seed`
+    seeds = [s for row in tokens[::width].numpy() for s in rng.trajectory_seeds(seed, rng.puzzle_key(row), width)]
     r = rollout(model, tokens, seeds, max(depths), noise, depths, rule, batch_size, progress)
     return grid_records(
         r.depths,

@@ -78,7 +78,8 @@ def solve_offline(
         raise ValueError(f"unknown aggregate rule {rule_name!r}; use one of {AGGREGATES}")
     rule = rule or ConvergenceRule()
     tokens = torch.from_numpy(to_tokens(digits)).repeat(breadth, 1)
-    r = rollout(model, tokens, rng.trajectory_seeds(seed, breadth), depth, noise, rule=rule, batch_size=breadth)
+    seeds = rng.trajectory_seeds(seed, rng.puzzle_key(tokens[0]), breadth)
+    r = rollout(model, tokens, seeds, depth, noise, rule=rule, batch_size=breadth)
     converged = r.detected_at <= depth
     runs = r.detected_at.clamp(max=depth).tolist()  # what each trajectory ran: as the engine reports it
     scores = r.scores[-1].tolist()

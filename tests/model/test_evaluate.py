@@ -2,14 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from eqr.kernels import rng
-from eqr.model.checkpoint import save_model
+from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.evaluate import RECORD_KEYS, accuracy, evaluate_file, grid_records, iteration_stats
 from eqr.model.network import EqRNetwork
+from eqr.model.solve import solve_offline
+from eqr.model.tasks.sudoku import parse_puzzle, read_csv, to_tokens
 from eqr.server.cli import main
 
 TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
@@ -102,11 +105,25 @@ def test_accuracy_and_iteration_stats():
     assert iteration_stats(settled, detected, 4) == (pytest.approx(2.8), 4.0, pytest.approx(3.4))
 
 
-def test_trajectory_seeds_depend_only_on_seed_and_index():
-    wide = rng.trajectory_seeds(7, 16)
-    assert wide[:4] == rng.trajectory_seeds(7, 4)  # breadth b is a prefix of any wider run
+def test_trajectory_seeds_depend_on_seed_puzzle_and_index_only():
+    puzzle = rng.puzzle_key(to_tokens(parse_puzzle(blanked(3))))
+    wide = rng.trajectory_seeds(7, puzzle, 16)
+    assert wide[:4] == rng.trajectory_seeds(7, puzzle, 4)  # breadth b is a prefix of any wider run
     assert len(set(wide)) == 16 and all(0 <= s < 2**63 for s in wide)  # distinct, fit an int64 tensor
-    assert not set(rng.trajectory_seeds(8, 16)) & set(wide)
+    assert not set(rng.trajectory_seeds(8, puzzle, 16)) & set(wide)  # another seed
+    other = rng.puzzle_key(to_tokens(parse_puzzle(blanked(4))))
+    assert not set(rng.trajectory_seeds(7, other, 16)) & set(wide)  # another puzzle: its own latents
+
+
+def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file):
+    """Breadth b of puzzle i in an evaluation seeded s runs what ``eqr solve --seed s`` runs for it."""
+    model, _ = load_model(model_dir)
+    puzzles, solutions = read_csv(str(csv_file))
+    kw = {"depths": [3], "rules": ["vote"], "noise": 0.1, "seed": 5, "batch_size": 4}
+    (record,) = evaluate_file(model, csv_file, breadths=[2], **kw)
+    offline = [solve_offline(model, list(p), 3, 2, "vote", 0.1, seed=5).answer for p in puzzles]
+    cells = np.mean([np.mean(np.asarray(a) == np.asarray(sol)) for a, sol in zip(offline, solutions, strict=True)])
+    assert record["cell_accuracy"] == pytest.approx(cells, abs=1e-6) and 0 < cells < 1  # one cell is 1/243
 
 
 # -- the grid on a tiny model ------------------------------------------------------------------

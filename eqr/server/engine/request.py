@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eqr.kernels.rng import trajectory_seed
+from eqr.kernels.rng import puzzle_key, trajectory_seeds
 from eqr.model.aggregate import aggregate
 from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, to_tokens
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
@@ -94,7 +94,8 @@ class Request:
         self.future: Future[SolveResult] = Future()
         self.future.set_running_or_notify_cancel()  # cancel through Engine.cancel, never the future
         self.status = RequestStatus.WAITING
-        self.trajectories = [Trajectory(self, k, trajectory_seed(seed, k)) for k in range(p.breadth)]
+        seeds = trajectory_seeds(seed, puzzle_key(self.tokens), p.breadth)
+        self.trajectories = [Trajectory(self, k, s) for k, s in enumerate(seeds)]
         self.next_waiting = 0  # trajectories are admitted in index order
         self.live: set[Trajectory] = set()
         self.ticks = 0  # engine steps in which this request had a live trajectory (drives streaming)

@@ -6,20 +6,25 @@ from collections import Counter
 import pytest
 import torch
 
-from eqr.kernels.rng import trajectory_seed
+from eqr.kernels.rng import puzzle_key, trajectory_seeds
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
-from eqr.model.tasks.sudoku import parse_puzzle
+from eqr.model.tasks.sudoku import parse_puzzle, to_tokens
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, Status
 from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done, variant_answer
 
 BREADTH = 5
 
 
+def seeds_of(digits: list[int], seed: int, breadth: int) -> list[int]:
+    """The engine's trajectory seeds for a puzzle: its seed, its puzzle key, its index."""
+    return trajectory_seeds(seed, puzzle_key(to_tokens(digits)), breadth)
+
+
 def mixed_seed() -> tuple[int, list[int]]:
     """A seed whose 5 trajectories (3 answer variants) have a unique majority that is not the most converged."""
     for seed in range(1000):
-        variants = [trajectory_seed(seed, k) % 3 for k in range(BREADTH)]
+        variants = [s % 3 for s in seeds_of(puzzle(2), seed, BREADTH)]
         (top, n), *rest = Counter(variants).most_common()
         if top != min(variants) and (not rest or rest[0][1] < n):
             return seed, variants
@@ -53,7 +58,7 @@ def test_quorum_stops_the_remaining_siblings(make_engine):
     seed = 3
     future = engine.submit(Job(puzzle(1), SolveParams(breadth=6, quorum=2, seed=seed)))
     run_until_done(engine, [future])
-    settle = [1 + trajectory_seed(seed, k) % 8 for k in range(6)]
+    settle = [1 + s % 8 for s in seeds_of(puzzle(1), seed, 6)]
     finish = [s + 3 for s in settle]  # the rule fires at settle + window
     quorum_at = sorted(finish)[1]
     r = future.result()
