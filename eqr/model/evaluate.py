@@ -22,7 +22,7 @@ from eqr.kernels import rng
 from eqr.model.aggregate import aggregate
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
-from eqr.model.tasks.sudoku import read_csv, to_tokens
+from eqr.model.tasks.base import Task
 from eqr.runtime.rollout import rollout
 
 RECORD_KEYS = (
@@ -106,8 +106,8 @@ def grid_records(
 
 def evaluate(
     model: EqRNetwork,
-    puzzles: Sequence[Sequence[int]],
-    solutions: Sequence[Sequence[int]],
+    puzzles: np.ndarray,
+    solutions: np.ndarray,
     depths: Sequence[int],
     breadths: Sequence[int],
     rules: Sequence[str],
@@ -118,15 +118,15 @@ def evaluate(
     progress: bool = False,
     data: str = "",
 ) -> list[dict[str, Any]]:
-    """Evaluate parsed puzzles (digits, 0 = blank) for the whole grid with one rollout."""
-    if not puzzles:
+    """Evaluate puzzles and their solutions (token arrays [n, seq_len]) for the whole grid with one rollout."""
+    if len(puzzles) == 0:
         raise ValueError(f"{data or 'data'}: no puzzles to evaluate")
     if min(depths) < 1 or min(breadths) < 1:
         raise ValueError("depths and breadths must be at least 1")
     depths, breadths = sorted(set(depths)), sorted(set(breadths))
     n, width = len(puzzles), max(breadths)
-    tokens = torch.from_numpy(to_tokens(np.asarray(puzzles))).repeat_interleave(width, dim=0)
-    labels = torch.from_numpy(to_tokens(np.asarray(solutions)))
+    tokens = torch.from_numpy(np.asarray(puzzles, dtype=np.int64)).repeat_interleave(width, dim=0)
+    labels = torch.from_numpy(np.asarray(solutions, dtype=np.int64))
     # trajectory j of each puzzle: as a request for that puzzle seeded `seed`
     seeds = [s for row in tokens[::width].numpy() for s in rng.trajectory_seeds(seed, rng.puzzle_key(row), width)]
     r = rollout(model, tokens, seeds, max(depths), noise, depths, rule, batch_size, progress)
@@ -143,10 +143,12 @@ def evaluate(
     )
 
 
-def evaluate_file(model: EqRNetwork, path: str | Path, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    """Evaluate the first ``limit`` puzzles of a ``puzzle,solution`` CSV; records carry the file's name
-    (never its absolute path, which would name the machine the report was made on)."""
-    puzzles, solutions = read_csv(str(path))
+def evaluate_file(
+    model: EqRNetwork, path: str | Path, task: Task, limit: int | None = None, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Evaluate the first ``limit`` puzzles of a labelled data set of ``task`` (Sudoku CSV, maze JSON
+    lines); records carry the file's name (never its absolute path, which would name the machine)."""
+    puzzles, solutions = task.read_set(path)
     if limit is not None:
         puzzles, solutions = puzzles[:limit], solutions[:limit]
     return evaluate(model, puzzles, solutions, data=Path(path).name, **kwargs)

@@ -69,6 +69,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from eqr.model.evaluate import evaluate_file, format_table, plot_records, write_json
     from eqr.model.solve import inference_defaults
+    from eqr.model.tasks.base import task_for
 
     missing = [f for f in args.data if not os.path.isfile(f)]
     if missing:
@@ -78,6 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     model, meta = loaded
+    task = task_for(meta)
     defaults = inference_defaults(model, meta)
     noise = defaults.noise if args.noise is None else args.noise
     print(f"noise {noise:g}, seed {args.seed}, convergence window {defaults.rule.window} tol {defaults.rule.tol:g}")
@@ -87,6 +89,7 @@ def _eval(args: argparse.Namespace) -> int:
             records += evaluate_file(
                 model,
                 path,
+                task,
                 limit=args.limit,
                 depths=args.depth,
                 breadths=args.breadth,
@@ -298,7 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="accuracy of a model on puzzle CSVs for every depth x breadth x aggregate rule")
     p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
-    p.add_argument("--data", nargs="+", required=True, help="puzzle,solution CSV file(s)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="labelled set(s) of the model's task: Sudoku puzzle,solution CSV, maze JSON lines",
+    )
     p.add_argument("--depth", type=_int_list, default=[1, 4, 16, 64], help="iteration budgets (default 1,4,16,64)")
     p.add_argument("--breadth", type=_int_list, default=[1, 4, 16], help="trajectories per puzzle (default 1,4,16)")
     p.add_argument("--aggregate", type=_rule_list, default=["converged", "vote"], help="rules (default converged,vote)")

@@ -12,6 +12,7 @@ from eqr.model.config import EqRConfig
 from eqr.model.evaluate import RECORD_KEYS, accuracy, evaluate_file, grid_records, iteration_stats
 from eqr.model.network import EqRNetwork
 from eqr.model.solve import solve_offline
+from eqr.model.tasks.base import SudokuTask
 from eqr.model.tasks.sudoku import parse_puzzle, read_csv, to_tokens
 from eqr.server.cli import main
 
@@ -24,6 +25,8 @@ def save_tiny_model(path, inference=None):
     """A random tiny network in a model folder; tests never touch the bundled model."""
     torch.manual_seed(0)
     return save_model(path, EqRNetwork(TINY), {"inference": inference or {"depth": 3, "noise": 0.1}})
+
+SUDOKU = SudokuTask()
 
 
 def blanked(step: int) -> str:
@@ -120,7 +123,7 @@ def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file
     model, _ = load_model(model_dir)
     puzzles, solutions = read_csv(str(csv_file))
     kw = {"depths": [3], "rules": ["vote"], "noise": 0.1, "seed": 5, "batch_size": 4}
-    (record,) = evaluate_file(model, csv_file, breadths=[2], **kw)
+    (record,) = evaluate_file(model, csv_file, SUDOKU, breadths=[2], **kw)
     offline = [solve_offline(model, list(p), 3, 2, "vote", 0.1, seed=5).answer for p in puzzles]
     cells = np.mean([np.mean(np.asarray(a) == np.asarray(sol)) for a, sol in zip(offline, solutions, strict=True)])
     assert record["cell_accuracy"] == pytest.approx(cells, abs=1e-6) and 0 < cells < 1  # one cell is 1/243
@@ -134,7 +137,7 @@ def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
 
     model, _ = load_model(model_dir)
     kw = {"depths": [1, 3], "rules": ["converged", "vote"], "noise": 0.1, "seed": 3, "batch_size": 4}
-    records = evaluate_file(model, csv_file, breadths=[1, 2], **kw)
+    records = evaluate_file(model, csv_file, SUDOKU, breadths=[1, 2], **kw)
     assert len(records) == 2 * 2 * 2
     for r in records:
         assert tuple(r) == RECORD_KEYS and r["puzzles"] == 3 and r["data"] == csv_file.name  # never the absolute path
@@ -142,9 +145,9 @@ def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
         assert 1.0 <= r["mean_iterations"] <= r["p90_iterations"] <= r["depth"]
         assert r["mean_iterations"] <= r["mean_iterations_run"] <= r["depth"]
     # breadth 1 of a breadth-2 run is the same trajectory as a breadth-1 run, and --limit keeps trajectories
-    narrow = evaluate_file(model, csv_file, breadths=[1], **kw)
+    narrow = evaluate_file(model, csv_file, SUDOKU, breadths=[1], **kw)
     assert narrow == [r for r in records if r["breadth"] == 1]
-    limited = evaluate_file(model, csv_file, limit=2, breadths=[1], **kw)
+    limited = evaluate_file(model, csv_file, SUDOKU, limit=2, breadths=[1], **kw)
     assert len(limited) == 4 and limited[0]["puzzles"] == 2
 
 
