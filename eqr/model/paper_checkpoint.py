@@ -32,7 +32,8 @@ from eqr.model.checkpoint import CheckpointError, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
 
-SUDOKU_CELLS = 81  # S_in assumed for rule 3 when neither the caller nor config.arch gives the board size
+SUDOKU_CELLS = 81  # S_in of a model with Sudoku's 11-token vocabulary, when nothing else gives the board size
+SUDOKU_VOCAB = 11
 BUFFER = "puzzle_emb.weights"
 # names that exist in the paper's modules but carry nothing we need (eqr.md §2.2)
 IGNORED_NAMES = frozenset({"H_init", "L_init", "puzzle_emb.local_weights", "puzzle_emb.local_ids"})
@@ -222,12 +223,53 @@ def _num_layers(state: Mapping[str, torch.Tensor]) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def detect_layout(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], seq_len: int | None = None) -> Layout:
+def carry_positions(obj: Any) -> int | None:
+    """S_total as a full training checkpoint's carry holds it (``carry.inner_carry.z_H``: [B, S_total, D]),
+    or None when the file has no carry (a trimmed checkpoint, a raw state_dict)."""
+
+    def field(node: Any, name: str) -> Any:
+        state = node.state if isinstance(node, restricted_pickle.Placeholder) else node
+        return state.get(name) if isinstance(state, Mapping) else getattr(state, name, None)
+
+    z_H = field(field(obj.get("carry") if isinstance(obj, Mapping) else None, "inner_carry"), "z_H")
+    return int(z_H.shape[1]) if isinstance(z_H, torch.Tensor) and z_H.dim() == 3 else None
+
+
+def board_cells(
+    arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], p_len: int, seq_len: int | None, s_total: int | None
+) -> tuple[int, str]:
+    """S_in and where it came from: the caller, config.arch's board size, the carry, Sudoku's vocabulary.
+
+    Never a silent default: a file that tells none of these is refused, naming ``--seq-len``.
+    """
+    if seq_len is not None:
+        return int(seq_len), "given"
+    if arch.get("board_height") and arch.get("board_width"):
+        return int(arch["board_height"]) * int(arch["board_width"]), "board_height*board_width"
+    if s_total is not None:
+        return s_total - p_len, f"carry z_H spans {s_total} positions minus P_len {p_len}"
+    if int(state["embed_tokens.embedding_weight"].shape[0]) == SUDOKU_VOCAB:
+        return SUDOKU_CELLS, "Sudoku's 11-token vocabulary: 9x9"
+    raise PaperCheckpointError(
+        "cannot tell the board size: config.arch has no board_height/board_width, the file has no training "
+        "carry and its vocabulary is not Sudoku's; pass --seq-len (the board's cells, without the prefix)"
+    )
+
+
+def detect_layout(
+    arch: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    seq_len: int | None = None,
+    s_total: int | None = None,
+) -> Layout:
     """Apply all three prefix rules of eqr.md §2.4 and insist that they agree.
 
     1. config: ``puzzle_emb_len`` (or ceil(ndim/D) when only ``puzzle_emb_ndim`` is set);
     2. the ``puzzle_emb.weights`` buffer exists;
     3. mlp_t only: the token-mixing MLP spans S_total positions, so P_len = S_total − S_in.
+
+    ``s_total`` is the carry's sequence length (:func:`carry_positions`): it gives S_in when nothing
+    else does, and must agree with S_in + P_len when something else does.
     """
     hidden = int(arch.get("hidden_size") or state["embed_tokens.embedding_weight"].shape[1])
     ndim = int(arch.get("puzzle_emb_ndim") or 0)
@@ -244,12 +286,10 @@ def detect_layout(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], se
     )
     agree = (p_cfg > 0) == has_buffer
 
-    if seq_len is not None:
-        s_in, s_from = int(seq_len), "given"
-    elif arch.get("board_height") and arch.get("board_width"):
-        s_in, s_from = int(arch["board_height"]) * int(arch["board_width"]), "board_height*board_width"
-    else:
-        s_in, s_from = SUDOKU_CELLS, "Sudoku default; pass seq_len if the board is not 9x9"
+    s_in, s_from = board_cells(arch, state, p_cfg, seq_len, s_total)
+    if s_total is not None:
+        evidence.append(f"carry z_H spans {s_total} positions, S_in {s_in} ({s_from}) + P_len {p_cfg}")
+        agree = agree and s_total == s_in + p_cfg
     mixer = "L_level.layers.0.mlp_t.gate_up_proj.weight"
     if mixer in state:
         s_total = int(state[mixer].shape[1])
@@ -375,7 +415,8 @@ def load_paper_checkpoint(
     """Load ``eqr.pth`` (training checkpoint, trimmed or full, or raw state_dict) as an EqRNetwork.
 
     ``arch`` supplies the paper's ``config.arch`` for a file that has none (a raw state_dict);
-    ``seq_len`` is S_in when it is neither 81 nor given by ``board_height``·``board_width``.
+    ``seq_len`` is S_in when neither ``board_height``·``board_width``, the training carry nor a
+    Sudoku vocabulary gives it.
     """
     src = Path(path)
     obj = read_pth(src, trust)
@@ -397,7 +438,7 @@ def load_paper_checkpoint(
     try:
         if "embed_tokens.embedding_weight" not in state:
             raise PaperCheckpointError("missing from model: ['embed_tokens.embedding_weight']")
-        layout = detect_layout(arch, state, seq_len)
+        layout = detect_layout(arch, state, seq_len, carry_positions(obj))
         if "L_layers" not in arch:
             arch = {**arch, "L_layers": _num_layers(state)}
         if "hidden_size" not in arch:

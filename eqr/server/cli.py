@@ -337,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output model folder")
     p.add_argument("--trust", action="store_true", help="allow unpickling SRC (pickle runs code: trusted files only)")
     p.add_argument("--arch", help="paper arch config (JSON/YAML, e.g. all_config.yaml) for a raw state_dict")
-    p.add_argument("--seq-len", type=_positive_int, help="board cells S_in when neither 81 nor given by the config")
+    p.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        help="board cells S_in, when neither config.arch's board size nor the training carry gives it",
+    )
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("serve", help="serve the model over HTTP (flags override EQR_* environment variables)")

@@ -268,8 +268,27 @@ def test_raw_state_dict_needs_arch_and_takes_seq_len(tmp_path):
     ckpt = load_paper_checkpoint(src, trust=True, arch=arch, seq_len=36)
     assert ckpt.meta["container"] == "state-dict" and not ckpt.meta["ema_applied"]
     assert_same_network(ckpt.network, ref)
-    # attention weights do not reveal S_in: without seq_len or a board size it is Sudoku's 81
-    assert load_paper_checkpoint(src, trust=True, arch=arch).config.seq_len == 81
+    # attention weights do not reveal S_in and a raw state_dict has no carry: refused, never a silent 81
+    with pytest.raises(PaperCheckpointError, match=r"cannot tell the board size.*--seq-len"):
+        load_paper_checkpoint(src, trust=True, arch=arch)
+
+
+def test_the_board_size_comes_from_the_training_carry(tmp_path):
+    """The released maze layout (attention + RoPE, 16-token prefix) whose config gives no board size: the
+    carry's z_H spans S_total = S_in + 16 positions, which gives S_in, as for the 30×30 release (916)."""
+    arch = {k: v for k, v in MAZE_ARCH.items() if not k.startswith("board_")}
+    ref = reference(arch, vocab=6, seq_len=36)
+    ckpt = load_paper_checkpoint(write_container(tmp_path / "eqr.pth", ref, arch), trust=True)
+    assert (ckpt.config.seq_len, ckpt.config.seq_total) == (36, 52)
+    assert any("carry z_H spans 52 positions" in e for e in ckpt.meta["layout_evidence"])
+    assert_same_network(ckpt.network, ref)
+    # a board size that contradicts the carry is refused with the evidence
+    with pytest.raises(PaperCheckpointError, match="carry z_H spans 52 positions, S_in 49"):
+        load_paper_checkpoint(tmp_path / "eqr.pth", trust=True, seq_len=49)
+    # trimmed (no carry) and no board size: refused, naming the flag
+    trimmed = write_container(tmp_path / "trimmed.pth", ref, arch, trimmed=True)
+    with pytest.raises(PaperCheckpointError, match="--seq-len"):
+        load_paper_checkpoint(trimmed, trust=True)
 
 
 def test_buffer_in_ema_shadow_is_ignored(tmp_path):
