@@ -56,10 +56,10 @@ def _call(fn: Callable[..., Any], *args: Any) -> None:
         log.exception("engine callback %r raised", fn)
 
 
-
 def iteration_event(p: Progress) -> IterationEvent:
     """The stream event of a request's progress: its best board decoded for the client."""
     return IterationEvent(p.request.id, p.iteration, from_tokens(p.tokens), p.residual, p.live)
+
 
 class Engine:
     """Continuous batching of EqR trajectories: a fixed pool of slots, refilled as trajectories leave."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import cached_property
 
 from redis.asyncio import Redis
 
 from eqr.server.broker.base import JobState
 from eqr.server.broker.local import LocalBroker, LocalJob
-from eqr.server.broker.redis_health import RedisHealth
+from eqr.server.broker.redis import ensure_group
+from eqr.server.broker.redis_health import RedisHealth, after_error
 from eqr.server.broker.redis_protocol import Delivery, Keys, RedisOptions
 from eqr.server.jobs import Job
 
@@ -96,6 +98,11 @@ class WorkerContext:
     held: Assignments
     health: RedisHealth
 
-    @property
+    @cached_property
     def keys(self) -> Keys:
         return Keys(self.options.prefix)
+
+    async def after_error(self, exc: BaseException) -> None:
+        """A failed Redis call in one of the parts' loops: recreate the group or mark Redis down and pause."""
+        pause_s = min(1.0, self.options.heartbeat_s)
+        await after_error(self.health, exc, lambda: ensure_group(self.client, self.keys), pause_s)

@@ -16,8 +16,7 @@ from collections import deque
 from prometheus_client import Counter
 
 from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable
-from eqr.server.broker.redis import REDIS_ERRORS, ensure_group
-from eqr.server.broker.redis_health import after_error
+from eqr.server.broker.redis import REDIS_ERRORS
 from eqr.server.broker.redis_protocol import (
     GROUP,
     Delivery,
@@ -38,14 +37,8 @@ class Intake:
     """Reads and reclaims entries into ``held`` and hands their jobs to ``local``."""
 
     def __init__(self, ctx: WorkerContext, outbox: Outbox, *, dead: Counter, reclaimed: Counter) -> None:
-        self._local = ctx.local
-        self._client = ctx.client
-        self.options = ctx.options
-        self.keys = ctx.keys
-        self._held = ctx.held
+        self.ctx = ctx
         self._outbox = outbox
-        self._health = ctx.health
-        self._worker = ctx.name
         self._dead = dead  # eqr_worker_dead_letters
         self._reclaimed = reclaimed  # eqr_worker_reclaimed
         # taken, but the engine's queue (its own limit, max_queue) was full: submitted as it drains
@@ -58,19 +51,19 @@ class Intake:
             while self._backlog:
                 if not await self._submit(self._backlog.popleft(), from_backlog=True):
                     break
-            room = self._held.room()
+            room = self.ctx.held.room()
             if room <= 0 or self._backlog:
-                self._held.room_freed.clear()
+                self.ctx.held.room_freed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._held.room_freed.wait(), BLOCK_MS / 1000)
+                    await asyncio.wait_for(self.ctx.held.room_freed.wait(), BLOCK_MS / 1000)
                 continue
             try:
-                reply = await self._client.xreadgroup(
-                    GROUP, self._worker, {self.keys.jobs: ">"}, count=room, block=BLOCK_MS
+                reply = await self.ctx.client.xreadgroup(
+                    GROUP, self.ctx.name, {self.ctx.keys.jobs: ">"}, count=room, block=BLOCK_MS
                 )
-                self._health.up()
+                self.ctx.health.up()
             except REDIS_ERRORS as exc:
-                await self._after_error(exc)
+                await self.ctx.after_error(exc)
                 continue
             for _, entries in reply or []:
                 for entry_id, fields in entries:
@@ -78,8 +71,8 @@ class Intake:
 
     async def reclaim_loop(self) -> None:
         """Take over entries idle past ``claim_idle_s``: their owner stopped renewing its lease."""
-        idle_ms = int(self.options.claim_idle_s * 1000)
-        period = max(0.2, self.options.claim_idle_s / 4)
+        idle_ms = int(self.ctx.options.claim_idle_s * 1000)
+        period = max(0.2, self.ctx.options.claim_idle_s / 4)
         rounds = 0
         while True:
             await asyncio.sleep(period)
@@ -87,25 +80,25 @@ class Intake:
             if rounds % 64 == 0:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self._prune_consumers()
-            room = self._held.room()
+            room = self.ctx.held.room()
             if room <= 0:
                 continue
             try:
-                _, claimed, _ = await self._client.xautoclaim(
-                    self.keys.jobs, GROUP, self._worker, min_idle_time=idle_ms, start_id="0-0", count=room
+                _, claimed, _ = await self.ctx.client.xautoclaim(
+                    self.ctx.keys.jobs, GROUP, self.ctx.name, min_idle_time=idle_ms, start_id="0-0", count=room
                 )
-                claimed = [(i, f) for i, f in claimed if f and i not in self._held]
+                claimed = [(i, f) for i, f in claimed if f and i not in self.ctx.held]
                 if not claimed:
                     continue
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with self.ctx.client.pipeline(transaction=False) as pipe:
                     for entry_id, _ in claimed:
-                        pipe.xpending_range(self.keys.jobs, GROUP, min=entry_id, max=entry_id, count=1)
+                        pipe.xpending_range(self.ctx.keys.jobs, GROUP, min=entry_id, max=entry_id, count=1)
                     pending = await pipe.execute()
             except REDIS_ERRORS as exc:
-                await self._after_error(exc)
+                await self.ctx.after_error(exc)
                 continue
             for (entry_id, fields), info in zip(claimed, pending, strict=True):
-                deliveries = info[0]["times_delivered"] if info else self.options.max_deliveries + 1
+                deliveries = info[0]["times_delivered"] if info else self.ctx.options.max_deliveries + 1
                 log.warning("reclaimed job entry %s (delivery %d)", entry_id, deliveries)
                 self._reclaimed.inc()
                 await self._take(entry_id, fields, deliveries=deliveries)
@@ -126,46 +119,39 @@ class Intake:
         if self._followers:
             await asyncio.wait(self._followers, timeout=timeout_s)
 
-    async def _after_error(self, exc: BaseException) -> None:
-        await after_error(self._health, exc, lambda: ensure_group(self._client, self.keys), self._pause_s)
-
-    @property
-    def _pause_s(self) -> float:
-        return min(1.0, self.options.heartbeat_s)
-
     async def _prune_consumers(self) -> None:
         """Drop consumers that hold nothing and have not read for long: dead workers' names (host-pid)
         would otherwise pile up in the group forever. A live worker reads every second."""
-        forgotten_ms = int(max(60.0, 10 * self.options.claim_idle_s) * 1000)
-        for consumer in await self._client.xinfo_consumers(self.keys.jobs, GROUP):
-            if consumer["pending"] == 0 and consumer["idle"] > forgotten_ms and consumer["name"] != self._worker:
-                await self._client.xgroup_delconsumer(self.keys.jobs, GROUP, consumer["name"])
+        forgotten_ms = int(max(60.0, 10 * self.ctx.options.claim_idle_s) * 1000)
+        for consumer in await self.ctx.client.xinfo_consumers(self.ctx.keys.jobs, GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > forgotten_ms and consumer["name"] != self.ctx.name:
+                await self.ctx.client.xgroup_delconsumer(self.ctx.keys.jobs, GROUP, consumer["name"])
 
     async def _take(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
-        if entry_id in self._held:
+        if entry_id in self.ctx.held:
             return
         try:
             delivery = decode_entry(fields)
         except (ValueError, KeyError, TypeError) as exc:
             await self._dead_letter(entry_id, fields, deliveries, f"unreadable job entry: {exc}")
             return
-        if deliveries > self.options.max_deliveries:
+        if deliveries > self.ctx.options.max_deliveries:
             reason = (
-                f"dead-lettered after {deliveries} deliveries (max_deliveries {self.options.max_deliveries}): "
+                f"dead-lettered after {deliveries} deliveries (max_deliveries {self.ctx.options.max_deliveries}): "
                 "the workers that took this job died or stopped before finishing it"
             )
             await self._dead_letter(entry_id, fields, deliveries, reason)
             return
         a = Assignment(entry_id, delivery, deliveries)
-        self._held.add(a)
+        self.ctx.held.add(a)
         with contextlib.suppress(*REDIS_ERRORS):
-            a.cancel_requested = bool(await self._client.exists(self.keys.cancel(a.job.id)))
+            a.cancel_requested = bool(await self.ctx.client.exists(self.ctx.keys.cancel(a.job.id)))
         await self._submit(a)
 
     async def _submit(self, a: Assignment, from_backlog: bool = False) -> bool:
         """Hand ``a`` to the engine; False when its queue is full (``a`` then waits in the backlog)."""
         try:
-            a.handle = await self._local.submit(a.job, stream=a.delivery.stream, keep=a.delivery.keep)
+            a.handle = await self.ctx.local.submit(a.job, stream=a.delivery.stream, keep=a.delivery.keep)
         except Overloaded:
             (self._backlog.appendleft if from_backlog else self._backlog.append)(a)
             return False
@@ -197,9 +183,9 @@ class Intake:
             pass  # the engine stopped without a result
         finally:
             a.computing = False
-            self._held.room_freed.set()
+            self.ctx.held.room_freed.set()
         if a.abandoned:
-            self._held.forget(a.entry_id)
+            self.ctx.held.forget(a.entry_id)
         elif result is None or (self.stopping and result.status is Status.CANCELLED and not a.cancel_requested):
             pass  # cut short by our own shutdown, not an answer: the entry goes back to the stream
         else:
@@ -210,11 +196,12 @@ class Intake:
         log.error("job entry %s: %s", entry_id, reason)
         self._dead.inc()
         record = {**fields, "entry_id": entry_id, "deliveries": str(deliveries), "reason": reason}
-        record["worker"] = self._worker
+        record["worker"] = self.ctx.name
         try:
-            await self._client.xadd(self.keys.dead, record, maxlen=self.options.dead_maxlen, approximate=True)
+            dead_maxlen = self.ctx.options.dead_maxlen
+            await self.ctx.client.xadd(self.ctx.keys.dead, record, maxlen=dead_maxlen, approximate=True)
         except REDIS_ERRORS as exc:
-            await self._after_error(exc)
+            await self.ctx.after_error(exc)
             return  # still pending: the next claim retries
         try:
             delivery = decode_entry(fields)
@@ -222,8 +209,8 @@ class Intake:
             job_id = entry_job_id(fields)
             if job_id is None:  # nobody to answer: just take it out of the stream
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await self._client.xack(self.keys.jobs, GROUP, entry_id)
-                    await self._client.xdel(self.keys.jobs, entry_id)
+                    await self.ctx.client.xack(self.ctx.keys.jobs, GROUP, entry_id)
+                    await self.ctx.client.xdel(self.ctx.keys.jobs, entry_id)
                 return
             delivery = Delivery(Job(digits=[], id=job_id), fields.get("reply", ""), False, fields.get("keep") == "1")
         self._outbox.store(entry_id, delivery, deliveries, failed_result(delivery.job, reason))

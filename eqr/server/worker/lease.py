@@ -17,8 +17,7 @@ import os
 import socket
 import time
 
-from eqr.server.broker.redis import REDIS_ERRORS, ensure_group
-from eqr.server.broker.redis_health import after_error
+from eqr.server.broker.redis import REDIS_ERRORS
 from eqr.server.broker.redis_protocol import GROUP, RENEW, encode_card
 from eqr.server.worker.assignments import WorkerContext
 from eqr.server.worker.intake import Intake
@@ -30,14 +29,8 @@ class Lease:
     """Heartbeat, lease renewal and cancellation for the entries in ``held``."""
 
     def __init__(self, ctx: WorkerContext, intake: Intake, *, metrics_port: int) -> None:
-        self._local = ctx.local
-        self._client = ctx.client
-        self.options = ctx.options
-        self.keys = ctx.keys
-        self._held = ctx.held
+        self.ctx = ctx
         self._intake = intake
-        self._health = ctx.health
-        self._worker = ctx.name
         self._metrics_port = metrics_port  # the one it bound, advertised: with --metrics-port 0 only it knows
         self._renew = ctx.client.register_script(RENEW)
         self.last_beat = time.monotonic()
@@ -47,20 +40,18 @@ class Lease:
             self.last_beat = time.monotonic()
             try:
                 await self._beat()
-                self._health.up()
+                self.ctx.health.up()
             except REDIS_ERRORS as exc:
-                await after_error(
-                    self._health, exc, lambda: ensure_group(self._client, self.keys), min(1.0, self.options.heartbeat_s)
-                )
+                await self.ctx.after_error(exc)
             except Exception:
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.options.heartbeat_s)
+            await asyncio.sleep(self.ctx.options.heartbeat_s)
 
     async def _beat(self) -> None:
-        stats = self._local.stats()
+        stats = self.ctx.local.stats()
         doc = {
-            "name": self._worker,
-            "card": encode_card(self._local.card),
+            "name": self.ctx.name,
+            "card": encode_card(self.ctx.local.card),
             "slots": stats.capacity,
             "live_slots": stats.live_slots,
             "queue_depth": stats.queue_depth,
@@ -69,49 +60,49 @@ class Lease:
             "host": socket.gethostname(),
             "metrics_port": self._metrics_port,
         }
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.worker(self._worker), json.dumps(doc), px=int(self.options.worker_ttl_s * 1000))
-            pipe.sadd(self.keys.workers, self._worker)
+        async with self.ctx.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.ctx.keys.worker(self.ctx.name), json.dumps(doc), px=int(self.ctx.options.worker_ttl_s * 1000))
+            pipe.sadd(self.ctx.keys.workers, self.ctx.name)
             await pipe.execute()
-        held = self._held.all()
+        held = self.ctx.held.all()
         if not held:
             return
-        lost = await self._renew(keys=[self.keys.jobs], args=[GROUP, self._worker, *(a.entry_id for a in held)])
+        lost = await self._renew(keys=[self.ctx.keys.jobs], args=[GROUP, self.ctx.name, *(a.entry_id for a in held)])
         for entry_id in lost:
             self._abandon(entry_id)
         computing = [a for a in held if a.computing and not a.abandoned]
         if computing:
-            flags = await self._client.mget([self.keys.cancel(a.job.id) for a in computing])
+            flags = await self.ctx.client.mget([self.ctx.keys.cancel(a.job.id) for a in computing])
             for a, flag in zip(computing, flags, strict=True):
                 if flag is not None:
                     self.cancel_job(a.job.id)
         running = [a for a in computing if a.delivery.keep and not a.marked_running and a.started]
         if running:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self.ctx.client.pipeline(transaction=False) as pipe:
                 for a in running:
-                    pipe.set(self.keys.kept(a.job.id), "running", xx=True, keepttl=True)
+                    pipe.set(self.ctx.keys.kept(a.job.id), "running", xx=True, keepttl=True)
                 await pipe.execute()
             for a in running:
                 a.marked_running = True
 
     async def cancel_loop(self) -> None:
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = self.ctx.client.pubsub()
             try:
-                await pubsub.subscribe(self.keys.cancel_channel)
+                await pubsub.subscribe(self.ctx.keys.cancel_channel)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message["type"] == "message":
                         self.cancel_job(message["data"])
             except REDIS_ERRORS as exc:
-                self._health.down(exc)  # the heartbeat's look at the cancel keys covers the gap
+                self.ctx.health.down(exc)  # the heartbeat's look at the cancel keys covers the gap
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()
-            await asyncio.sleep(min(1.0, self.options.heartbeat_s))
+            await asyncio.sleep(min(1.0, self.ctx.options.heartbeat_s))
 
     def cancel_job(self, job_id: str) -> None:
-        a = self._held.job(job_id)
+        a = self.ctx.held.job(job_id)
         if a is None or a.cancel_requested or not a.computing:
             return
         a.cancel_requested = True
@@ -120,7 +111,7 @@ class Lease:
 
     def _abandon(self, entry_id: str) -> None:
         """Another worker owns the entry (or it was completed): stop computing a copy nobody will use."""
-        a = self._held.entry(entry_id)
+        a = self.ctx.held.entry(entry_id)
         if a is None or a.storing:  # a store that just acked it, or one that will find the winner's result
             return
         log.warning("lost the lease on job %s to another worker; dropping the local copy", a.job.id)
@@ -129,13 +120,14 @@ class Lease:
         if a.handle is not None and a.computing:
             a.handle.cancel()
         else:
-            self._held.forget(entry_id)
+            self.ctx.held.forget(entry_id)
 
     async def release(self) -> None:
         """Hand every held entry back: idle time past ``claim_idle_s`` makes them claimable at once
         (JUSTID: the delivery count is not raised by this step, only by the next claim)."""
-        entry_ids = [a.entry_id for a in self._held.all()]
+        entry_ids = [a.entry_id for a in self.ctx.held.all()]
         if entry_ids:
-            idle_ms = int(self.options.claim_idle_s * 1000) + 1
-            await self._client.xclaim(self.keys.jobs, GROUP, self._worker, 0, entry_ids, idle=idle_ms, justid=True)
+            idle_ms = int(self.ctx.options.claim_idle_s * 1000) + 1
+            jobs = self.ctx.keys.jobs
+            await self.ctx.client.xclaim(jobs, GROUP, self.ctx.name, 0, entry_ids, idle=idle_ms, justid=True)
             log.info("handed back %d unfinished job(s)", len(entry_ids))

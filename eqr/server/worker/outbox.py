@@ -43,11 +43,7 @@ class Outbox:
     """Queue of events and results; :meth:`run` sends them until :meth:`close`."""
 
     def __init__(self, ctx: WorkerContext, *, result_ttl_ms: int, jobs: Counter) -> None:
-        self._client = ctx.client
-        self._keys = ctx.keys
-        self._held = ctx.held
-        self._health = ctx.health
-        self._worker = ctx.name
+        self.ctx = ctx
         self._result_ttl_ms = result_ttl_ms
         self._jobs = jobs  # eqr_worker_jobs{outcome}
         self._script = ctx.client.register_script(STORE)
@@ -58,8 +54,8 @@ class Outbox:
         self._queue.put_nowait(_Event(reply, event))
 
     def store(self, entry_id: str, delivery: Delivery, deliveries: int, result: SolveResult) -> None:
-        envelope = encode_result(result, worker=self._worker, deliveries=deliveries, kept=delivery.keep)
-        if (a := self._held.entry(entry_id)) is not None:
+        envelope = encode_result(result, worker=self.ctx.name, deliveries=deliveries, kept=delivery.keep)
+        if (a := self.ctx.held.entry(entry_id)) is not None:
             a.storing = True
         self._queue.put_nowait(_Store(entry_id, delivery.job.id, delivery.reply, envelope))
 
@@ -90,29 +86,29 @@ class Outbox:
         if not events:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self.ctx.client.pipeline(transaction=False) as pipe:
                 for e in events:
                     pipe.publish(e.reply, encode_event(e.event))
                 await pipe.execute()
         except REDIS_ERRORS as exc:
-            self._health.down(exc)
+            self.ctx.health.down(exc)
 
     async def _store_until_done(self, item: _Store) -> None:
         delay, give_up = 0.1, None
         while True:
             try:
                 stored = await self._script(
-                    keys=[self._keys.result(item.job_id), self._keys.kept(item.job_id), self._keys.jobs],
+                    keys=[self.ctx.keys.result(item.job_id), self.ctx.keys.kept(item.job_id), self.ctx.keys.jobs],
                     args=[item.envelope, self._result_ttl_ms, item.reply, GROUP, item.entry_id],
                 )
-                self._health.up()
+                self.ctx.health.up()
                 break
             except ResponseError as exc:  # Redis answered, and will answer the same again: do not loop
                 log.error("could not store the result of job %s (%s); it will be redelivered", item.job_id, exc)
-                self._held.forget(item.entry_id)  # no more lease renewals: reclaimed after claim_idle_s
+                self.ctx.held.forget(item.entry_id)  # no more lease renewals: reclaimed after claim_idle_s
                 return
             except REDIS_ERRORS as exc:
-                self._health.down(exc)
+                self.ctx.health.down(exc)
                 if self.stopping:
                     give_up = give_up or time.monotonic() + FLUSH_S
                     if time.monotonic() > give_up:
@@ -120,4 +116,4 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
         self._jobs.labels("stored" if stored == item.envelope else "duplicate").inc()
-        self._held.forget(item.entry_id)
+        self.ctx.held.forget(item.entry_id)
