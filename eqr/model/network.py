@@ -85,7 +85,9 @@ class SwiGLU(nn.Module):
 
 
 def rope_tables(seq: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    # 1 / θ^(i/hd), as the official code writes it: θ^(-i/hd) rounds three of the frequencies one fp32
+    # ulp apart, which the recurrence grows to ~1e-4 in the logits of a converted paper checkpoint
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
     emb = torch.cat([angles, angles], dim=-1)
     return emb.cos(), emb.sin()

@@ -8,7 +8,7 @@ than trusted: every tensor must map to a parameter of :class:`EqRNetwork` with t
 the puzzle-prefix layout is confirmed by three independent pieces of evidence (§2.4), because a
 prefix model run without its prefix loads silently and just gives worse answers.
 
-Why one file of ~430 lines: it is one foreign format's whole story (refusing what is not a plain
+Why one file of ~500 lines: it is one foreign format's whole story (refusing what is not a plain
 pickle, restricted unpickling, key mapping, layout evidence, config translation); split, the
 checks would be separated from the evidence they weigh against each other.
 """
@@ -34,6 +34,7 @@ from eqr.model.network import EqRNetwork
 
 SUDOKU_CELLS = 81  # S_in of a model with Sudoku's 11-token vocabulary, when nothing else gives the board size
 SUDOKU_VOCAB = 11
+MAZE_VOCAB = 6  # PAD and "# SGo" (eqr.md §3)
 BUFFER = "puzzle_emb.weights"
 # names that exist in the paper's modules but carry nothing we need (eqr.md §2.2)
 IGNORED_NAMES = frozenset({"H_init", "L_init", "puzzle_emb.local_weights", "puzzle_emb.local_ids"})
@@ -399,9 +400,37 @@ def _jsonable(value: Any) -> Any:
 
 
 def _task(cfg: EqRConfig) -> str:
-    if cfg.vocab_size == 11 and cfg.seq_len == SUDOKU_CELLS:
+    if cfg.vocab_size == SUDOKU_VOCAB and cfg.seq_len == SUDOKU_CELLS:
         return "sudoku"
-    return "maze" if cfg.vocab_size == 6 else "unknown"
+    return "maze" if cfg.vocab_size == MAZE_VOCAB else "unknown"
+
+
+def task_meta(cfg: EqRConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model folder says about its task: ``task``, and for a maze its ``grid`` (rows, cols).
+
+    The grid is config.arch's board size when it gives one (it must cover S_in), else the square
+    whose side is sqrt(S_in): the released Maze checkpoint sets no board size and its S_in (900,
+    from the training carry) is a 30x30 grid. A maze whose shape neither tells is refused, since a
+    maze folder without its grid cannot be served.
+    """
+    task = _task(cfg)
+    if task != "maze":
+        return {"task": task}
+    height, width = arch.get("board_height"), arch.get("board_width")
+    if height and width:
+        rows, cols = int(height), int(width)
+        if rows * cols != cfg.seq_len:
+            raise PaperCheckpointError(
+                f"config.arch's board {rows}x{cols} has {rows * cols} cells, but the model's S_in is {cfg.seq_len}"
+            )
+    else:
+        rows = cols = math.isqrt(cfg.seq_len)
+        if rows * rows != cfg.seq_len:
+            raise PaperCheckpointError(
+                f"a maze of {cfg.seq_len} cells is not square and config.arch gives no board_height/board_width, "
+                "so its grid is unknown"
+            )
+    return {"task": "maze", "grid": {"rows": rows, "cols": cols}}
 
 
 def load_paper_checkpoint(
@@ -475,4 +504,8 @@ def convert(
 ) -> Path:
     """Write ``src`` (the paper's ``eqr.pth``) as a model folder that :func:`load_model` reads."""
     ckpt = load_paper_checkpoint(src, trust, arch=arch, seq_len=seq_len, vocab_size=vocab_size)
-    return save_model(out_dir, ckpt.network, meta={"task": _task(ckpt.config), "source": ckpt.meta})
+    try:
+        task = task_meta(ckpt.config, ckpt.meta["arch"])
+    except PaperCheckpointError as exc:
+        raise PaperCheckpointError(f"{src}: {exc}") from exc
+    return save_model(out_dir, ckpt.network, meta={**task, "source": ckpt.meta})

@@ -475,7 +475,31 @@ def test_cli_convert_end_to_end(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     model, doc = load_model(tmp_path / "out")
     assert_same_network(model, ref)
-    assert doc["task"] == "maze" and doc["source"]["layout"] == "prefix"
+    assert doc["task"] == "maze" and doc["grid"] == {"rows": 6, "cols": 6} and doc["source"]["layout"] == "prefix"
+
+
+@pytest.mark.parametrize(
+    ("board", "seq_len", "expect"),
+    [
+        ((None, None), 36, {"rows": 6, "cols": 6}),  # no board size: the square of S_in, as for the 30x30 release
+        ((4, 9), None, {"rows": 4, "cols": 9}),  # config.arch's board, as it says
+        ((None, None), 40, "a maze of 40 cells is not square"),
+        ((6, 6), 40, "board 6x6 has 36 cells, but the model's S_in is 40"),
+    ],
+)
+def test_convert_records_the_maze_grid(tmp_path, board, seq_len, expect):
+    arch = {**MAZE_ARCH, "board_height": board[0], "board_width": board[1]}
+    cells = seq_len or board[0] * board[1]
+    ref = reference(arch, vocab=6, seq_len=cells)
+    src = tmp_path / "raw.pth"
+    torch.save({PLAIN + n: t for n, t in ref.state_dict().items()}, src)
+    if isinstance(expect, str):
+        with pytest.raises(PaperCheckpointError, match=expect):
+            convert(src, tmp_path / "out", trust=True, arch=arch, seq_len=seq_len)
+        assert not (tmp_path / "out").exists()
+        return
+    _, doc = load_model(convert(src, tmp_path / "out", trust=True, arch=arch, seq_len=seq_len))
+    assert doc["task"] == "maze" and doc["grid"] == expect and doc["arch"]["seq_len"] == cells
 
 
 def test_cli_convert_raw_state_dict_with_arch_file(tmp_path):
