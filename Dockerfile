@@ -38,11 +38,12 @@ RUN if ! command -v python3 >/dev/null; then \
     fi \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin eqr
 COPY --from=build /opt/venv /opt/venv
-# the bundled model: weights and config only (the training state stays out of the image)
+# the bundled models: weights and config only (the training state stays out of the image)
 COPY models/sudoku-small/config.json models/sudoku-small/model.safetensors /app/models/sudoku-small/
+COPY models/maze-small/config.json models/maze-small/model.safetensors /app/models/maze-small/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    EQR_MODEL=/app/models/sudoku-small
+    EQR_MODEL=/app/models/sudoku-small,/app/models/maze-small
 WORKDIR /app
 USER eqr
 # 8000: the HTTP API (serve, api); 9100: a worker's /metrics and /healthz

@@ -38,7 +38,7 @@ from eqr.model.bundled import default_model_dir
 from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.step import fresh_batch
-from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, read_csv, to_tokens
+from eqr.model.tasks.sudoku import SudokuTask
 from eqr.runtime.step import make_step, preferred_slots
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
 
@@ -47,11 +47,14 @@ EASY = ("easy50.csv", "printable30.csv")
 HARD = ("top95.csv",)
 
 
+SUDOKU = SudokuTask()
+
+
 def load_mix(n: int, data: Path, seed: int) -> list[tuple[list[int], bool]]:
-    """``n`` puzzles, 80% easy and 20% hard, shuffled: (digits, is_easy)."""
+    """``n`` puzzles, 80% easy and 20% hard, shuffled: (tokens, is_easy)."""
     rnd = random.Random(seed)
-    easy = [p for f in EASY for p in read_csv(str(data / f))[0]]
-    hard = [p for f in HARD for p in read_csv(str(data / f))[0]]
+    easy = [p.tolist() for f in EASY for p in SUDOKU.read_set(data / f)[0]]
+    hard = [p.tolist() for f in HARD for p in SUDOKU.read_set(data / f)[0]]
     n_hard = round(0.2 * n)
     if n - n_hard > len(easy) or n_hard > len(hard):
         raise SystemExit(
@@ -93,7 +96,7 @@ def run_static(model, mix, slots: int, depth: int, noise: float, rule: Convergen
     for start in range(0, len(mix), slots):
         batch = mix[start : start + slots]
         b, s = len(batch), model.cfg.seq_len
-        tokens = torch.from_numpy(np.stack([to_tokens(p) for p, _ in batch]))
+        tokens = torch.tensor([p for p, _ in batch])
         seeds = torch.tensor([trajectory_seed(start + i, puzzle_key(t), 0) for i, t in enumerate(tokens.numpy())])
         state = fresh_batch(model, tokens, seeds, noise)
         stepper = make_step(model, state)
@@ -114,7 +117,7 @@ def run_static(model, mix, slots: int, depth: int, noise: float, rule: Convergen
                 break
         b1 = time.perf_counter()
         slot_iters += b * int(state.steps[0])
-        answers += [from_tokens(a.numpy()) for a in answer]
+        answers += answer.tolist()
         service += [(b1 - b0) * 1000] * b
         total += [(b1 - t0) * 1000] * b
     return {
@@ -144,6 +147,7 @@ def measure_overhead(model, meta, mix, slots: int, depth: int, rounds: int) -> t
     engine = Engine(
         model,
         EngineConfig(slots=slots, max_queue=4 * slots, max_depth=depth),
+        task=SUDOKU,
         defaults=meta.get("inference"),
     )
     hard = [p for p, easy in mix if not easy] or [p for p, _ in mix]
@@ -190,7 +194,7 @@ def main() -> None:
     inference = meta.get("inference") or {}
     mix = load_mix(args.puzzles, args.data, args.seed)
     config = EngineConfig(slots=args.slots, max_queue=len(mix), max_depth=args.depth, threads=args.threads)
-    engine = Engine(model, config, defaults=inference)
+    engine = Engine(model, config, task=SUDOKU, defaults=inference)
     noise, rule = engine.defaults["noise"], engine.rule
     n_easy = sum(e for _, e in mix)
     steps = meta.get("training", {}).get("steps", "?")
@@ -219,7 +223,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, r in (("continuous", cont), ("static", static)):
-        solved = sum(is_valid_solution(p, a) for (p, _), a in zip(mix, r["answers"], strict=True)) / len(mix)
+        pairs = zip(mix, r["answers"], strict=True)
+        solved = sum(SUDOKU.verify(np.asarray(p), np.asarray(a)) for (p, _), a in pairs) / len(mix)
         svc = [r["service_ms"][i] for i in easy]
         tot = [r["total_ms"][i] for i in easy]
         print(

@@ -30,7 +30,7 @@ from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.solve import inference_defaults
 from eqr.model.step import StepOutput
-from eqr.model.tasks.sudoku import read_csv, to_tokens
+from eqr.model.tasks.sudoku import SudokuTask
 from eqr.runtime.rollout import rollout
 
 SETS = ("easy50.csv", "printable30.csv", "printable25.csv", "top95.csv")
@@ -44,11 +44,9 @@ def default_data() -> list[Path]:
 
 def record(model, path: Path, depth: int, noise: float, limit: int | None) -> dict[str, torch.Tensor]:
     """Per iteration and trajectory [depth, N]: board changed, residual, board is the solution."""
-    puzzles, solutions = read_csv(str(path))
-    puzzles, solutions = puzzles[:limit], solutions[:limit]
-    n = len(puzzles)
-    tokens = torch.from_numpy(to_tokens(np.asarray(puzzles)))
-    labels = torch.from_numpy(to_tokens(np.asarray(solutions)))
+    puzzles, solutions = SudokuTask().read_set(path)
+    tokens, labels = torch.from_numpy(puzzles[:limit]), torch.from_numpy(solutions[:limit])
+    n = len(tokens)
     changed = torch.zeros(depth, n, dtype=torch.bool)
     residual = torch.zeros(depth, n)
     right = torch.zeros(depth, n, dtype=torch.bool)

@@ -56,3 +56,24 @@ def test_no_layer_imports_a_layer_above_it(layer, forbidden, exempt):
 def test_the_wire_types_are_torch_free():
     imports = modules()["eqr.server.jobs"]
     assert not {i for i in imports if i.split(".")[0] in ("torch", "numpy") or i.startswith("eqr.")}
+
+
+# what layers outside eqr/model/tasks may import of it: the interface, its error, the registry that
+# builds a model folder's task, and the training data of every task (which the trainer feeds on)
+TASK_INTERFACE = {"eqr.model.tasks", "eqr.model.tasks.base", "eqr.model.tasks.errors", "eqr.model.tasks.registry",
+                  "eqr.model.tasks.data"}  # fmt: skip
+
+
+def test_no_layer_outside_tasks_knows_a_particular_task():
+    """The engine, scheduler, API, CLI, metrics and Redis protocol go through the task a model folder
+    declares; only ``tasks/`` itself (and its registry) names Sudoku or Maze."""
+    found = [
+        f"{mod} imports {imp}"
+        for mod, imports in sorted(modules().items())
+        if not mod.startswith("eqr.model.tasks")
+        for imp in sorted(imports)
+        if imp.startswith("eqr.model.tasks") and imp not in TASK_INTERFACE
+    ]
+    client = Path(__file__).resolve().parents[1] / "client"
+    found += [str(p) for p in client.rglob("*.py") if "eqr.model" in p.read_text()]
+    assert not found

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from eqr.kernels import rng
 from eqr.model.aggregate import AGGREGATES, aggregate
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
-from eqr.model.tasks.sudoku import SIZE, from_tokens, is_valid_solution, to_tokens
+from eqr.model.tasks.base import Task
 from eqr.runtime.rollout import rollout
 
 
@@ -46,8 +47,8 @@ def inference_defaults(model: EqRNetwork, meta: dict[str, Any]) -> InferenceDefa
 
 @dataclass
 class OfflineSolution:
-    answer: list[int]  # 81 digits, 0 where the model produced a non-digit
-    valid: bool  # a complete, rule-abiding grid that keeps the givens
+    answer: list[int]  # token ids (the task shows them)
+    valid: bool | None  # obeys the task's rules and keeps the givens; None: the task has no rules
     status: str  # "converged" or "max_iterations" (same words as the engine's Status)
     iterations: list[int]  # iterations run per trajectory (a converged one leaves: the engine's count)
     converged_at: int | None  # iteration at which the chosen trajectory's answer settled; None if it never converged
@@ -63,7 +64,8 @@ class OfflineSolution:
 
 def solve_offline(
     model: EqRNetwork,
-    digits: list[int],
+    task: Task,
+    puzzle: np.ndarray,
     depth: int,
     breadth: int = 1,
     rule_name: str = "converged",
@@ -71,13 +73,13 @@ def solve_offline(
     seed: int = 0,
     rule: ConvergenceRule | None = None,
 ) -> OfflineSolution:
-    """Iterate ``breadth`` trajectories of one parsed puzzle until all converged or ``depth`` is spent."""
+    """Iterate ``breadth`` trajectories of one puzzle (``task``'s tokens) until all converged or ``depth`` is spent."""
     if depth < 1 or breadth < 1:
         raise ValueError("depth and breadth must be at least 1")
     if rule_name not in AGGREGATES:
         raise ValueError(f"unknown aggregate rule {rule_name!r}; use one of {AGGREGATES}")
     rule = rule or ConvergenceRule()
-    tokens = torch.from_numpy(to_tokens(digits)).repeat(breadth, 1)
+    tokens = torch.as_tensor(np.asarray(puzzle, dtype=np.int64)).repeat(breadth, 1)
     seeds = rng.trajectory_seeds(seed, rng.puzzle_key(tokens[0]), breadth)
     r = rollout(model, tokens, seeds, depth, noise, rule=rule, batch_size=breadth)
     converged = r.detected_at <= depth
@@ -85,11 +87,11 @@ def solve_offline(
     scores = r.scores[-1].tolist()
     answers = [tuple(row) for row in r.preds[-1].tolist()]
     choice = aggregate(rule_name, answers, scores)
-    answer = from_tokens(answers[choice.index])
+    answer = np.asarray(answers[choice.index], dtype=np.int64)
     chosen_converged = bool(converged[choice.index])
     return OfflineSolution(
-        answer=answer,
-        valid=is_valid_solution(digits, answer),
+        answer=answer.tolist(),
+        valid=task.verify(np.asarray(puzzle), answer),
         status="converged" if chosen_converged else "max_iterations",
         iterations=runs,
         converged_at=int(r.converged_at[choice.index]) if chosen_converged else None,
@@ -99,14 +101,3 @@ def solve_offline(
         agreement=choice.agreement,
         convergence_score=float(scores[choice.index]),
     )
-
-
-def format_board(digits: list[int]) -> str:
-    """A 9×9 grid with box separators for terminals; 0 (no digit) prints as '.'."""
-    rows = []
-    for r in range(SIZE):
-        cells = [str(d) if d else "." for d in digits[r * SIZE : (r + 1) * SIZE]]
-        rows.append(" | ".join(" ".join(cells[c : c + 3]) for c in range(0, SIZE, 3)))
-        if r in (2, 5):
-            rows.append("------+-------+------")
-    return "\n".join(rows)

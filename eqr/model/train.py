@@ -23,11 +23,10 @@ from tqdm import tqdm
 
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
-from eqr.model.data import DataConfig, TaskData, maze_data, sudoku_data
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.tasks.mazegen import MazeSpec
+from eqr.model.tasks.data import DataConfig, MazeSpec, TaskData, maze_data, sudoku_data
 from eqr.runtime.rollout import rollout
 
 STATE_FILE = "train_state.pt"

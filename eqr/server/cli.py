@@ -51,6 +51,16 @@ def _rule_list(text: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _puzzle_arg(value: str) -> str:
+    """A puzzle on the command line, or the name of a file holding one (a maze is easier written in a file)."""
+    import os
+
+    if "\n" not in value and os.path.isfile(value):
+        with open(value) as fh:
+            return fh.read()
+    return value
+
+
 def _load(command: str, model_dir: str | None, device: str = "cpu") -> tuple | None:
     """Load a model folder (default: the bundled one), or print why not and return None."""
     from eqr.model.bundled import default_model_dir
@@ -69,7 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from eqr.model.evaluate import evaluate_file, format_table, plot_records, write_json
     from eqr.model.solve import inference_defaults
-    from eqr.model.tasks.base import task_for
+    from eqr.model.tasks.registry import task_for
 
     missing = [f for f in args.data if not os.path.isfile(f)]
     if missing:
@@ -120,31 +130,34 @@ def _solve(args: argparse.Namespace) -> int:
     if args.stream:
         print("eqr solve: --stream needs --server (it shows the server's live progress)", file=sys.stderr)
         return 2
-    from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
-
-    try:
-        digits = parse_puzzle(args.puzzle)
-    except PuzzleError as exc:
-        print(f"eqr solve: invalid puzzle: {exc}", file=sys.stderr)
-        return 2
-    return _solve_offline(args, digits)
+    return _solve_offline(args)
 
 
-def _solve_offline(args: argparse.Namespace, digits: list[int]) -> int:
-    """Solve in this process with a local model folder (no server involved)."""
+def _solve_offline(args: argparse.Namespace) -> int:
+    """Solve in this process with a local model folder (no server involved), in the folder's task."""
     import json
 
-    from eqr.model.solve import format_board, inference_defaults, solve_offline
-    from eqr.model.tasks.sudoku import to_string
+    import numpy as np
+
+    from eqr.model.solve import inference_defaults, solve_offline
+    from eqr.model.tasks.errors import PuzzleError
+    from eqr.model.tasks.registry import task_for
 
     loaded = _load("solve", args.model)
     if loaded is None:
         return 2
     model, meta = loaded
+    task = task_for(meta)
+    try:
+        puzzle = task.encode(args.puzzle)
+    except PuzzleError as exc:
+        print(f"eqr solve: invalid puzzle: {exc}", file=sys.stderr)
+        return 2
     defaults = inference_defaults(model, meta)
     result = solve_offline(
         model,
-        digits,
+        task,
+        puzzle,
         depth=args.depth or defaults.depth,
         breadth=args.breadth,
         rule_name=args.aggregate,
@@ -152,15 +165,20 @@ def _solve_offline(args: argparse.Namespace, digits: list[int]) -> int:
         seed=args.seed,
         rule=defaults.rule,
     )
+    answer = np.asarray(result.answer)
     if args.json:
-        print(json.dumps({"puzzle": to_string(digits), "solution": to_string(result.answer), **result.to_dict()}))
+        shown = {"puzzle": task.board(puzzle), "solution": task.board(answer)}
+        print(json.dumps({**shown, **result.to_dict()}))
         return 0
     when = f" (converged at {result.converged_at})" if result.converged_at is not None else ""
-    print(format_board(result.answer))
-    print(to_string(result.answer))
+    print(task.text(answer))
+    compact = task.board(answer)
+    if isinstance(compact, str) and "\n" not in compact:  # a one-line form (Sudoku's 81 characters) to copy
+        print(compact)
+    valid = {True: "yes", False: "no", None: "n/a"}[result.valid]
     print(
         f"status: {result.status}  iterations: {max(result.iterations)}{when}  "
-        f"valid: {'yes' if result.valid else 'no'}  breadth: {result.breadth} "
+        f"valid: {valid}  breadth: {result.breadth} "
         f"({result.converged_trajectories} converged, agreement {result.agreement:.2f})"
     )
     return 0
@@ -225,14 +243,20 @@ def _redis_options(command: str, args: argparse.Namespace) -> RedisOptions | Non
 
 
 def _model_readable(command: str, settings: Settings) -> bool:
-    """A wrong model path fails here, in one line, not in a server traceback."""
+    """A wrong model path, or a folder whose task this version cannot serve, fails here in one line,
+    not in a server traceback."""
     from eqr.model.checkpoint import CheckpointError, read_config
+    from eqr.model.tasks.registry import task_for
 
-    try:
-        read_config(settings.model)
-    except CheckpointError as exc:
-        print(f"eqr {command}: {exc}", file=sys.stderr)
-        return False
+    for folder in settings.model:
+        try:
+            task_for(read_config(folder))
+        except CheckpointError as exc:
+            print(f"eqr {command}: {exc}", file=sys.stderr)
+            return False
+        except ValueError as exc:  # the folder's task block
+            print(f"eqr {command}: {folder}: {exc}", file=sys.stderr)
+            return False
     return True
 
 
@@ -320,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("solve", help="solve one puzzle")
-    p.add_argument("puzzle", help="81 characters, 1-9 for givens and '.' or '0' for blanks")
+    p.add_argument(
+        "puzzle",
+        type=_puzzle_arg,
+        help="the puzzle, or a file holding it: Sudoku 81 characters (1-9 givens, '.' or '0' blanks); a maze or "
+        "grid its rows, one per line",
+    )
     p.add_argument("--model", help="model folder (default: bundled, or $EQR_MODEL); with --server: a model name")
     p.add_argument("--depth", type=_positive_int, help="iteration budget (default: the model's inference depth)")
     p.add_argument("--breadth", type=_positive_int, default=1, help="trajectories from random initial latents")

@@ -45,13 +45,19 @@ def flag_name(field: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _value_type(annotation: object) -> tuple[type, tuple[str, ...] | None]:
-    """The argparse type (and choices) of a setting's annotation: ``int | None`` → int, a Literal → choices."""
+def _value_type(annotation: object) -> tuple[type, tuple[str, ...] | None, bool]:
+    """The argparse type (and choices) of a setting's annotation, and whether the flag repeats:
+    ``int | None`` → int, a Literal → choices, ``list[Path]`` → str, repeated."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is list:
+        kind, choices, _ = _value_type(typing.get_args(annotation)[0])
+        return kind, choices, True
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     if typing.get_origin(annotation) is typing.Literal:
-        return str, tuple(typing.get_args(annotation))
+        return str, tuple(typing.get_args(annotation)), False
     kind = args[0]
-    return (str if kind is Path else kind), None  # type: ignore[return-value]
+    return (str if kind is Path else kind), None, False  # type: ignore[return-value]
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, *groups: tuple[str, ...]) -> None:
@@ -59,13 +65,16 @@ def add_settings_flags(parser: argparse.ArgumentParser, *groups: tuple[str, ...]
     for group in groups:
         for name in group:
             info = Settings.model_fields[name]
-            kind, choices = _value_type(info.annotation)
+            kind, choices, repeated = _value_type(info.annotation)
             default = info.get_default(call_default_factory=True)
+            if isinstance(default, list):
+                default = ", ".join(map(str, default))
             shown = "" if default in (None, "") else f"default {default}, "
             parser.add_argument(
                 flag_name(name),
                 dest=name,
                 type=kind,
+                action="append" if repeated else "store",
                 choices=choices,
                 metavar=None if choices else name.upper(),
                 help=f"{info.description or name.replace('_', ' ')} ({shown}$EQR_{name.upper()})",

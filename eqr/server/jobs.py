@@ -41,12 +41,18 @@ class SolveParams:
 
 @dataclass
 class Job:
-    """One puzzle to solve. ``digits``: 81 ints, 0 = blank (already validated)."""
+    """One puzzle to solve, already read by the model's task.
 
-    digits: list[int]
+    ``tokens``: the puzzle as the model's token ids; ``model``: the served model it is for (empty: the
+    only one); ``form``: how the client wrote the puzzle, echoed in the result so whoever renders the
+    answer (another API node, a later GET) shows it the same way.
+    """
+
+    tokens: list[int]
     params: SolveParams = field(default_factory=SolveParams)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    task: str = "sudoku"
+    model: str = ""
+    form: str = ""
     submitted_at: float = field(default_factory=time.time)
 
 
@@ -54,7 +60,7 @@ class Job:
 class IterationEvent:
     request_id: str
     iteration: int  # highest iteration reached by any live trajectory of the request
-    board: list[int]  # current best board, digits (0 = undecided)
+    board: list[int]  # current best board, token ids (the task shows them)
     residual: float
     live_trajectories: int
 
@@ -63,8 +69,8 @@ class IterationEvent:
 class SolveResult:
     request_id: str
     status: Status
-    answer: list[int]  # digits 1..9 (0 where the model produced a non-digit)
-    valid: bool  # answer obeys the rules and keeps the givens (reported, not used to steer)
+    answer: list[int]  # token ids (the task shows them)
+    valid: bool | None  # obeys the task's rules and keeps the givens (reported, not used to steer); None: no rules
     iterations: list[int]  # iterations run per trajectory
     # of the chosen trajectory: the iteration at which its answer appeared and then stayed (its
     # `iterations` add the confirmation window); None if it never converged
@@ -75,16 +81,20 @@ class SolveResult:
     compute_ms: float
     error: str | None = None
     seed: int | None = None  # the request seed actually used (drawn at random when the job gave none)
+    model: str = ""  # echoed from the job
+    form: str = ""  # echoed from the job
 
 
-def bare_failure(request_id: str, breadth: int, error: str, answer: list[int], seed: int | None = None) -> SolveResult:
-    """A ``failed`` result built without aggregation, for when even that cannot run: no iterations."""
+def bare_failure(job: Job, error: str, seed: int | None = None) -> SolveResult:
+    """A ``failed`` result built without aggregation, for when even that cannot run: no iterations,
+    the puzzle itself as the answer."""
+    tokens = job.tokens if isinstance(job.tokens, list) and all(isinstance(t, int) for t in job.tokens) else []
     return SolveResult(
-        request_id=request_id,
+        request_id=job.id,
         status=Status.FAILED,
-        answer=answer,
+        answer=list(tokens),
         valid=False,
-        iterations=[0] * breadth,
+        iterations=[0] * (breadth if isinstance(breadth := job.params.breadth, int) and breadth > 0 else 1),
         iterations_to_convergence=None,
         agreement=0.0,
         convergence_score=math.inf,
@@ -92,4 +102,6 @@ def bare_failure(request_id: str, breadth: int, error: str, answer: list[int], s
         compute_ms=0.0,
         error=error,
         seed=seed,
+        model=job.model,
+        form=job.form,
     )

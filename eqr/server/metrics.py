@@ -4,8 +4,11 @@ Each app owns a :class:`Metrics` with its own ``CollectorRegistry``, so two apps
 tests build many) never share or collide on series. Every metric is documented in docs/metrics.md;
 names use the ``eqr_`` prefix and base units (seconds, counts).
 
-The engine calls the ``on_*`` methods from its own thread; prometheus-client is thread-safe, and
-nothing here blocks, so observing costs the step loop a few dictionary look-ups.
+Every engine series carries a ``model`` label (and the request histograms a ``task`` label): a server
+serving several models runs one engine per model, and :meth:`Metrics.observer` gives each engine an
+observer bound to its model. Engines call the ``on_*`` methods from their own threads;
+prometheus-client is thread-safe, and nothing here blocks, so observing costs the step loop a few
+dictionary look-ups.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from eqr.server.engine.interface import EngineObserver
 from eqr.server.jobs import Job, SolveResult
 
 # Integer iteration counts; the buckets stop at the server's depth cap, which is then the last bucket.
@@ -44,8 +48,7 @@ def iterations_of(result: SolveResult) -> int:
 class Metrics:
     """All series of one server, registered in a private registry."""
 
-    def __init__(self, model: str, max_depth: int) -> None:
-        self.model = model
+    def __init__(self, max_depth: int) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.iterations_to_convergence = Histogram(
@@ -70,58 +73,73 @@ class Metrics:
             registry=r,
         )
         self.step_duration = Histogram(
-            "eqr_step_duration_seconds", "Wall time of one engine step", buckets=STEP_BUCKETS, registry=r
+            "eqr_step_duration_seconds", "Wall time of one engine step", ["model"], buckets=STEP_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("eqr_queue_depth", "Trajectories waiting for a slot", registry=r)
-        self.live_slots = Gauge("eqr_live_slots", "Slots holding a live trajectory after the last step", registry=r)
-        self.slot_capacity = Gauge("eqr_slot_capacity", "Size of the slot pool", registry=r)
+        self.queue_depth = Gauge("eqr_queue_depth", "Trajectories waiting for a slot", ["model"], registry=r)
+        self.live_slots = Gauge(
+            "eqr_live_slots", "Slots holding a live trajectory after the last step", ["model"], registry=r
+        )
+        self.slot_capacity = Gauge("eqr_slot_capacity", "Size of the slot pool", ["model"], registry=r)
         self.requests_in_flight = Gauge(
             "eqr_requests_in_flight", "Accepted requests without a result yet (queued or running)", registry=r
         )
-        self.requests = Counter("eqr_requests", "Finished requests by result status", ["status"], registry=r)
+        self.requests = Counter("eqr_requests", "Finished requests by result status", ["model", "status"], registry=r)
         self.evicted = Counter(
-            "eqr_trajectories_evicted", "Trajectories that left a slot, by reason", ["reason"], registry=r
+            "eqr_trajectories_evicted", "Trajectories that left a slot, by reason", ["model", "reason"], registry=r
         )
-        self.iterations = Counter("eqr_iterations", "Trajectory iterations run (one slot, one step)", registry=r)
+        self.iterations = Counter(
+            "eqr_iterations", "Trajectory iterations run (one slot, one step)", ["model"], registry=r
+        )
         self.rejections = Counter(
             "eqr_rejections", "Requests refused before any work was queued, by error code", ["reason"], registry=r
         )
 
-    # -- EngineObserver (called from the engine thread) --------------------------------------------
-
-    def on_step(self, duration_s: float, live_slots: int, capacity: int, queue_depth: int) -> None:
-        self.step_duration.observe(duration_s)
-        self.live_slots.set(live_slots)
-        self.slot_capacity.set(capacity)
-        self.queue_depth.set(queue_depth)
-
-    def on_evict(self, reason: str, count: int) -> None:
-        if count:
-            self.evicted.labels(reason).inc(count)
-
-    def on_iterations(self, n: int) -> None:
-        if n:
-            self.iterations.inc(n)
-
-    def on_finished(self, result: SolveResult, job: Job) -> None:
-        status = getattr(result.status, "value", str(result.status))
-        self.iterations_to_convergence.labels(job.task, self.model, status).observe(iterations_of(result))
-        total_s = (result.queued_ms + result.compute_ms) / 1000.0
-        if math.isfinite(total_s):
-            self.request_duration.labels(job.task, self.model, status).observe(total_s)
-            self.queue_wait.labels(job.task, self.model).observe(result.queued_ms / 1000.0)
-        self.requests.labels(status).inc()
+    def observer(self, model: str, task: str, capacity: int) -> EngineObserver:
+        """The observer of the engine serving ``model``; publishes its pool size before the first step."""
+        self.slot_capacity.labels(model).set(capacity)
+        return ModelObserver(self, model, task)
 
     # -- API side ------------------------------------------------------------------------------------
 
     def reject(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
 
-    def track(self, in_flight: Callable[[], float], capacity: int) -> None:
-        """Read in-flight requests at scrape time and publish the pool size before the first step."""
+    def track(self, in_flight: Callable[[], float]) -> None:
+        """Read in-flight requests at scrape time."""
         self.requests_in_flight.set_function(in_flight)
-        self.slot_capacity.set(capacity)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``GET /metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class ModelObserver:
+    """One engine's observer: the server's series, labelled with the engine's model (called from its thread)."""
+
+    def __init__(self, metrics: Metrics, model: str, task: str) -> None:
+        self.m, self.model, self.task = metrics, model, task
+
+    def on_step(self, duration_s: float, live_slots: int, capacity: int, queue_depth: int) -> None:
+        m = self.m
+        m.step_duration.labels(self.model).observe(duration_s)
+        m.live_slots.labels(self.model).set(live_slots)
+        m.slot_capacity.labels(self.model).set(capacity)
+        m.queue_depth.labels(self.model).set(queue_depth)
+
+    def on_evict(self, reason: str, count: int) -> None:
+        if count:
+            self.m.evicted.labels(self.model, reason).inc(count)
+
+    def on_iterations(self, n: int) -> None:
+        if n:
+            self.m.iterations.labels(self.model).inc(n)
+
+    def on_finished(self, result: SolveResult, job: Job) -> None:
+        m, labels = self.m, (self.task, self.model)
+        status = getattr(result.status, "value", str(result.status))
+        m.iterations_to_convergence.labels(*labels, status).observe(iterations_of(result))
+        total_s = (result.queued_ms + result.compute_ms) / 1000.0
+        if math.isfinite(total_s):
+            m.request_duration.labels(*labels, status).observe(total_s)
+            m.queue_wait.labels(*labels).observe(result.queued_ms / 1000.0)
+        m.requests.labels(self.model, status).inc()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eqr.model.bundled import default_model_dir
+from eqr.model.bundled import default_model_dirs
 
 
 class Settings(BaseSettings):
@@ -25,8 +25,16 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to bind")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
-    model: Path = Field(default_factory=default_model_dir, description="model folder (config.json + weights)")
-    model_name: str | None = Field(None, description="name clients use in the `model` field; default: folder name")
+    model: Annotated[list[Path], NoDecode] = Field(
+        default_factory=default_model_dirs,
+        min_length=1,
+        description="model folder(s) to serve (config.json + weights); repeat the flag or separate with commas; "
+        "the first is the default model",
+    )
+    model_name: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="names clients use in the `model` field, one per model folder in order; default: folder names",
+    )
     device: str = Field("cpu", description="torch device of the slot pool")
     slots: int | None = Field(
         None,
@@ -77,6 +85,24 @@ class Settings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
+    @field_validator("model", "model_name", mode="before")
+    @classmethod
+    def _listed(cls, value: object) -> object:
+        """One value, or several separated by commas (environment variables), is a list."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return [value] if isinstance(value, Path) else value
+
+    @model_validator(mode="after")
+    def _one_name_per_model(self) -> Settings:
+        if len(self.model_name) > len(self.model):
+            raise ValueError(f"{len(self.model_name)} model names for {len(self.model)} model folder(s)")
+        names = self.served_names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"two served models are both named {repeated[0]!r}; give each a --model-name")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -95,9 +121,9 @@ class Settings(BaseSettings):
         return _split(self.cors_origins)
 
     @property
-    def served_model_name(self) -> str:
-        """The public model name: explicit, else the model folder's name (``sudoku-small``)."""
-        return self.model_name or Path(self.model).name
+    def served_names(self) -> list[str]:
+        """The public model names, in the order of ``model``: explicit, else the folder's name (``sudoku-small``)."""
+        return [*self.model_name, *(Path(m).name for m in self.model[len(self.model_name) :])]
 
 
 def _split(items: str) -> list[str]:

@@ -12,8 +12,7 @@ from eqr.model.config import EqRConfig
 from eqr.model.evaluate import RECORD_KEYS, accuracy, evaluate_file, grid_records, iteration_stats
 from eqr.model.network import EqRNetwork
 from eqr.model.solve import solve_offline
-from eqr.model.tasks.base import SudokuTask
-from eqr.model.tasks.sudoku import parse_puzzle, read_csv, to_tokens
+from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, read_csv, to_tokens
 from eqr.server.cli import main
 
 TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
@@ -25,6 +24,7 @@ def save_tiny_model(path, inference=None):
     """A random tiny network in a model folder; tests never touch the bundled model."""
     torch.manual_seed(0)
     return save_model(path, EqRNetwork(TINY), {"inference": inference or {"depth": 3, "noise": 0.1}})
+
 
 SUDOKU = SudokuTask()
 
@@ -124,8 +124,8 @@ def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file
     puzzles, solutions = read_csv(str(csv_file))
     kw = {"depths": [3], "rules": ["vote"], "noise": 0.1, "seed": 5, "batch_size": 4}
     (record,) = evaluate_file(model, csv_file, SUDOKU, breadths=[2], **kw)
-    offline = [solve_offline(model, list(p), 3, 2, "vote", 0.1, seed=5).answer for p in puzzles]
-    cells = np.mean([np.mean(np.asarray(a) == np.asarray(sol)) for a, sol in zip(offline, solutions, strict=True)])
+    offline = [solve_offline(model, SUDOKU, to_tokens(p), 3, 2, "vote", 0.1, seed=5).answer for p in puzzles]
+    cells = np.mean([np.mean(np.asarray(a) == to_tokens(sol)) for a, sol in zip(offline, solutions, strict=True)])
     assert record["cell_accuracy"] == pytest.approx(cells, abs=1e-6) and 0 < cells < 1  # one cell is 1/243
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from eqr.model.tasks import maze
+from eqr.model.tasks.errors import PuzzleError
 
 MAZE = [
     "#######",
@@ -55,7 +56,7 @@ def test_parse_accepts_rows_and_one_string_and_encodes_paper_ids():
     ],
 )
 def test_parse_errors_name_the_cells_at_fault(rows, message, cells):
-    with pytest.raises(maze.MazeError) as info:
+    with pytest.raises(PuzzleError) as info:
         maze.parse_maze(rows)
     assert message in str(info.value) and info.value.cells == cells
     assert isinstance(info.value, ValueError)
@@ -65,15 +66,15 @@ def test_parse_errors_name_the_rows_at_fault():
     ragged = list(MAZE)
     ragged[2] = "# ###"
     ragged[4] = "# # ####"
-    with pytest.raises(maze.MazeError, match=r"row\(s\) 3, 5 differ \(row 3 has 5, row 5 has 8\)"):
+    with pytest.raises(PuzzleError, match=r"row\(s\) 3, 5 differ \(row 3 has 5, row 5 has 8\)"):
         maze.parse_maze(ragged)
-    with pytest.raises(maze.MazeError, match=r"row\(s\) 2 are not"):
+    with pytest.raises(PuzzleError, match=r"row\(s\) 2 are not"):
         maze.parse_maze(["#S#", 7, "#G#"])
-    with pytest.raises(maze.MazeError, match="must be 9x9 for this model, got 7 rows of 7"):
+    with pytest.raises(PuzzleError, match="must be 9x9 for this model, got 7 rows of 7"):
         maze.parse_maze(MAZE, size=9)
-    with pytest.raises(maze.MazeError, match="no rows"):
+    with pytest.raises(PuzzleError, match="no rows"):
         maze.parse_maze("\n\n")
-    with pytest.raises(maze.MazeError, match="list of row strings"):
+    with pytest.raises(PuzzleError, match="list of row strings"):
         maze.parse_maze(42)
 
 
@@ -119,7 +120,7 @@ def test_verify_accepts_either_path_when_two_are_shortest():
     assert maze.verify(rows, ["#####", "#Soo#", "#  o#", "#  G#", "#####"])
     assert maze.verify(rows, ["#####", "#S  #", "#o  #", "#ooG#", "#####"])
     assert not maze.verify(rows, ["#####", "#So #", "#oo #", "#  G#", "#####"])
-    with pytest.raises(maze.MazeError, match="no unique shortest path"):
+    with pytest.raises(PuzzleError, match="no unique shortest path"):
         maze.solution(grid)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from eqr.model.checkpoint import load_model
-from eqr.model.data import TRAIN_SEED_MIN, MazeSampler, maze_eval_seed
 from eqr.model.tasks import maze
+from eqr.model.tasks.data import TRAIN_SEED_MIN, MazeSampler, maze_eval_seed
 from eqr.model.tasks.mazegen import KINDS, MazeSpec, generate, main
 from eqr.model.train import STATE_FILE, train
 

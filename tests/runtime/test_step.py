@@ -268,5 +268,5 @@ def test_the_server_defaults_to_the_preferred_slot_count(tmp_path):
 
     model_dir = save_tiny_model(tmp_path / "tiny")
     auto = LocalBroker.from_settings(Settings(model=model_dir))  # not started: no engine thread to stop
-    assert auto.card.caps["slots"] == preferred_slots(load_model(model_dir)[0]) >= 8
-    assert LocalBroker.from_settings(Settings(model=model_dir, slots=5)).card.caps["slots"] == 5
+    assert auto.cards["tiny"].caps["slots"] == preferred_slots(load_model(model_dir)[0]) >= 8
+    assert LocalBroker.from_settings(Settings(model=model_dir, slots=5)).cards["tiny"].caps["slots"] == 5

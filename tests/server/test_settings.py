@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eqr.model.bundled import BUNDLED_MODEL
+from eqr.model.bundled import BUNDLED_MODELS
 from eqr.model.checkpoint import save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
@@ -29,7 +29,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
 def test_defaults_serve_the_bundled_model_locally(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("EQR_MODEL", raising=False)
     s = Settings()
-    assert (s.host, s.port, s.model, s.served_model_name) == ("127.0.0.1", 8000, BUNDLED_MODEL, "sudoku-small")
+    assert (s.host, s.port, s.model) == ("127.0.0.1", 8000, list(BUNDLED_MODELS))
+    assert s.served_names == ["sudoku-small", "maze-small"]  # both bundled models, Sudoku the default
     assert s.threads is None and s.slots is None  # torch's threads, and the slots that fill the device
     # the caps an engine gets by default are the server's: embedded use and eqr serve cannot drift apart
     engine = EngineConfig()
@@ -65,7 +66,7 @@ def test_flags_override_environment_variables(served, tmp_path: Path, monkeypatc
     assert main(["serve", "--port", "9100", "--max-depth", "32", "--threads", "1"]) == 0
     (s,) = served
     assert (s.port, s.slots, s.max_depth, s.threads, s.job_ttl_s) == (9100, 12, 32, 1, 5.0)
-    assert s.model == folder and s.served_model_name == "tiny-cli"
+    assert s.model == [folder] and s.served_names == ["tiny-cli"]
 
 
 def test_bad_model_folder_or_setting_fails_before_serving(served, tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -110,3 +111,15 @@ def test_read_timeouts_and_cors_come_from_flags(served, tmp_path: Path, capsys: 
     assert "body_timeout_s" in capsys.readouterr().err
     assert main(["serve", "--model", str(folder), "--cors-origins", "app.example"]) == 2
     assert "scheme://host" in capsys.readouterr().err
+
+
+def test_several_models_by_flag_or_environment(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    a, b = (save_model(tmp_path / name, EqRNetwork(TINY)) for name in ("first", "second"))
+    assert main(["serve", "--model", str(a), "--model", str(b), "--model-name", "one"]) == 0
+    assert served[-1].model == [a, b] and served[-1].served_names == ["one", "second"]
+    monkeypatch.setenv("EQR_MODEL", f"{a}, {b}")
+    assert Settings().model == [a, b]
+    with pytest.raises(ValueError, match="both named 'first'"):
+        Settings(model=[a, a])
+    with pytest.raises(ValueError, match="2 model names for 1 model folder"):
+        Settings(model=a, model_name="x,y")

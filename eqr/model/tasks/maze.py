@@ -9,88 +9,47 @@ fault. A parsed maze is an int8 array [rows, cols] of token ids.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import numba as nb
 import numpy as np
 
-from eqr.model.tasks.sudoku import PuzzleError
+from eqr.model.tasks import chargrid
+from eqr.model.tasks.base import Parsed, Task
+from eqr.model.tasks.chargrid import RowsForm, cell_name, listing
+from eqr.model.tasks.errors import PuzzleError
 
 CHARSET = "# SGo"
 VOCAB_SIZE = 1 + len(CHARSET)
 PAD_ID, WALL_ID, OPEN_ID, START_ID, GOAL_ID, PATH_ID = range(VOCAB_SIZE)
-UNKNOWN_CHAR = "?"  # how a PAD token (never a valid answer cell) is decoded
 
 _STEPS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
-
-
-class MazeError(PuzzleError):
-    """A maze that cannot be accepted; ``cells`` lists the positions at fault (row, col, 0-based)."""
-
-
-def cell_name(row: int, col: int) -> str:
-    """Human name of a cell, e.g. ``r1c3`` (1-based, as the Sudoku cells are named)."""
-    return f"r{row + 1}c{col + 1}"
-
-
-def _rows_of(puzzle: str | list) -> list[str]:
-    if isinstance(puzzle, str):
-        # one string with a row per line; blank lines before and after the grid are framing, not rows
-        rows = puzzle.replace("\r\n", "\n").split("\n")
-        while rows and not rows[0]:
-            rows.pop(0)
-        while rows and not rows[-1]:
-            rows.pop()
-    elif isinstance(puzzle, list):
-        rows = puzzle
-        bad = [r + 1 for r, row in enumerate(rows) if not isinstance(row, str)]
-        if bad:
-            raise MazeError(f"maze rows must be strings; row(s) {_listing(bad)} are not")
-    else:
-        raise MazeError("maze must be a list of row strings or one string with a row per line")
-    if not rows:
-        raise MazeError("maze has no rows")
-    return rows
-
-
-def _listing(items: list) -> str:
-    shown = ", ".join(str(x) for x in items[:8])
-    return shown + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+EXAMPLE_SEED = 7  # not a training seed (those start at 2**32) nor an eval set's
+HINT = (
+    "use '#' for walls, ' ' for open cells, 'S' for the start and 'G' for the goal ('o' marks the answer, not the maze)"
+)
 
 
 def parse_maze(puzzle: str | list, size: int | None = None) -> np.ndarray:
-    """Parse a maze (rows of ``# SG``) into token ids [rows, cols]; raise :class:`MazeError`.
+    """Parse a maze (rows of ``# SG``) into token ids [rows, cols]; raise :class:`PuzzleError`.
 
     ``size`` (a model's board side) additionally requires a ``size`` × ``size`` grid.
     """
-    rows = _rows_of(puzzle)
-    width = len(rows[0])
-    ragged = [r + 1 for r, row in enumerate(rows) if len(row) != width]
-    if ragged:
-        raise MazeError(
-            f"rows must have equal length: row 1 has {width} cells but row(s) {_listing(ragged)} differ "
-            f"({', '.join(f'row {r} has {len(rows[r - 1])}' for r in ragged[:3])})"
-        )
-    if size is not None and (len(rows) != size or width != size):
-        raise MazeError(f"maze must be {size}x{size} for this model, got {len(rows)} rows of {width}")
-    bad = [(r, c) for r, row in enumerate(rows) for c, ch in enumerate(row) if ch not in CHARSET[:4]]
-    if bad:
-        r, c = bad[0]
-        raise MazeError(
-            f"bad character {rows[r][c]!r} at {_listing([cell_name(*rc) for rc in bad])}: use '#' for walls, "
-            "' ' for open cells, 'S' for the start and 'G' for the goal ('o' marks the answer, not the maze)",
-            bad,
-        )
-    grid = np.array([[CHARSET.index(ch) + 1 for ch in row] for row in rows], dtype=np.int8)
+    rows, _ = chargrid.read_rows(puzzle, "maze")
+    chargrid.check_shape(rows, "maze", None if size is None else (size, size))
+    chargrid.check_chars(rows, CHARSET[:4], HINT)
+    grid = chargrid.to_ids(rows, CHARSET)
     for token, what in ((START_ID, "start 'S'"), (GOAL_ID, "goal 'G'")):
         found = [(int(r), int(c)) for r, c in np.argwhere(grid == token)]
         if len(found) != 1:
-            where = f" at {_listing([cell_name(*rc) for rc in found])}" if found else ""
-            raise MazeError(f"maze must have exactly one {what}, found {len(found)}{where}", found)
+            where = f" at {listing([cell_name(*rc) for rc in found])}" if found else ""
+            raise PuzzleError(f"maze must have exactly one {what}, found {len(found)}{where}", found)
     if shortest_path_length(grid) < 0:
         s, g = _find(grid, START_ID), _find(grid, GOAL_ID)
-        raise MazeError(
+        raise PuzzleError(
             f"no path through open cells from the start at {cell_name(*s)} to the goal at {cell_name(*g)}", [s, g]
         )
     return grid
@@ -174,8 +133,7 @@ def from_tokens(tokens: np.ndarray, cols: int) -> np.ndarray:
 
 def to_rows(grid: np.ndarray) -> list[str]:
     """Token ids [rows, cols] to row strings; PAD (never a valid answer cell) shows as ``?``."""
-    chars = UNKNOWN_CHAR + CHARSET
-    return ["".join(chars[int(t)] for t in row) for row in np.asarray(grid)]
+    return chargrid.to_rows(np.asarray(grid), CHARSET)
 
 
 def to_string(grid: np.ndarray) -> str:
@@ -185,10 +143,10 @@ def to_string(grid: np.ndarray) -> str:
 def _answer_grid(answer: str | list | np.ndarray) -> np.ndarray | None:
     if isinstance(answer, np.ndarray):
         return answer.astype(np.int8)
-    chars = UNKNOWN_CHAR + CHARSET
+    chars = chargrid.UNKNOWN_CHAR + CHARSET
     try:
-        rows = _rows_of(answer)
-    except MazeError:
+        rows, _ = chargrid.read_rows(answer, "answer")
+    except PuzzleError:
         return None
     if len({len(row) for row in rows}) != 1 or any(ch not in chars for row in rows for ch in row):
         return None
@@ -217,7 +175,7 @@ def verify(puzzle: str | list | np.ndarray, answer: str | list | np.ndarray) -> 
 def solution(grid: np.ndarray) -> np.ndarray:
     """The answer grid of a Maze-Unique maze: the one shortest path marked ``o``."""
     if shortest_path_count(grid) != 1:
-        raise MazeError("maze has no unique shortest path from S to G")
+        raise PuzzleError("maze has no unique shortest path from S to G")
     rows, cols = grid.shape
     dist, _ = _search(grid, grid != WALL_ID)
     ans = grid.copy().reshape(-1)
@@ -250,7 +208,7 @@ def read_jsonl(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
             doc = json.loads(line)
             try:
                 grid = parse_maze(doc.pop("puzzle"))
-            except MazeError as exc:
+            except PuzzleError as exc:
                 raise ValueError(f"{path}:{line_no}: {exc}") from exc
             answer = _answer_grid(doc.pop("solution"))
             if answer is None or not verify(grid, answer):
@@ -259,3 +217,52 @@ def read_jsonl(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
             solutions.append(answer)
             meta.append(doc)
     return np.stack(puzzles), np.stack(solutions), meta
+
+
+class MazeTask(Task):
+    """Maze-Unique on an N×N grid: rows of ``# SG`` in; answers as rows with the shortest path marked ``o``."""
+
+    name = "maze"
+    vocab_size = VOCAB_SIZE
+    default_form = RowsForm.ROWS.value
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.seq_len = size * size
+
+    def spec(self) -> dict[str, Any]:
+        return {"task": self.name, "grid": {"rows": self.size, "cols": self.size}}
+
+    def parse(self, puzzle: object) -> Parsed:
+        _, form = chargrid.read_rows(puzzle, "maze")
+        return Parsed(to_tokens(parse_maze(puzzle, size=self.size)), form.value)  # type: ignore[arg-type]
+
+    def board(self, tokens: np.ndarray, form: str | None = None) -> list[str] | str:
+        return chargrid.shown(to_rows(from_tokens(tokens, self.size)), RowsForm(form or self.default_form))
+
+    def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        return verify(from_tokens(puzzle, self.size), from_tokens(answer, self.size))
+
+    def render(self) -> dict[str, Any]:
+        return {"kind": "maze", "rows": self.size, "cols": self.size, "charset": CHARSET}
+
+    def example(self) -> list[str]:
+        return example_maze(self.size)
+
+    def read_set(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        puzzles, solutions, _ = read_jsonl(path)
+        if puzzles.shape[1:] != (self.size, self.size):
+            shape = "×".join(map(str, puzzles.shape[1:]))
+            raise ValueError(f"{Path(path).name}: {shape} mazes, the model's are {self.size}×{self.size}")
+        return to_tokens(puzzles), to_tokens(solutions)
+
+
+@functools.cache
+def example_maze(size: int) -> list[str]:
+    """One generated maze of side ``size`` (fixed seed, a path about as long as the side): a real
+    puzzle for documentation and the playground, the same on every machine."""
+    from eqr.model.tasks.mazegen import MazeSpec, generate  # mazegen writes sets with this module
+
+    length = max(2, min(size, 2 * size - 4))
+    puzzles, _, _, _ = generate(1, MazeSpec(size=size, min_len=length, max_len=length), seed=EXAMPLE_SEED)
+    return to_rows(from_tokens(puzzles[0], size))

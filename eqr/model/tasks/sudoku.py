@@ -7,9 +7,13 @@ reported here once, with a message that names the position or the cells at fault
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from eqr.model.tasks.base import Parsed, Task
+from eqr.model.tasks.errors import PuzzleError
 
 SIZE = 9
 CELLS = SIZE * SIZE
@@ -17,19 +21,9 @@ VOCAB_SIZE = 11
 BLANK_ID = 1
 DIGIT_OFFSET = 1  # token id = digit + 1
 BLANK_CHARS = ".0"
+EXAMPLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 
 Grid = list[list[int]]
-
-
-@dataclass
-class PuzzleError(ValueError):
-    """A puzzle that cannot be accepted; ``cells`` lists the positions at fault (row, col, 0-based)."""
-
-    message: str
-    cells: list[tuple[int, int]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def cell_name(index: int) -> str:
@@ -154,3 +148,54 @@ def read_csv(path: str) -> tuple[list[list[int]], list[list[int]]]:
             puzzles.append(parse_puzzle(parts[0]))
             solutions.append(_digits_from_string(parts[1]))
     return puzzles, solutions
+
+
+def format_board(digits: list[int]) -> str:
+    """A 9×9 grid with box separators for terminals; 0 (no digit) prints as '.'."""
+    rows = []
+    for r in range(SIZE):
+        cells = [str(d) if d else "." for d in digits[r * SIZE : (r + 1) * SIZE]]
+        rows.append(" | ".join(" ".join(cells[c : c + 3]) for c in range(0, SIZE, 3)))
+        if r in (2, 5):
+            rows.append("------+-------+------")
+    return "\n".join(rows)
+
+
+class SudokuTask(Task):
+    """9×9 Sudoku: an 81-character string or a 9×9 list in; answers as 81 characters and a 9×9 grid."""
+
+    name = "sudoku"
+    vocab_size = VOCAB_SIZE
+    seq_len = CELLS
+    default_form = "string"
+
+    def spec(self) -> dict[str, Any]:
+        return {"task": self.name}
+
+    def parse(self, puzzle: object) -> Parsed:
+        form = "grid" if isinstance(puzzle, list) else "string"
+        return Parsed(to_tokens(parse_puzzle(puzzle)), form)  # type: ignore[arg-type]
+
+    def board(self, tokens: np.ndarray, form: str | None = None) -> str:
+        # one board form whatever the puzzle's: the API has always streamed and answered 81 characters
+        return to_string(from_tokens(tokens))
+
+    def text(self, tokens: np.ndarray) -> str:
+        return format_board(from_tokens(tokens))
+
+    def answer_fields(self, tokens: np.ndarray, form: str | None = None) -> dict[str, Any]:
+        digits = from_tokens(tokens)
+        return {"answer": to_string(digits), "grid": to_grid(digits)}
+
+    def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        return is_valid_solution(from_tokens(puzzle), from_tokens(answer))
+
+    def render(self) -> dict[str, Any]:
+        return {"kind": "sudoku", "rows": SIZE, "cols": SIZE}
+
+    def example(self) -> str:
+        return EXAMPLE
+
+    def read_set(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        puzzles, solutions = read_csv(str(path))
+        return to_tokens(np.asarray(puzzles)), to_tokens(np.asarray(solutions))

@@ -37,7 +37,7 @@ log = logging.getLogger("eqr.server")
 def _load_local_broker(settings: Settings, metrics: Metrics) -> Broker:
     from eqr.server.broker.local import LocalBroker  # imports torch and the engine: only when serving locally
 
-    return LocalBroker.from_settings(settings, observer=metrics)
+    return LocalBroker.from_settings(settings, metrics)
 
 
 @asynccontextmanager
@@ -54,9 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("loading model from %s", settings.model)
         broker = await asyncio.to_thread(_load_local_broker, settings, metrics)
     await broker.start()
-    metrics.track(lambda: broker.stats().in_flight, broker.stats().capacity)
+    metrics.track(lambda: broker.stats().in_flight)
     app.state.broker = broker
-    log.info("serving model %r (task %s); %s", broker.card.name, broker.card.task, app.state.key_ring.describe())
+    served = ", ".join(f"{card.name!r} ({card.task})" for card in broker.cards.values())
+    log.info("serving %s; %s", served or "no model yet", app.state.key_ring.describe())
     try:
         yield
     finally:
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     settings = settings or Settings()
     app = FastAPI(
         title="eqr-serve",
-        summary="Equilibrium Reasoners for Sudoku over HTTP, with continuous batching",
+        summary="Equilibrium Reasoners over HTTP (Sudoku, mazes, grid tasks), with continuous batching",
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,  # mount_docs serves /docs and /redoc from installed files instead of a CDN
@@ -97,8 +98,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     app.state.settings = settings
     app.state.injected_broker = broker
     app.state.broker = None
-    name = broker.card.name if broker is not None else settings.served_model_name
-    app.state.metrics = Metrics(model=name, max_depth=settings.max_depth)
+    app.state.metrics = Metrics(max_depth=settings.max_depth)
     install_error_handlers(app)
     install_gzip(app, settings)  # innermost: it compresses what the app answered
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

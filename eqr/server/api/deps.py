@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from eqr.server.api.errors import ApiError, model_not_found
-from eqr.server.broker.base import Broker
+from eqr.server.broker.base import Broker, ModelCard
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
 
@@ -69,7 +69,14 @@ def allow_priority(request: Request, priority: int) -> None:
         raise ApiError(422, "invalid_request", message, field="priority")
 
 
-def require_model(requested: str | None, broker: Broker) -> None:
-    """A request naming a model must name the served one (404 otherwise); omitting it is fine."""
-    if requested is not None and requested != broker.card.name:
-        raise model_not_found(requested, broker.card.name)
+def model_card(requested: str | None, broker: Broker) -> ModelCard:
+    """The card of the model a request names (404 naming the served ones otherwise); none named: the default."""
+    cards = broker.cards
+    if requested is None:
+        card = next(iter(cards.values()), None)
+        if card is None:
+            raise ApiError(503, "not_ready", "no model is served yet", headers={"Retry-After": "1"})
+        return card
+    if requested not in cards:
+        raise model_not_found(requested, list(cards))
+    return cards[requested]

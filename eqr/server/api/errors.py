@@ -19,9 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eqr.model.tasks.sudoku import PuzzleError
+from eqr.model.tasks.errors import PuzzleError
 from eqr.server.api.schemas import ErrorBody, ErrorResponse
-from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable
+from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable, UnknownModel
 from eqr.server.jobs import SolveResult
 from eqr.server.metrics import Metrics
 
@@ -99,9 +99,10 @@ def duplicate_job_id(job_id: str) -> ApiError:
     )
 
 
-def model_not_found(name: str, served: str) -> ApiError:
+def model_not_found(name: str, served: list[str]) -> ApiError:
+    shown = ", ".join(repr(s) for s in served) or "none yet"
     return ApiError(
-        404, "model_not_found", f"model {name!r} is not served here; this server serves {served!r}", field="model"
+        404, "model_not_found", f"model {name!r} is not served here; this server serves {shown}", field="model"
     )
 
 
@@ -124,6 +125,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         return ApiError(503, exc.code, str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, InvalidParam):
         return ApiError(422, "invalid_request", exc.message, field=exc.field)
+    if isinstance(exc, UnknownModel):
+        return model_not_found(exc.name, exc.served)
     if isinstance(exc, RequestValidationError):
         return _from_validation(exc.errors())
     if isinstance(exc, ClientGone):
@@ -195,6 +198,7 @@ def install_error_handlers(app: FastAPI) -> None:
         Overloaded,
         Unavailable,
         InvalidParam,
+        UnknownModel,
         RequestValidationError,
         ClientGone,
         StarletteHTTPException,

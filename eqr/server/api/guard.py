@@ -57,8 +57,10 @@ def rate_limited(wait_s: float, rate: float) -> ApiError:
 
 def auth_throttled(wait_s: float) -> ApiError:
     return _retry_later(
-        "auth_throttled", "too many failed API-key attempts from this address (with this key, or with different "
-        "keys); retry in {retry} s", wait_s
+        "auth_throttled",
+        "too many failed API-key attempts from this address (with this key, or with different "
+        "keys); retry in {retry} s",
+        wait_s,
     )
 
 

@@ -2,8 +2,8 @@
 
 Static limits live here (types, ranges, enums); limits that depend on the running server (depth and
 breadth caps) are checked by the engine and come back as the same 422 shape. A puzzle's *content* is
-not validated here but by the task codec (``parse_puzzle``), so every puzzle mistake is reported once,
-with the offending cells.
+not validated here but by the model's task (``Task.parse``), so every puzzle mistake is reported once,
+with the offending cells, in the terms of that task.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
-from eqr.model.tasks.sudoku import to_grid, to_string
+from eqr.model.tasks.base import Parsed
 from eqr.server.broker.base import JobHandle, ModelCard
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
 
@@ -22,12 +22,25 @@ EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95.
 MAX_BATCH = 512
 PARAM_NAMES = {f.name for f in dataclasses.fields(SolveParams)}
 
+# from evalsets/maze/maze11-1000.jsonl: a perfect maze with a 12-step shortest path
+EXAMPLE_MAZE = ["###########", "# #G#     #", "# # # ### #", "# #     #S#", "# ####### #", "# #       #",
+                "# # ##### #", "# #   #   #", "# ### # ###", "#     #   #", "###########"]  # fmt: skip
+ROWS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 Puzzle = Annotated[
     Any,
     WithJsonSchema(
         {
             "oneOf": [
-                {"type": "string", "description": "81 cells row by row: 1-9 givens, '.' or '0' blanks"},
+                {
+                    "type": "string",
+                    "description": "Sudoku: 81 cells row by row, 1-9 givens, '.' or '0' blanks. Maze and grid "
+                    "tasks: the rows of the board, one per line",
+                },
+                {
+                    **ROWS,
+                    "description": "maze and grid tasks: the rows of the board; a maze is '#' walls, ' ' open "
+                    "cells, one 'S' start and one 'G' goal",
+                },
                 {
                     "type": "array",
                     "minItems": 9,
@@ -38,13 +51,26 @@ Puzzle = Annotated[
                         "maxItems": 9,
                         "items": {"type": "integer", "minimum": 0, "maximum": 9},
                     },
-                    "description": "9 rows of 9 numbers, 0 = blank",
+                    "description": "Sudoku: 9 rows of 9 numbers, 0 = blank",
                 },
             ]
         }
     ),
-    Field(description="the puzzle: an 81-character string or a 9×9 grid", examples=[EXAMPLE_PUZZLE]),
+    Field(
+        description="the puzzle, in a form of the model's task: Sudoku an 81-character string or a 9×9 grid; "
+        "maze and grid tasks a list of row strings or one string with a row per line",
+        examples=[EXAMPLE_PUZZLE, EXAMPLE_MAZE],
+    ),
 ]
+Answer = Annotated[
+    str | list[str],
+    Field(
+        description="the answer in the puzzle's form: Sudoku 81 characters ('.' where the model produced no "
+        "digit); maze and grid tasks rows (a maze's path marked 'o'), as a list when the puzzle was a list, "
+        "else one string with a row per line ('?' where the model produced no character)"
+    ),
+]
+
 
 def finite(x: float | None) -> float | None:
     """JSON has no inf/nan; a score that is not finite (e.g. no window yet) is reported as null."""
@@ -80,7 +106,11 @@ class SolveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(
-        None, max_length=256, description="served model name; others get 404", examples=["sudoku-small"]
+        None,
+        max_length=256,
+        description="served model name (GET /v1/models), and with it the task; default: the first served model; "
+        "others get 404",
+        examples=["sudoku-small", "maze-small"],
     )
     depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
     breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
@@ -101,11 +131,12 @@ class SolveOptions(BaseModel):
             raise ValueError(f"quorum ({quorum}) cannot exceed breadth ({breadth})")
         return quorum
 
-    def job(self, digits: list[int], task: str, job_id: str | None = None) -> Job:
-        """The engine job for one parsed puzzle; every engine parameter comes from this request."""
+    def job(self, puzzle: Parsed, card: ModelCard, job_id: str | None = None) -> Job:
+        """The engine job for one parsed puzzle of ``card``'s model; every engine parameter comes from this request."""
         params = SolveParams(**self.model_dump(include=PARAM_NAMES))
         named = {} if job_id is None else {"id": job_id}
-        return Job(digits=digits, params=params, task=task, **named)
+        tokens = [int(t) for t in puzzle.tokens]
+        return Job(tokens=tokens, params=params, model=card.name, form=puzzle.form, **named)
 
 
 class SolveRequest(SolveOptions):
@@ -143,9 +174,12 @@ class SolveResponse(BaseModel):
     id: str = Field(description="request id")
     model: str
     status: Status
-    answer: str = Field(description="81 characters, '.' where the model produced no digit")
-    grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
-    valid: bool = Field(description="the answer obeys the rules and keeps the givens (reported, never steered)")
+    answer: Answer
+    grid: list[list[int]] | None = Field(None, description="Sudoku: the answer as 9 rows of 9 (0 = no digit)")
+    valid: bool | None = Field(
+        description="the answer obeys the task's rules and keeps the givens (reported, never steered); null "
+        "when the task has no rules to check (generic grid tasks)"
+    )
     iterations: list[int] = Field(description="iterations run per trajectory")
     iterations_to_convergence: int | None = Field(
         description="iteration at which the chosen trajectory's answer appeared and then held (its run adds the "
@@ -160,13 +194,13 @@ class SolveResponse(BaseModel):
     error: str | None = Field(None, description="why the engine failed (status failed only)")
 
     @classmethod
-    def from_result(cls, result: SolveResult, model: str) -> SolveResponse:
+    def from_result(cls, result: SolveResult, card: ModelCard) -> SolveResponse:
+        """The response of ``card``'s model: its task shows the answer in the puzzle's form."""
         return cls(
             id=result.request_id,
-            model=model,
+            model=card.name,
             status=result.status,
-            answer=to_string(result.answer),
-            grid=to_grid(result.answer),
+            **card.solver_task.answer_fields(result.answer, result.form or None),
             valid=result.valid,
             iterations=list(result.iterations),
             iterations_to_convergence=result.iterations_to_convergence,
@@ -183,16 +217,19 @@ class IterationData(BaseModel):
 
     id: str
     iteration: int
-    board: str = Field(description="current best board, '.' where undecided")
+    board: Answer = Field(
+        description="current best board, as `answer` shows it: Sudoku 81 characters ('.' "
+        "undecided), maze and grid tasks rows in the puzzle's form"
+    )
     residual: float | None
     live_trajectories: int
 
     @classmethod
-    def from_event(cls, event: IterationEvent) -> IterationData:
+    def from_event(cls, event: IterationEvent, card: ModelCard, form: str) -> IterationData:
         return cls(
             id=event.request_id,
             iteration=event.iteration,
-            board=to_string(event.board),
+            board=card.solver_task.board(event.board, form or None),
             residual=finite(event.residual),
             live_trajectories=event.live_trajectories,
         )
@@ -207,12 +244,14 @@ class JobView(BaseModel):
     result: SolveResponse | None = Field(None, description="present once the job is done or cancelled")
 
     @classmethod
-    def from_handle(cls, handle: JobHandle, model: str) -> JobView:
+    def from_handle(cls, handle: JobHandle, cards: dict[str, ModelCard]) -> JobView:
+        """``cards``: the served models; the result names the one it came from."""
         result = handle.peek()
+        card = None if result is None else cards.get(result.model) or next(iter(cards.values()), None)
         return cls(
             id=handle.id,
             status=handle.state.value,
-            result=None if result is None else SolveResponse.from_result(result, model),
+            result=None if result is None or card is None else SolveResponse.from_result(result, card),
         )
 
 
@@ -229,7 +268,11 @@ class BatchResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    task: str
+    task: str = Field(description="the task, which fixes the puzzle and answer forms", examples=["sudoku", "maze"])
+    board: dict[str, Any] = Field(
+        description="the task's board: kind (sudoku, maze, grid), rows, cols and, for character grids, the charset"
+    )
+    example: Any = Field(description="a puzzle of this model's task, in its first form")
     arch: dict[str, Any] = Field(description="architecture summary")
     defaults: dict[str, Any] = Field(description="values used when a request omits them")
     caps: dict[str, Any] = Field(description="server limits (depth, breadth, slots, queue)")
@@ -237,9 +280,12 @@ class ModelInfo(BaseModel):
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ModelInfo:
+        task = card.solver_task
         return cls(
             name=card.name,
             task=card.task,
+            board=task.render(),
+            example=task.example(),
             arch=card.arch,
             defaults=card.defaults,
             caps=card.caps,

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from eqr.server.api.errors import ClientGone, as_api_error, engine_failed
 from eqr.server.api.schemas import ErrorResponse, IterationData, SolveResponse
-from eqr.server.broker.base import JobHandle
+from eqr.server.broker.base import JobHandle, ModelCard
 from eqr.server.jobs import IterationEvent, SolveResult, Status
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def sse(event: str, data: BaseModel, event_id: int) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"
 
 
-async def solve_events(handle: JobHandle, model: str, heartbeat_s: float) -> AsyncIterator[str]:
+async def solve_events(handle: JobHandle, card: ModelCard, form: str, heartbeat_s: float) -> AsyncIterator[str]:
     """``iteration`` events as the engine reports them, then one ``result`` (or ``error``) event.
 
     While nothing happens for ``heartbeat_s`` (the request waits in the queue, or between sparse
@@ -93,13 +93,13 @@ async def solve_events(handle: JobHandle, model: str, heartbeat_s: float) -> Asy
                 break
             upcoming = None
             count += 1
-            yield sse("iteration", IterationData.from_event(event), count)
+            yield sse("iteration", IterationData.from_event(event, card, form), count)
         upcoming = None
         result = await handle.result()
         if result.status is Status.FAILED:
             yield sse("error", ErrorResponse(error=engine_failed(result).body()), count + 1)
         else:
-            yield sse("result", SolveResponse.from_result(result, model), count + 1)
+            yield sse("result", SolveResponse.from_result(result, card), count + 1)
     except Exception as exc:  # the status line is sent already: report in-band, never a traceback
         log.exception("stream of request %s failed", handle.id)
         yield sse("error", ErrorResponse(error=as_api_error(exc).body()), count + 1)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from eqr.model.tasks.base import Task
+from eqr.model.tasks.registry import task_for
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 
 
@@ -26,7 +30,11 @@ class JobState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a client may know about the served model: identity, shape, defaults and limits."""
+    """What a client may know about a served model: identity, task, shape, defaults and limits.
+
+    ``task_spec`` is the task block of the model folder (``{"task": "maze", "grid": {...}}``), so an API
+    node that never loads the model still reads puzzles and shows answers the model's way.
+    """
 
     name: str
     task: str
@@ -34,6 +42,17 @@ class ModelCard:
     defaults: dict[str, Any]
     caps: dict[str, Any]
     accuracy: dict[str, Any] | None = None
+    task_spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def solver_task(self) -> Task:
+        """The model's task, built once per distinct spec."""
+        return _task(json.dumps(self.task_spec or {"task": self.task}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _task(spec: str) -> Task:
+    return task_for(json.loads(spec))
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,15 @@ class Unavailable(BrokerError):
     def __init__(self, message: str, code: str = "not_ready") -> None:
         super().__init__(message)
         self.code = code
+
+
+class UnknownModel(BrokerError):
+    """A job for a model no engine here serves; ``served`` lists the ones that are."""
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        shown = ", ".join(repr(s) for s in served) or "none yet"
+        super().__init__(f"model {name!r} is not served here; this server serves {shown}")
+        self.name, self.served = name, served
 
 
 @dataclass
@@ -111,9 +139,13 @@ class JobHandle(Protocol):
 
 
 class Broker(Protocol):
-    """Accepts jobs, tracks them to a result, keeps async jobs' results for a TTL."""
+    """Accepts jobs, tracks them to a result, keeps async jobs' results for a TTL.
 
-    card: ModelCard
+    ``cards``: the served models by name, the default (a job naming none) first. A job reaches an
+    engine serving its ``model``; one naming an unknown model raises :class:`UnknownModel`.
+    """
+
+    cards: dict[str, ModelCard]
 
     async def start(self) -> None: ...
 

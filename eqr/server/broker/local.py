@@ -1,4 +1,8 @@
-"""The in-process broker: an :class:`~eqr.server.engine.engine.Engine` thread behind the Broker interface.
+"""The in-process broker: one :class:`~eqr.server.engine.engine.Engine` thread per served model behind the
+Broker interface.
+
+Each model has its own engine, slot pool and thread, so one model's load never takes another's slots:
+a flood of maze requests queues behind maze requests only.
 
 The engine completes futures and emits iteration events on its own thread; each such callback is
 handed to the event loop with ``loop.call_soon_threadsafe``, so every piece of asyncio state here is
@@ -25,11 +29,13 @@ from eqr.server.broker.base import (
     Overloaded,
     Readiness,
     Unavailable,
+    UnknownModel,
 )
 from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
-from eqr.server.engine.engine import Engine, EngineConfig, EngineObserver, EngineStopped
+from eqr.server.engine.engine import Engine, EngineConfig, EngineStopped
 from eqr.server.engine.interface import EngineStats
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
 
 
@@ -96,27 +102,24 @@ class LocalJob(FutureJob):
 
 
 class LocalBroker:
-    """Submits to an in-process engine; keeps async jobs' results for ``job_ttl_s``."""
+    """Submits to in-process engines (one per model, the first the default); keeps async jobs' results
+    for ``job_ttl_s``."""
 
     def __init__(
         self,
-        engine: Engine,
+        engines: Engine | list[Engine],
         *,
-        accuracy: dict[str, Any] | None = None,
+        accuracy: dict[str, dict[str, Any] | None] | None = None,
         job_ttl_s: float = 600.0,
         stall_timeout_s: float = 30.0,
         error_window_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.card = ModelCard(
-            name=engine.model_name,
-            task=engine.task,
-            arch=_arch_summary(engine.model),
-            defaults={**engine.defaults, "stream_every": SolveParams.stream_every},
-            caps=dict(engine.caps),
-            accuracy=accuracy,
-        )
-        self._engine = engine
+        engines = engines if isinstance(engines, list) else [engines]
+        self._engines = {e.model_name: e for e in engines}
+        if len(self._engines) != len(engines):
+            raise ValueError("two engines serve models of the same name")
+        self.cards = {e.model_name: _card(e, (accuracy or {}).get(e.model_name)) for e in engines}
         self._ttl = job_ttl_s
         self._stall = stall_timeout_s
         self._error_window = error_window_s
@@ -132,31 +135,34 @@ class LocalBroker:
         self._idle.set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, observer: EngineObserver | None = None) -> LocalBroker:
-        """Load ``settings.model`` and build its engine; defaults come from the model's ``inference`` block."""
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> LocalBroker:
+        """Load every model of ``settings.model`` and build an engine for each; defaults come from each
+        model's ``inference`` block."""
         from eqr.model.checkpoint import load_model
+        from eqr.model.tasks.registry import task_for
         from eqr.runtime.step import preferred_slots
 
-        model, meta = load_model(settings.model, device=settings.device)
-        config = EngineConfig(
-            slots=settings.slots or preferred_slots(model),
-            max_queue=settings.max_queue,
-            max_depth=settings.max_depth,
-            max_breadth=settings.max_breadth,
-            device=settings.device,
-            threads=settings.threads,
-        )
-        engine = Engine(
-            model,
-            config,
-            model_name=settings.served_model_name,
-            task=str(meta.get("task", "sudoku")),
-            defaults=meta.get("inference"),
-            observer=observer,
-        )
+        engines, accuracy = [], {}
+        for folder, name in zip(settings.model, settings.served_names, strict=True):
+            model, meta = load_model(folder, device=settings.device)
+            config = EngineConfig(
+                slots=settings.slots or preferred_slots(model),
+                max_queue=settings.max_queue,
+                max_depth=settings.max_depth,
+                max_breadth=settings.max_breadth,
+                device=settings.device,
+                threads=settings.threads,
+            )
+            task = task_for(meta)
+            observer = None if metrics is None else metrics.observer(name, task.name, config.slots)
+            engine = Engine(
+                model, config, model_name=name, task=task, defaults=meta.get("inference"), observer=observer
+            )
+            engines.append(engine)
+            accuracy[name] = meta.get("accuracy")
         return cls(
-            engine,
-            accuracy=meta.get("accuracy"),
+            engines,
+            accuracy=accuracy,
             job_ttl_s=settings.job_ttl_s,
             stall_timeout_s=settings.stall_timeout_s,
             error_window_s=settings.engine_error_window_s,
@@ -164,7 +170,8 @@ class LocalBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._engine.start()
+        for engine in self._engines.values():
+            engine.start()
         self._running = True
 
     async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> LocalJob:
@@ -173,11 +180,14 @@ class LocalBroker:
             raise Unavailable("the server is shutting down and accepts no new work", code="draining")
         if not self._running or self._loop is None:
             raise Unavailable("the engine is not running")
-        handle = LocalJob(job, self._loop, cancel=self._engine.cancel, on_settled=self._finished, stream=stream)
+        engine = self._engines.get(job.model) if job.model else next(iter(self._engines.values()))
+        if engine is None:
+            raise UnknownModel(job.model, list(self._engines))
+        handle = LocalJob(job, self._loop, cancel=engine.cancel, on_settled=self._finished, stream=stream)
         # events are only produced for jobs that use them: streams, and kept jobs (to tell pending from running)
         on_event = handle.on_engine_event if (stream or keep) else None
         try:
-            future = self._engine.submit(job, on_event=on_event)
+            future = engine.submit(job, on_event=on_event)
         except engine_errors.Overloaded as exc:
             raise Overloaded(str(exc), exc.retry_after_s) from exc
         except EngineStopped as exc:
@@ -207,31 +217,43 @@ class LocalBroker:
         self._draining = True
         if self._running:
             self._running = False
-            # whatever still runs is cancelled; joining the engine thread must not block the loop
-            await asyncio.to_thread(self._engine.stop)
+            # whatever still runs is cancelled; joining the engine threads must not block the loop
+            for engine in self._engines.values():
+                await asyncio.to_thread(engine.stop)
         await asyncio.sleep(0)  # let result callbacks queued by the stop land
 
     def stats(self) -> BrokerStats:
-        s = self._engine.stats()
+        """Summed over the models' engines."""
+        every = [e.stats() for e in self._engines.values()]
         return BrokerStats(
-            queue_depth=s.queue_depth, live_slots=s.live_slots, capacity=s.capacity, in_flight=len(self._live)
+            queue_depth=sum(s.queue_depth for s in every),
+            live_slots=sum(s.live_slots for s in every),
+            capacity=sum(s.capacity for s in every),
+            in_flight=len(self._live),
         )
+
+    def engine_stats(self) -> dict[str, EngineStats]:
+        """Each model's engine's own stats (metrics are labelled by model)."""
+        return {name: e.stats() for name, e in self._engines.items()}
 
     def readiness(self) -> Readiness:
         if self._draining:
             return Readiness(False, "draining", f"draining: admitting no work, {len(self._live)} request(s) finishing")
         if not self._running:
             return Readiness(False, "not_ready", "the engine is not running")
-        stats = self._engine.stats()
-        failing = self._failing(stats)
-        if failing is not None:
-            return failing
-        if self._live:
-            # progress = a step since the work arrived; an engine idle for hours is not stalled
-            since = max(stats.last_step_time or 0.0, self._busy_since)
-            idle_s = time.monotonic() - since
-            if idle_s > self._stall:
-                return Readiness(False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending")
+        for name, stats in self.engine_stats().items():
+            failing = self._failing(stats)
+            if failing is not None:
+                return failing if len(self._engines) == 1 else _named(failing, name)
+            if stats.in_flight:
+                # progress = a step since the work arrived; an engine idle for hours is not stalled
+                since = max(stats.last_step_time or 0.0, self._busy_since)
+                idle_s = time.monotonic() - since
+                if idle_s > self._stall:
+                    stalled = Readiness(
+                        False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending"
+                    )
+                    return stalled if len(self._engines) == 1 else _named(stalled, name)
         return Readiness(True)
 
     def _failing(self, stats: EngineStats) -> Readiness | None:
@@ -270,6 +292,22 @@ class LocalBroker:
                 break
             del self._expiry[job_id]
             self._kept.pop(job_id, None)
+
+
+def _card(engine: Engine, accuracy: dict[str, Any] | None) -> ModelCard:
+    return ModelCard(
+        name=engine.model_name,
+        task=engine.task.name,
+        task_spec=engine.task.spec(),
+        arch=_arch_summary(engine.model),
+        defaults={**engine.defaults, "stream_every": SolveParams.stream_every},
+        caps=dict(engine.caps),
+        accuracy=accuracy,
+    )
+
+
+def _named(readiness: Readiness, model: str) -> Readiness:
+    return Readiness(readiness.ready, readiness.code, f"model {model!r}: {readiness.reason}")
 
 
 def _arch_summary(model: Any) -> dict[str, Any]:

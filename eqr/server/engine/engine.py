@@ -28,7 +28,7 @@ import torch
 from eqr.kernels.rng import random_seed
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
-from eqr.model.tasks.sudoku import from_tokens
+from eqr.model.tasks.base import Task
 from eqr.runtime.runner import Runner
 from eqr.runtime.slots import SlotPool
 from eqr.server.engine.interface import (
@@ -57,8 +57,8 @@ def _call(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def iteration_event(p: Progress) -> IterationEvent:
-    """The stream event of a request's progress: its best board decoded for the client."""
-    return IterationEvent(p.request.id, p.iteration, from_tokens(p.tokens), p.residual, p.live)
+    """The stream event of a request's progress: its best board, in tokens (the API shows them)."""
+    return IterationEvent(p.request.id, p.iteration, [int(t) for t in p.tokens], p.residual, p.live)
 
 
 class Engine:
@@ -70,15 +70,18 @@ class Engine:
         config: EngineConfig,
         *,
         model_name: str = "model",
-        task: str = "sudoku",
+        task: Task,
         defaults: dict[str, Any] | None = None,
         observer: EngineObserver | None = None,
     ) -> None:
         """``model``: an EqRNetwork (or anything with its ``cfg``, ``initial_state`` and ``iterate``)
         already on ``config.device``; ``defaults``: the model's ``inference`` metadata (depth, noise,
-        window, tol) from its config.json."""
-        if task != "sudoku":
-            raise ValueError(f"unsupported task {task!r}; the engine decodes sudoku only")
+        window, tol) from its config.json; ``task``: the model folder's task (shapes and ``verify``)."""
+        if (task.seq_len, task.vocab_size) != (model.cfg.seq_len, model.cfg.vocab_size):
+            raise ValueError(
+                f"task {task.name!r} has {task.seq_len} cells of {task.vocab_size} tokens, "
+                f"the model {model.cfg.seq_len} of {model.cfg.vocab_size}"
+            )
         self.model = model
         self.config = config
         self.model_name = model_name
@@ -355,7 +358,7 @@ class Engine:
 
     def _request(self, job: Job, on_event: Callable[[IterationEvent], None] | None) -> Request:
         """Validate ``job`` against the caps and resolve its defaults (in the caller's thread)."""
-        check_job(job, task=self.task, cells=self.model.cfg.seq_len, caps=self.caps)
+        check_job(job, model=self.model_name, cells=self.task.seq_len, vocab=self.task.vocab_size, caps=self.caps)
         p = job.params
         wall, now = time.time(), time.monotonic()
         return Request(
@@ -366,6 +369,7 @@ class Engine:
             deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
             arrival=now,
             on_event=on_event,
+            verify=self.task.verify,
         )
 
 
@@ -375,4 +379,4 @@ def _failed(request: Request, error: str) -> SolveResult:
         return request.finish(Status.FAILED, error)
     except Exception:
         log.exception("could not aggregate failed request %s", request.id)
-        return bare_failure(request.id, len(request.trajectories), error, list(request.job.digits), request.seed)
+        return bare_failure(request.job, error, request.seed)

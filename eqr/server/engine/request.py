@@ -19,7 +19,6 @@ import numpy as np
 
 from eqr.kernels.rng import puzzle_key, trajectory_seeds
 from eqr.model.aggregate import aggregate
-from eqr.model.tasks.sudoku import from_tokens, is_valid_solution, to_tokens
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 
 
@@ -75,7 +74,9 @@ class Request:
         deadline: float | None,
         arrival: float,
         on_event: Callable[[IterationEvent], None] | None,
+        verify: Callable[[np.ndarray, np.ndarray], bool | None],
     ) -> None:
+        """``verify``: the model's task's rule check, reported in the result (never used to steer)."""
         p = job.params
         self.job = job
         self.id = job.id
@@ -90,7 +91,8 @@ class Request:
         self.deadline = deadline  # time.monotonic() value, or None
         self.arrival = arrival  # time.monotonic() at submission, for aging
         self.on_event = on_event
-        self.tokens = to_tokens(job.digits)
+        self.tokens = np.asarray(job.tokens, dtype=np.int64)
+        self.verify = verify
         self.future: Future[SolveResult] = Future()
         self.future.set_running_or_notify_cancel()  # cancel through Engine.cancel, never the future
         self.status = RequestStatus.WAITING
@@ -165,18 +167,18 @@ class Request:
         if pool:
             pick = aggregate(self.aggregate, [t.answer for t in pool], [t.score for t in pool])
             chosen = pool[pick.index]
-            answer = from_tokens(np.asarray(chosen.answer))
+            answer = np.asarray(chosen.answer, dtype=np.int64)
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)
             converged = chosen.converged
         else:  # nothing ran: the givens are the best we know
-            chosen, answer, agreement, converged = None, list(self.job.digits), 0.0, False
+            chosen, answer, agreement, converged = None, self.tokens, 0.0, False
         if status is None:
             status = Status.CONVERGED if converged else Status.MAX_ITERATIONS
         return SolveResult(
             request_id=self.id,
             status=status,
-            answer=answer,
-            valid=is_valid_solution(self.job.digits, answer),
+            answer=[int(t) for t in answer],
+            valid=self.verify(self.tokens, answer),
             iterations=[t.iterations for t in self.trajectories],
             iterations_to_convergence=chosen.settled_at if chosen is not None else None,
             agreement=agreement,
@@ -185,4 +187,6 @@ class Request:
             compute_ms=max(0.0, (now - started) * 1000.0),
             error=error,
             seed=self.seed,
+            model=self.job.model,
+            form=self.job.form,
         )

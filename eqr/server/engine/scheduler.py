@@ -47,6 +47,7 @@ class Progress(NamedTuple):
     residual: float
     live: int  # its trajectories still running
 
+
 # eviction label of trajectories dropped because their request ended early; None: a quorum agreed
 _DROPPED = {Status.CANCELLED: "cancelled", Status.DEADLINE: "deadline", Status.FAILED: "failed", None: "quorum"}
 _BEST_SO_FAR = (Status.DEADLINE, Status.CANCELLED)  # endings whose live trajectories still offer an answer

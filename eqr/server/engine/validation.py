@@ -19,17 +19,19 @@ HALTS = ("convergence", "q_halt")
 SEED_LIMIT = 2**63  # seeds live in int64 tensors
 
 
-def check_job(job: Job, *, task: str, cells: int, caps: Mapping[str, Any]) -> None:
+def check_job(job: Job, *, model: str, cells: int, vocab: int, caps: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidParam` naming the first field of ``job`` outside the limits.
 
-    ``caps``: the engine's caps (``Engine.caps``, the ``caps`` of its model card): ``depth`` and
-    ``breadth`` are the largest allowed values.
+    ``model``, ``cells``, ``vocab``: the served model's name and board (its task's ``seq_len`` and
+    ``vocab_size``); ``caps``: the engine's caps (``Engine.caps``, the ``caps`` of its model card):
+    ``depth`` and ``breadth`` are the largest allowed values.
     """
     p = job.params
-    if job.task != task:
-        raise InvalidParam("task", f"this engine serves task {task!r}, not {job.task!r}")
-    if len(job.digits) != cells or not all(isinstance(d, int) and 0 <= d <= 9 for d in job.digits):
-        raise InvalidParam("digits", f"digits must be {cells} integers in 0..9 (0 = blank)")
+    if job.model and job.model != model:
+        raise InvalidParam("model", f"this engine serves model {model!r}, not {job.model!r}")
+    tokens = job.tokens
+    if not isinstance(tokens, list) or len(tokens) != cells or not all(_is_token(t, vocab) for t in tokens):
+        raise InvalidParam("tokens", f"tokens must be {cells} integers in 0..{vocab - 1}")
     _check_int("depth", p.depth, 1, caps["depth"], optional=True)
     _check_int("breadth", p.breadth, 1, caps["breadth"])
     _check_int("quorum", p.quorum, 1, p.breadth, optional=True)
@@ -43,6 +45,10 @@ def check_job(job: Job, *, task: str, cells: int, caps: Mapping[str, Any]) -> No
         raise InvalidParam("halt", f"halt must be one of {HALTS}, got {p.halt!r}")
     if p.noise is not None and not (isinstance(p.noise, (int, float)) and math.isfinite(p.noise) and p.noise >= 0):
         raise InvalidParam("noise", f"noise must be a finite number >= 0, got {p.noise!r}")
+
+
+def _is_token(value: Any, vocab: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab
 
 
 def _check_int(field: str, value: Any, lo: int | None, hi: int | None, optional: bool = False) -> None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
+from eqr.model.tasks.registry import task_for
 from eqr.server.api import create_app
 from eqr.server.broker.local import LocalBroker
 from eqr.server.engine import Engine, EngineConfig, Job, SolveResult
@@ -162,8 +163,9 @@ async def gated(model_dir: Path, gated_config: dict[str, Any]) -> AsyncIterator[
     model = GatedModel(network)
     finished = Finished()
     engine_cfg = {"slots": 2, "max_queue": 16, "max_depth": 64, "max_breadth": 8, **gated_config.get("engine", {})}
+    config = EngineConfig(**engine_cfg)
     engine = Engine(
-        model, EngineConfig(**engine_cfg), model_name=MODEL_NAME, defaults=meta["inference"], observer=finished
+        model, config, model_name=MODEL_NAME, task=task_for(meta), defaults=meta["inference"], observer=finished
     )
     broker = LocalBroker(engine, **gated_config.get("broker", {}))
     app = create_app(make_settings(model_dir, **gated_config.get("settings", {})), broker)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from eqr.model.checkpoint import load_model
+from eqr.model.tasks.registry import task_for
 from eqr.server.api import create_app
 from eqr.server.api.auth import ApiKeyError, fingerprint, load_api_keys
 from eqr.server.api.ratelimit import InFlightLimiter, RateLimiter
@@ -235,7 +236,8 @@ async def test_the_keys_file_caps_priority_and_rate_per_key(model_dir: Path, tmp
 async def test_the_keys_file_limits_requests_in_flight_per_key(model_dir: Path, tmp_path: Path):
     network, meta = load_model(model_dir)
     model = GatedModel(network)
-    engine = Engine(model, EngineConfig(slots=2, max_queue=16), model_name="tiny", defaults=meta["inference"])
+    config = EngineConfig(slots=2, max_queue=16)
+    engine = Engine(model, config, model_name="tiny", task=task_for(meta), defaults=meta["inference"])
     path = keys_file(tmp_path, f"{KEY} in_flight=1\n{OTHER_KEY}\n")
     app = create_app(make_settings(model_dir, api_keys_file=path), LocalBroker(engine))
     try:

@@ -8,7 +8,7 @@ import httpx
 
 from eqr.model.checkpoint import load_model
 from eqr.model.solve import inference_defaults, solve_offline
-from eqr.model.tasks.sudoku import parse_puzzle, to_grid, to_string
+from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, to_grid
 from tests.server.api.conftest import MODEL_NAME, PUZZLE
 from tests.server.sse import parse_sse
 
@@ -46,8 +46,9 @@ async def test_breadth_reports_every_trajectory(client: httpx.AsyncClient, model
     # the same seed names the same trajectories offline: their agreement is the server's
     model, meta = load_model(model_dir)
     d = inference_defaults(model, meta)
-    offline = solve_offline(model, parse_puzzle(PUZZLE), 5, 3, "vote", d.noise, seed=4, rule=d.rule)
-    assert got["agreement"] == offline.agreement and got["answer"] == to_string(offline.answer)
+    sudoku = SudokuTask()
+    offline = solve_offline(model, sudoku, sudoku.encode(PUZZLE), 5, 3, "vote", d.noise, seed=4, rule=d.rule)
+    assert got["agreement"] == offline.agreement and got["answer"] == sudoku.board(offline.answer)
 
 
 async def test_stream_sends_iteration_events_then_the_result(client: httpx.AsyncClient):

@@ -1,5 +1,6 @@
 import pytest
 
+from eqr.model.tasks.sudoku import SudokuTask
 from eqr.server.engine import Engine, EngineConfig
 from tests.server.engine.fake import FakeModel
 
@@ -13,7 +14,9 @@ def make_engine():
         config.setdefault("window", 3)
         config.setdefault("slots", 4)
         defaults = {"depth": 64, "noise": 0.0}
-        engine = Engine(model or FakeModel(), EngineConfig(**config), defaults=defaults, observer=observer)
+        engine = Engine(
+            model or FakeModel(), EngineConfig(**config), task=SudokuTask(), defaults=defaults, observer=observer
+        )
         built.append(engine)
         return engine
 

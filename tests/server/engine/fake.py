@@ -24,21 +24,21 @@ FAIL_MARK = 9  # a 9 in the second cell makes the fake raise
 
 
 def puzzle(first: int = 0, fail: bool = False) -> list[int]:
-    """An 81-cell job for the fake: ``first`` picks the settling iteration."""
+    """The tokens of an 81-cell Sudoku job for the fake: ``first`` (a digit) picks the settling iteration."""
     digits = [0] * 81
     digits[0] = first
     digits[1] = FAIL_MARK if fail else 0
-    return digits
+    return [d + 1 for d in digits]
 
 
 def variant_answer(v: int) -> list[int]:
-    """The answer (digits) of a settled variant-``v`` trajectory: the solution with digits relabelled."""
-    return [(d - 1 + v) % 9 + 1 for d in SOLUTION]
+    """The answer (tokens) of a settled variant-``v`` trajectory: the solution with digits relabelled."""
+    return [(d - 1 + v) % 9 + 2 for d in SOLUTION]
 
 
 def moving_board(iteration: int) -> list[int]:
-    """The (digit) prediction of an unsettled trajectory at ``iteration``: different every iteration."""
-    return [(iteration + i) % 9 + 1 for i in range(81)]
+    """The prediction (tokens) of an unsettled trajectory at ``iteration``: different every iteration."""
+    return [(iteration + i) % 9 + 2 for i in range(81)]
 
 
 class FakeModel:
@@ -52,8 +52,7 @@ class FakeModel:
         self.delay_s = delay_s
         self.rows = 0  # trajectory-iterations computed
         self.calls = 0
-        answers = torch.tensor([variant_answer(v) for v in range(variants)]) + 1
-        self.answers = answers  # [variants, 81] token ids
+        self.answers = torch.tensor([variant_answer(v) for v in range(variants)])  # [variants, 81] token ids
 
     def initial_state(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(seeds.shape[0], 1, 1), torch.zeros(seeds.shape[0], 1, 1)

@@ -9,16 +9,16 @@ import torch
 from eqr.kernels.rng import puzzle_key, trajectory_seeds
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
-from eqr.model.tasks.sudoku import parse_puzzle, to_tokens
+from eqr.model.tasks.sudoku import SudokuTask
 from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, Status
 from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done, variant_answer
 
 BREADTH = 5
 
 
-def seeds_of(digits: list[int], seed: int, breadth: int) -> list[int]:
+def seeds_of(tokens: list[int], seed: int, breadth: int) -> list[int]:
     """The engine's trajectory seeds for a puzzle: its seed, its puzzle key, its index."""
-    return trajectory_seeds(seed, puzzle_key(to_tokens(digits)), breadth)
+    return trajectory_seeds(seed, puzzle_key(tokens), breadth)
 
 
 def mixed_seed() -> tuple[int, list[int]]:
@@ -97,13 +97,17 @@ def tiny_model() -> EqRNetwork:
 def test_seeded_request_is_the_same_alone_and_in_a_full_batch():
     """Real network with noise: rows move, neighbours come and go, the trajectory does not change."""
     model = tiny_model()
-    digits = parse_puzzle("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
+    tokens = (
+        SudokuTask()
+        .encode("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
+        .tolist()
+    )
     job = SolveParams(depth=8, breadth=2, seed=42, noise=0.3, aggregate="vote")
 
     def solve(others: int):
-        engine = Engine(model, EngineConfig(slots=6, window=2, tol=0.5))
-        neighbours = [engine.submit(Job(digits, SolveParams(depth=2 + k, seed=k, noise=0.3))) for k in range(others)]
-        future = engine.submit(Job(digits, job))
+        engine = Engine(model, EngineConfig(slots=6, window=2, tol=0.5), task=SudokuTask())
+        neighbours = [engine.submit(Job(tokens, SolveParams(depth=2 + k, seed=k, noise=0.3))) for k in range(others)]
+        future = engine.submit(Job(tokens, job))
         run_until_done(engine, [future, *neighbours])
         return future.result(), engine.stats().steps
 

@@ -69,9 +69,10 @@ def test_queue_full_counts_trajectories(make_engine):
         (Job(puzzle(), SolveParams(timeout_ms=0)), "timeout_ms"),
         (Job(puzzle(), SolveParams(stream_every=0)), "stream_every"),
         (Job(puzzle(), SolveParams(depth=2.5)), "depth"),
-        (Job([0] * 80), "digits"),
-        (Job([10] * 81), "digits"),
-        (Job(puzzle(), task="maze"), "task"),
+        (Job([1] * 80), "tokens"),
+        (Job([11] * 81), "tokens"),
+        (Job([True] * 81), "tokens"),
+        (Job(puzzle(), model="maze-small"), "model"),
     ],
 )
 def test_caps_and_parameters_are_enforced(make_engine, job, field):
@@ -117,7 +118,7 @@ def test_cancel_of_a_queued_request(make_engine):
     assert engine.cancel(job.id)
     engine.step()
     r = waiting.result(timeout=0)
-    assert r.status is Status.CANCELLED and r.iterations == [0] and r.answer == job.digits
+    assert r.status is Status.CANCELLED and r.iterations == [0] and r.answer == job.tokens
     assert engine.stats().queue_depth == 0 and engine.stats().queued_requests == 0
 
 
@@ -132,7 +133,7 @@ def test_cancel_before_the_first_iteration_reports_no_state(make_engine):
     engine.cancel(job.id)
     engine.step()
     r = refill.result(timeout=0)
-    assert r.status is Status.CANCELLED and r.iterations == [0] and r.answer == job.digits
+    assert r.status is Status.CANCELLED and r.iterations == [0] and r.answer == job.tokens
 
 
 def test_deadline_answers_with_the_best_so_far_state(make_engine):
@@ -156,7 +157,7 @@ def test_deadline_while_queued_returns_the_givens(make_engine):
     time.sleep(0.005)
     engine.step()
     r = future.result(timeout=0)
-    assert r.status is Status.DEADLINE and r.iterations == [0] and r.answer == job.digits and r.compute_ms == 0
+    assert r.status is Status.DEADLINE and r.iterations == [0] and r.answer == job.tokens and r.compute_ms == 0
 
 
 def test_stopped_engine_refuses_work(make_engine):

@@ -10,8 +10,7 @@ import contextlib
 
 from fastapi import APIRouter, Request, Response
 
-from eqr.model.tasks.sudoku import parse_puzzle
-from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, require_model
+from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, model_card
 from eqr.server.api.errors import duplicate_job_id, job_not_found
 from eqr.server.api.request_id import request_id
 from eqr.server.api.routers.solve import ERRORS
@@ -47,22 +46,22 @@ DUPLICATE = {409: {"model": ErrorResponse, "description": "a job with this X-Req
 async def submit_job(body: JobRequest, request: Request, response: Response, broker: BrokerDep) -> JobView:
     """Queue a puzzle and return at once; poll ``Location`` for the result. The job's id is the request's
     ``X-Request-Id`` (yours, or one the server made); an id already in use is a 409."""
-    require_model(body.model, broker)
+    card = model_card(body.model, broker)
     allow_priority(request, body.priority)
     job_id = request_id(request)
     # in-process, neither get nor submit yields to the loop before the job is registered, so this cannot race;
     # across API nodes (Redis mode) the same id sent to two nodes at the same instant is not caught
     if await broker.get(job_id) is not None:
         raise duplicate_job_id(job_id)
-    job = body.job(parse_puzzle(body.puzzle), broker.card.task, job_id=job_id)
+    job = body.job(card.solver_task.parse(body.puzzle), card, job_id=job_id)
     handle = await broker.submit(job, keep=True)
     response.headers["Location"] = f"{router.prefix}/{handle.id}"
-    return JobView.from_handle(handle, broker.card.name)
+    return JobView.from_handle(handle, broker.cards)
 
 
 @router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Job status and result")
 async def get_job(job_id: str, broker: BrokerDep) -> JobView:
-    return JobView.from_handle(await _find(broker, job_id), broker.card.name)
+    return JobView.from_handle(await _find(broker, job_id), broker.cards)
 
 
 @router.delete("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Cancel a job")
@@ -75,4 +74,4 @@ async def cancel_job(job_id: str, broker: BrokerDep) -> JobView:
         handle.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(handle.result(), CANCEL_WAIT_S)
-    return JobView.from_handle(handle, broker.card.name)
+    return JobView.from_handle(handle, broker.cards)

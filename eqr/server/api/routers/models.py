@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from eqr.server.api.deps import BrokerDep, require_model
+from eqr.server.api.deps import BrokerDep, model_card
 from eqr.server.api.schemas import ErrorResponse, ModelInfo, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -12,7 +12,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 @router.get("", response_model=ModelList, summary="Served models")
 async def list_models(broker: BrokerDep) -> ModelList:
-    return ModelList(models=[ModelInfo.from_card(broker.card)])
+    """Every served model with its task, board, defaults and caps; the first is the default model."""
+    return ModelList(models=[ModelInfo.from_card(card) for card in broker.cards.values()])
 
 
 @router.get(
@@ -22,5 +23,4 @@ async def list_models(broker: BrokerDep) -> ModelList:
     summary="One served model",
 )
 async def get_model(name: str, broker: BrokerDep) -> ModelInfo:
-    require_model(name, broker)
-    return ModelInfo.from_card(broker.card)
+    return ModelInfo.from_card(model_card(name, broker))

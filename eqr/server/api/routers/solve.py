@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from eqr.model.tasks.sudoku import PuzzleError, parse_puzzle
-from eqr.server.api.deps import BrokerDep, JsonBody, SettingsDep, allow_priority, require_model
+from eqr.model.tasks.errors import PuzzleError
+from eqr.server.api.deps import BrokerDep, JsonBody, SettingsDep, allow_priority, model_card
 from eqr.server.api.errors import as_api_error, engine_failed
 from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
 from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
@@ -30,8 +30,9 @@ ERRORS = {
 SSE_FORMAT = """Server-sent events, each `id: <n>` (1, 2, ...), `event: <name>`, `data: <one line of JSON>`:
 
 - `iteration` (every `stream_every` iterations): `{"id", "iteration", "board", "residual", "live_trajectories"}`,
-  the IterationData schema: the request id, the highest iteration reached, the current best board (81
-  characters, '.' undecided), the latent residual (null before the second iteration), trajectories still running;
+  the IterationData schema: the request id, the highest iteration reached, the current best board as `answer`
+  shows it (Sudoku: 81 characters, '.' undecided; maze and grid tasks: rows in the puzzle's form), the latent
+  residual (null before the second iteration), trajectories still running;
 - `result` (last): the SolveResponse schema, as the JSON answer of a solve without `stream`;
 - `error` (last, instead of `result`): the ErrorResponse schema.
 
@@ -60,16 +61,17 @@ async def solve(
     """Solve and answer the result; with ``"stream": true`` answer ``text/event-stream`` instead:
     ``event: iteration`` every ``stream_every`` iterations, then ``event: result`` (or ``event: error``).
     A client that disconnects cancels the work."""
-    require_model(body.model, broker)
+    card = model_card(body.model, broker)
     allow_priority(request, body.priority)
-    job = body.job(parse_puzzle(body.puzzle), broker.card.task)
+    job = body.job(card.solver_task.parse(body.puzzle), card)
     handle = await broker.submit(job, stream=body.stream)
     if body.stream:
-        return EventStream(solve_events(handle, broker.card.name, settings.sse_heartbeat_s), on_close=handle.cancel)
+        events = solve_events(handle, card, job.form, settings.sse_heartbeat_s)
+        return EventStream(events, on_close=handle.cancel)
     (result,) = await results_or_cancel([handle], request.receive)
     if result.status is Status.FAILED:
         raise engine_failed(result)
-    return SolveResponse.from_result(result, broker.card.name)
+    return SolveResponse.from_result(result, card)
 
 
 @router.post(
@@ -82,14 +84,14 @@ async def solve(
 async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -> BatchResponse:
     """Solve ``puzzles`` concurrently with shared parameters. A bad puzzle or a full queue fails only
     its own item (``error`` instead of ``result``); results come back in input order."""
-    require_model(body.model, broker)
+    card = model_card(body.model, broker)
     allow_priority(request, body.priority)
     items: list[BatchItem] = []
     handles: dict[int, JobHandle] = {}
     try:
         for index, puzzle in enumerate(body.puzzles):
             try:
-                job = body.job(parse_puzzle(puzzle), broker.card.task)
+                job = body.job(card.solver_task.parse(puzzle), card)
                 handles[index] = await broker.submit(job)
             except (PuzzleError, Overloaded) as exc:
                 error = as_api_error(exc).body().model_copy(update={"field": f"puzzles.{index}"})
@@ -104,6 +106,6 @@ async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -
         if result.status is Status.FAILED:
             items.append(BatchItem(index=index, error=engine_failed(result).body()))
         else:
-            items.append(BatchItem(index=index, result=SolveResponse.from_result(result, broker.card.name)))
+            items.append(BatchItem(index=index, result=SolveResponse.from_result(result, card)))
     items.sort(key=lambda item: item.index)
-    return BatchResponse(model=broker.card.name, results=items)
+    return BatchResponse(model=card.name, results=items)
