@@ -6,17 +6,27 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live_server import API_KEY, LiveServer, save_tiny_model, serve
+from tests.live_server import (
+    API_KEY,
+    LiveServer,
+    save_tiny_grid_model,
+    save_tiny_maze_model,
+    save_tiny_model,
+    serve,
+)
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One ``eqr serve`` process for the session (start-up imports torch: seconds, paid once).
+    """One ``eqr serve`` process for the session (start-up imports torch: seconds, paid once), serving
+    a tiny Sudoku model (``tiny``, the default) and a tiny 5×5 maze model (``maze-tiny``), as the
+    bundled models are served side by side.
 
-    Depth is uncapped so a test can keep work in flight as long as it needs; the slot pool is small.
+    Depth is uncapped so a test can keep work in flight as long as it needs; each model's slot pool is small.
     """
-    model_dir = save_tiny_model(tmp_path_factory.mktemp("live") / "tiny")
-    with serve(model_dir, "--slots", "8", "--max-depth", "1000000") as server:
+    folder = tmp_path_factory.mktemp("live")
+    models = [save_tiny_model(folder / "tiny"), save_tiny_maze_model(folder / "maze-tiny")]
+    with serve(models, "--slots", "8", "--max-depth", "1000000") as server:
         yield server
 
 
@@ -32,4 +42,12 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     with serve(
         save_tiny_model(folder / "tiny"), *args, env={"EQR_LOG_LEVEL": "info", "EQR_AUTH_FAILURES_PER_MIN": "0"}
     ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grid_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """An ``eqr serve`` of one tiny generic grid model (``GRID``): a task without rules (``valid`` null),
+    and a default model that is not a Sudoku."""
+    with serve(save_tiny_grid_model(tmp_path_factory.mktemp("grid") / "grid-tiny"), "--slots", "4") as server:
         yield server

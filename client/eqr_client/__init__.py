@@ -1,4 +1,4 @@
-"""Python SDK for eqr-serve: solve Sudoku with Equilibrium Reasoners over HTTP.
+"""Python SDK for eqr-serve: solve Sudoku, mazes and other grid puzzles with Equilibrium Reasoners over HTTP.
 
 Depends on httpx and pydantic only, so it installs anywhere without torch or the server.
 
@@ -6,6 +6,8 @@ Depends on httpx and pydantic only, so it installs anywhere without torch or the
 >>> with Client("http://127.0.0.1:8000") as client:
 ...     result = client.solve("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
 ...     print(result.board(), result.status, result.valid)
+...     maze = next(m for m in client.models() if m.task == "maze")    # the model picks the task
+...     print(client.solve(maze.example, model=maze.name).board())
 """
 
 from eqr_client._protocol import SolveOptions

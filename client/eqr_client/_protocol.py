@@ -34,7 +34,7 @@ class SolveOptions(TypedDict, total=False):
     Omitted ones take the served model's defaults; the server caps ``depth`` and ``breadth``.
     """
 
-    model: str  # served model name; another name is NotFound
+    model: str  # served model name (and with it the task); default the server's first; another is NotFound
     depth: int  # most iterations per trajectory
     breadth: int  # trajectories from independent random starts
     aggregate: Literal["converged", "vote"]  # pick the most-converged trajectory, or the majority

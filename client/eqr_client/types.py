@@ -32,15 +32,19 @@ class SolveResult(_View):
     """The answer to one puzzle, with how it was reached.
 
     ``valid`` is reported, never steered: the model's answer is returned as is, and ``valid`` says
-    whether it obeys the rules and keeps the givens.
+    whether it obeys the task's rules and keeps the givens (None: the task has no rules to check).
     """
 
     id: str = Field(description="request id")
     model: str
     status: Status = Field(description="converged, max_iterations, deadline, cancelled or failed")
-    answer: str = Field(description="81 characters, '.' where the model produced no digit")
-    grid: list[list[int]] = Field(description="the answer as 9 rows of 9 (0 = no digit)")
-    valid: bool
+    answer: str | list[str] = Field(
+        description="in the puzzle's form: Sudoku 81 characters ('.' where the model produced no digit); maze and "
+        "grid tasks a list of rows if the puzzle was one, else one string with a row per line (a maze's path "
+        "marked 'o', '?' where the model produced no character)"
+    )
+    grid: list[list[int]] | None = Field(None, description="Sudoku: the answer as 9 rows of 9 (0 = no digit)")
+    valid: bool | None = Field(description="obeys the task's rules and keeps the givens; None: no rules to check")
     iterations: list[int] = Field(description="iterations run per trajectory")
     iterations_to_convergence: int | None = Field(None, description="iteration at which the answer settled")
     agreement: float = Field(description="share of trajectories agreeing with the answer")
@@ -51,11 +55,14 @@ class SolveResult(_View):
 
     @property
     def solved(self) -> bool:
-        """Converged on a valid grid: the answer can be trusted without checking it yourself."""
-        return self.status == "converged" and self.valid
+        """Converged on an answer checked valid: it can be trusted without checking it yourself.
+
+        Never true for a task without rules (``valid`` None): nothing vouches for such an answer.
+        """
+        return self.status == "converged" and self.valid is True
 
     def board(self) -> str:
-        """The answer as a 9×9 grid with box separators, for terminals."""
+        """The answer for terminals: Sudoku as a 9×9 grid with box separators, a maze or grid as its rows."""
         return format_board(self.answer)
 
 
@@ -64,7 +71,7 @@ class IterationEvent(_View):
 
     id: str
     iteration: int
-    board: str = Field(description="current best board, '.' where undecided")
+    board: str | list[str] = Field(description="current best board, in the form of the result's answer")
     residual: float | None = Field(None, description="how much the latent state still moves (null: not yet known)")
     live_trajectories: int
 
@@ -105,10 +112,17 @@ class BatchResult(_View):
 
 
 class ModelInfo(_View):
-    """A served model: its architecture, request defaults and the server's caps."""
+    """A served model: its task and board, architecture, request defaults and the server's caps.
+
+    ``board`` tells how to draw the task's boards: ``{"kind": "sudoku" | "maze" | "grid", "rows", "cols"}``
+    and, for character grids, ``"charset"``. ``example`` is a puzzle of the task, in a form ``solve``
+    takes (Sudoku an 81-character string, a maze or grid its rows).
+    """
 
     name: str
-    task: str
+    task: str = Field(description="sudoku, maze or grid: which puzzles the model takes")
+    board: dict[str, Any]
+    example: str | list[str]
     arch: dict[str, Any]
     defaults: dict[str, Any]
     caps: dict[str, Any]

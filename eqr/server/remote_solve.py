@@ -68,6 +68,7 @@ def _watch(client: Client, puzzle: str, options: dict[str, Any], out: TextIO, *,
 
 
 def frame_text(event: IterationEvent) -> str:
+    """One streamed board under its progress line: a Sudoku boxed, a maze or grid as its rows."""
     residual = "n/a" if event.residual is None else f"{event.residual:.3g}"
     return (
         f"iteration {event.iteration}  residual {residual}  live trajectories {event.live_trajectories}\n"
@@ -76,14 +77,17 @@ def frame_text(event: IterationEvent) -> str:
 
 
 def summary(result: SolveResult) -> str:
-    """The same report as the offline solve: board, answer string, one status line."""
+    """The same report as the offline solve: board, the answer on one line to copy when it has such a
+    form (Sudoku's 81 characters; a maze's rows are the board already), one status line."""
     converged = result.iterations_to_convergence
     when = f" (converged at {converged})" if converged is not None else ""
-    breadth = len(result.iterations)
+    one_line = isinstance(result.answer, str) and "\n" not in result.answer
+    answer = f"{result.answer}\n" if one_line else ""
+    valid = {True: "yes", False: "no", None: "n/a"}[result.valid]  # n/a: the task has no rules to check
     return (
-        f"{result.board()}\n{result.answer}\n"
+        f"{result.board()}\n{answer}"
         f"status: {result.status}  iterations: {max(result.iterations, default=0)}{when}  "
-        f"valid: {'yes' if result.valid else 'no'}  breadth: {breadth} (agreement {result.agreement:.2f})  "
+        f"valid: {valid}  breadth: {len(result.iterations)} (agreement {result.agreement:.2f})  "
         f"model: {result.model}"
     )
 

@@ -1,20 +1,24 @@
-"""The SDK against a real ``eqr serve`` process: every call, sync and async, and error mapping.
+"""The SDK against a real ``eqr serve`` process: every call, sync and async, and error mapping, for
+the Sudoku model and the maze model the server serves side by side.
 
-The tiny random model's answers are garbage; these tests check the protocol (shapes, order, statuses,
-errors, cancellation), never the quality of an answer.
+The tiny random models' answers are garbage; these tests check the protocol (shapes, forms, order,
+statuses, errors, cancellation), never the quality of an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from eqr.server.cli import main
+from eqr.server.cli import build_parser, main
+from eqr.server.remote_solve import CLEAR_FRAME, solve_remote
 from eqr_client import (
     AsyncClient,
     Client,
@@ -25,7 +29,7 @@ from eqr_client import (
     SolveResult,
     Unauthorized,
 )
-from tests.live_server import API_KEY, LiveServer
+from tests.live_server import API_KEY, GRID, MAZE, MAZE_SIZE, LiveServer
 
 PUZZLES = [
     "...26.7.168..7..9.19...45..82.1...4...46.29...5...3.28..93...74.4..5..367.3.18...",
@@ -34,6 +38,8 @@ PUZZLES = [
     "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4..",
 ]
 FOREVER = 1_000_000  # with tolerance 0 the tiny model never converges: in flight until cancelled
+MAZE_MODEL = "maze-tiny"  # the live server's second model
+MAZE_CHARS = set("# SGo?")  # what a maze answer may hold: the maze's characters, the path, '?' for none
 
 
 def as_grid(puzzle: str) -> list[list[int]]:
@@ -133,9 +139,10 @@ def test_leaving_a_stream_early_cancels_the_work(client: Client):
 
 
 def live_slots(client: Client) -> int:
-    """The server's ``eqr_live_slots`` gauge: slots holding a trajectory after the last engine step."""
+    """The server's ``eqr_live_slots`` gauges, summed over its models: slots holding a trajectory after
+    the last engine step."""
     text = client._http.get("/metrics").raise_for_status().text
-    return int(float(re.search(r"^eqr_live_slots (\S+)$", text, flags=re.M).group(1)))
+    return sum(int(float(v)) for v in re.findall(r"^eqr_live_slots(?:\{[^}]*\})? (\S+)$", text, flags=re.M))
 
 
 def wait_slots_freed(client: Client, timeout_s: float = 5.0) -> None:
@@ -186,10 +193,66 @@ async def test_breaking_out_of_an_async_stream_loop_frees_the_slots(
 
 
 def test_models_and_health(client: Client, live_server: LiveServer):
-    (model,) = client.models()
-    assert model.name == live_server.model_name and model.task == "sudoku" and model.caps["slots"] == 8
+    sudoku, maze = client.models()  # the first is the default model
+    assert sudoku.name == live_server.model_name and sudoku.task == "sudoku" and sudoku.caps["slots"] == 8
+    assert sudoku.board == {"kind": "sudoku", "rows": 9, "cols": 9}
+    assert isinstance(sudoku.example, str) and len(sudoku.example) == 81
+    assert maze.name == MAZE_MODEL and maze.task == "maze" and maze.caps["slots"] == 8
+    assert maze.board == {"kind": "maze", "rows": MAZE_SIZE, "cols": MAZE_SIZE, "charset": "# SGo"}
+    assert isinstance(maze.example, list) and len(maze.example) == MAZE_SIZE
+    assert client.solve(maze.example, model=maze.name, depth=2).model == MAZE_MODEL  # the example is a puzzle
     assert client.health().status == "ok"
-    assert client.wait_ready(timeout=5).capacity == 8
+    assert client.wait_ready(timeout=5).capacity == 16  # 8 slots per model
+
+
+def test_a_maze_answer_comes_back_in_the_form_it_was_sent(client: Client):
+    as_rows = client.solve(MAZE, model=MAZE_MODEL, depth=3, seed=7)
+    as_text = client.solve("\n".join(MAZE), model=MAZE_MODEL, depth=3, seed=7)
+    assert as_rows.model == MAZE_MODEL and as_rows.iterations == [3] and as_rows.grid is None
+    assert isinstance(as_rows.answer, list) and len(as_rows.answer) == MAZE_SIZE
+    assert all(len(row) == MAZE_SIZE and set(row) <= MAZE_CHARS for row in as_rows.answer)
+    assert as_text.answer == "\n".join(as_rows.answer)  # same seed, same answer, in the text form
+    assert isinstance(as_rows.valid, bool) and as_rows.solved == (as_rows.status == "converged" and as_rows.valid)
+    assert as_rows.board() == as_text.board() == "\n".join(as_rows.answer)  # rows, no Sudoku boxes
+    assert [r.answer for r in client.solve_many([MAZE, MAZE], model=MAZE_MODEL, depth=3, seed=7)] == [
+        as_rows.answer
+    ] * 2
+
+
+def test_maze_puzzle_errors_name_their_cells(client: Client):
+    two_starts = [MAZE[0], MAZE[1], MAZE[2], MAZE[3], "#S  G"]
+    with pytest.raises(PuzzleError) as info:
+        client.solve(two_starts, model=MAZE_MODEL)
+    assert info.value.status == 422 and info.value.cells == [(0, 0), (4, 1)] and "r1c1, r5c2" in info.value.message
+    items = client.solve_batch([MAZE, MAZE[:-1]], model=MAZE_MODEL, depth=2)
+    assert isinstance(items[0], SolveResult) and isinstance(items[0].answer, list)
+    assert isinstance(items[1], PuzzleError) and items[1].field == "puzzles.1" and "5x5" in items[1].message
+    with pytest.raises(PuzzleError):
+        client.solve(MAZE, depth=2)  # the default model is Sudoku's: rows are not a Sudoku
+    with pytest.raises(NotFound) as unknown:
+        client.solve(MAZE, model="maze-huge")
+    assert unknown.value.code == "model_not_found" and MAZE_MODEL in unknown.value.message
+
+
+def test_a_maze_stream_shows_the_board_rows(client: Client):
+    items = list(client.stream(MAZE, model=MAZE_MODEL, depth=5))
+    events, result = items[:-1], items[-1]
+    assert events and all(isinstance(e, IterationEvent) for e in events)
+    assert all(isinstance(e.board, list) and len(e.board) == MAZE_SIZE for e in events)
+    assert all(set("".join(e.board)) <= MAZE_CHARS for e in events)
+    assert isinstance(result, SolveResult) and result.iterations == [5] and isinstance(result.answer, list)
+    as_text = client.stream("\n".join(MAZE), model=MAZE_MODEL, depth=3)
+    text_events = [e for e in as_text if isinstance(e, IterationEvent)]
+    assert text_events and all(isinstance(e.board, str) and e.board.count("\n") == 4 for e in text_events)
+
+
+async def test_the_async_client_solves_mazes(live_server: LiveServer):
+    async with AsyncClient(live_server.url, timeout=30) as client:
+        one = await client.solve(MAZE, model=MAZE_MODEL, depth=3, seed=2)
+        (again,) = await client.solve_many([MAZE], model=MAZE_MODEL, depth=3, seed=2)
+        assert isinstance(one.answer, list) and again.answer == one.answer
+        job = await client.submit(MAZE, model=MAZE_MODEL, depth=3)
+        assert (await client.wait(job.id, timeout=20)).model == MAZE_MODEL
 
 
 async def test_async_client(live_server: LiveServer):
@@ -229,6 +292,66 @@ def test_cli_solves_through_the_server(live_server: LiveServer, capsys: pytest.C
 
     assert main(["solve", "11" + "." * 79, "--server", live_server.url]) == 2
     assert "r1c1, r1c2" in capsys.readouterr().err
+
+
+def test_cli_solves_a_maze_through_the_server(
+    live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    maze_text = "\n".join(MAZE)
+    assert main(["solve", maze_text, "--server", live_server.url, "--model", MAZE_MODEL, "--depth", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    board, status = lines[:MAZE_SIZE], lines[MAZE_SIZE:]
+    assert all(len(row) == MAZE_SIZE and set(row) <= MAZE_CHARS for row in board)  # the answer's rows
+    assert len(status) == 1 and "status: max_iterations  iterations: 3" in status[0]
+    assert f"model: {MAZE_MODEL}" in status[0] and re.search(r"valid: (yes|no) ", status[0])
+    assert "------+-------+------" not in "\n".join(lines)
+
+    file = tmp_path / "maze.txt"
+    file.write_text(maze_text + "\n")  # a file names the puzzle: a maze is easier written in one
+    argv = ["solve", str(file), "--server", live_server.url, "--model", MAZE_MODEL, "--depth", "3", "--stream"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    frames = re.findall(r"^iteration (\d+)  residual \S+  live trajectories 1\n((?:.*\n){5})", out, flags=re.M)
+    assert frames and [int(it) for it, _ in frames] == list(range(1, len(frames) + 1))
+    assert all(len(row) == MAZE_SIZE for _, frame in frames for row in frame.splitlines())
+    assert "status: max_iterations  iterations: 3" in out
+
+    assert main(["solve", "S#G", "--server", live_server.url, "--model", MAZE_MODEL]) == 2
+    assert "5x5" in capsys.readouterr().err
+    assert main(["solve", maze_text, "--server", live_server.url, "--model", "maze-huge"]) == 2
+    assert MAZE_MODEL in capsys.readouterr().err
+
+
+def test_a_task_without_rules_has_no_verdict(grid_server: LiveServer, capsys: pytest.CaptureFixture[str]):
+    puzzle = ["x..y", ".xy.", "...."]
+    with Client(grid_server.url, timeout=30) as client:
+        (model,) = client.models()
+        assert model.task == "grid" and model.board == {"kind": "grid", **GRID}
+        result = client.solve(puzzle, depth=2)
+    assert result.valid is None and not result.solved and result.grid is None  # nothing vouches for it
+    assert len(result.answer) == GRID["rows"] and all(set(row) <= set(GRID["charset"] + "?") for row in result.answer)
+
+    assert main(["solve", "\n".join(puzzle), "--server", grid_server.url, "--depth", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [len(row) for row in lines[: GRID["rows"]]] == [GRID["cols"]] * GRID["rows"]
+    assert len(lines) == GRID["rows"] + 1 and "  valid: n/a  " in lines[-1]
+
+
+class Terminal(io.StringIO):
+    """Output that says it is a terminal, so the streamed boards are redrawn in place."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_redraws_a_maze_frame_in_place_on_a_terminal(live_server: LiveServer):
+    argv = ["solve", "\n".join(MAZE), "--server", live_server.url, "--model", MAZE_MODEL, "--depth", "4", "--stream"]
+    out = Terminal()
+    assert solve_remote(build_parser().parse_args(argv), out=out) == 0
+    text = out.getvalue()
+    frames = text.count("iteration ")
+    assert frames >= 2 and text.count(CLEAR_FRAME.format(lines=1 + MAZE_SIZE)) == frames  # each frame erased
+    assert text.endswith("model: " + MAZE_MODEL + "\n")  # then the summary, left on the screen
 
 
 def test_the_api_key_is_sent_and_checked(keyed_server: LiveServer, monkeypatch: pytest.MonkeyPatch):

@@ -1,5 +1,6 @@
 """The READMEs' examples run: every ```python block of client/README.md and README.md, against a live
-``eqr serve`` of the bundled model, which is what the examples are written for (``eqr serve``'s default)."""
+``eqr serve`` of the bundled models (Sudoku and maze), which is what the examples are written for
+(``eqr serve``'s default)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.live_server import LiveServer, serve
 ROOT = Path(__file__).resolve().parents[2]
 READMES = [ROOT / "client" / "README.md", ROOT / "README.md"]
 README_URL = "http://127.0.0.1:8000"
-BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
+BUNDLED_MODELS = [ROOT / "models" / "sudoku-small", ROOT / "models" / "maze-small"]
 BLOCKS = [
     pytest.param(block, id=f"{readme.relative_to(ROOT)}#{n + 1}")
     for readme in READMES
@@ -24,8 +25,8 @@ BLOCKS = [
 
 @pytest.fixture(scope="module")
 def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The bundled model, as ``eqr serve`` serves it: an example's output is only meaningful from it."""
-    with serve(BUNDLED_MODEL, log_dir=tmp_path_factory.mktemp("readme")) as server:
+    """The bundled models, as ``eqr serve`` serves them: an example's output is only meaningful from them."""
+    with serve(BUNDLED_MODELS, log_dir=tmp_path_factory.mktemp("readme")) as server:
         yield server
 
 

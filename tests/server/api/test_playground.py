@@ -1,9 +1,10 @@
 """The web playground in headless Chromium (the OS packages ``chromium`` and ``chromium-driver``).
 
 Selenium drives the distribution's chromedriver, which is built for the distribution's chromium, so
-nothing is downloaded. The served model is the tiny random one, whose answers are garbage: these tests
-check what the page shows (live board, chart, result, errors at their cells), never whether the
-answer is right. Screenshots land in ``artifacts/`` for a person to look at.
+nothing is downloaded. The served models are the tiny random ones (a Sudoku one, the default, and a
+5×5 maze one), whose answers are garbage: these tests check what the page shows (live board, chart,
+result, errors at their cells, the maze's characters and path as the stream brings them), never
+whether the answer is right. Screenshots land in ``artifacts/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -21,12 +22,25 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.browser import chromium
-from tests.live_server import API_KEY, LiveServer, serve
+from tests.live_server import API_KEY, GRID, MAZE, MAZE_SIZE, LiveServer, serve
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "artifacts"
 BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
 CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
+MAZE_MODEL = "maze-tiny"  # the live server's second model
+# records each board the page draws while solving, with the iteration it shows: how a test sees the
+# board change from event to event (drawing is throttled to animation frames, so some are skipped)
+RECORD_DRAWS = """
+window.drawn = [];
+const board = document.getElementById("board");
+new MutationObserver(() => {
+  const shown = document.getElementById("iterations").textContent;
+  if (document.body.dataset.state !== "solving" || !shown.endsWith("…")) return;
+  const chars = Array.from(board.querySelectorAll(".cell"), (cell) => cell.dataset.ch).join("");
+  window.drawn.push([parseInt(shown, 10), chars]);
+}).observe(board, { subtree: true, attributes: true, attributeFilter: ["data-ch"] });
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +68,40 @@ def set_value(driver: webdriver.Chrome, element_id: str, value: str) -> None:
     field.send_keys(value)
 
 
-def sent_solves(driver: webdriver.Chrome) -> list[dict]:
-    """Bodies of the solves the page POSTed since the last call, from Chromium's own network log."""
-    bodies = []
+def solve_requests(driver: webdriver.Chrome) -> list[tuple[str, dict]]:
+    """``(request id, body)`` of the solves the page POSTed since the last call (Chromium's network log)."""
+    sent = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         request = message.get("params", {}).get("request", {})
         if message["method"] == "Network.requestWillBeSent" and request.get("url", "").endswith("/v1/solve"):
-            bodies.append(json.loads(request["postData"]))
-    return bodies
+            sent.append((message["params"]["requestId"], json.loads(request["postData"])))
+    return sent
+
+
+def sent_solves(driver: webdriver.Chrome) -> list[dict]:
+    """Bodies of the solves the page POSTed since the last call."""
+    return [body for _, body in solve_requests(driver)]
+
+
+def streamed_events(driver: webdriver.Chrome, request_id: str) -> list[tuple[str, dict]]:
+    """The server-sent events of a finished streamed solve, as the browser received them."""
+    body = driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": request_id})["body"]
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def board_chars(driver: webdriver.Chrome) -> str:
+    """The characters a maze or grid board shows, row after row."""
+    return "".join(c.get_attribute("data-ch") for c in driver.find_elements(By.CSS_SELECTOR, "#board .cell"))
+
+
+def choose_model(driver: webdriver.Chrome, name: str) -> None:
+    Select(driver.find_element(By.ID, "model")).select_by_value(name)
 
 
 def open_playground(driver: webdriver.Chrome, url: str) -> None:
@@ -187,3 +226,113 @@ def test_playground_with_the_bundled_model(browser, tmp_path: Path):
     """The real model, for the screenshot: still asserts rendering only, never the answer's quality."""
     with serve(BUNDLED_MODEL, "--slots", "8", log_dir=tmp_path) as server:
         solve_and_check_rendering(browser, server.url, "Easy (36 givens)", "64", "playground-sudoku-small.png")
+
+
+def test_playground_switches_to_the_maze_model_and_back(browser, live_server: LiveServer):
+    models = {m["name"]: m for m in httpx.get(live_server.url + "/v1/models").json()["models"]}
+    open_playground(browser, live_server.url)
+    menu = Select(browser.find_element(By.ID, "model"))
+    assert [o.get_attribute("value") for o in menu.options] == [live_server.model_name, MAZE_MODEL]
+    assert menu.first_selected_option.get_attribute("value") == live_server.model_name  # the default
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#board input.cell")) == 81
+
+    choose_model(browser, MAZE_MODEL)
+    wait_for(browser, lambda d: d.find_element(By.ID, "board").get_attribute("data-kind") == "maze")
+    example = models[MAZE_MODEL]["example"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#board div.cell")) == MAZE_SIZE * MAZE_SIZE
+    assert browser.find_element(By.ID, "rows-text").get_attribute("value") == "\n".join(example)
+    assert board_chars(browser) == "".join(example)  # the model's example, drawn cell by cell
+    assert browser.find_element(By.ID, "rows-text").is_displayed()  # a maze is edited as rows
+    assert not browser.find_element(By.ID, "puzzle-text").is_displayed()  # the Sudoku field is not the editor
+    assert Select(browser.find_element(By.ID, "example")).first_selected_option.text == f"{MAZE_MODEL}'s example"
+
+    choose_model(browser, live_server.model_name)  # back to Sudoku: its board and its model's example
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#board input.cell")) == 81)
+    sudoku_example = models[live_server.model_name]["example"]
+    assert browser.find_element(By.ID, "puzzle-text").get_attribute("value") == sudoku_example
+    assert not browser.find_element(By.ID, "rows-text").is_displayed()
+
+
+def test_playground_solves_a_maze_and_draws_the_path_as_it_streams(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)
+    choose_model(browser, MAZE_MODEL)
+    set_value(browser, "rows-text", "\n".join(MAZE))
+    assert board_chars(browser) == "".join(MAZE)  # walls, open cells, S and G, before solving
+    colour = {
+        ch: browser.find_element(By.CSS_SELECTOR, f'#board .cell[data-ch="{ch}"]').value_of_css_property(
+            "background-color"
+        )
+        for ch in "# SG"
+    }
+    assert len(set(colour.values())) == 4  # each character its own colour
+
+    set_value(browser, "depth", "40")
+    browser.execute_script(RECORD_DRAWS)
+    solve_requests(browser)  # forget earlier tests' requests
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    browser.save_screenshot(str(ARTIFACTS / "playground-maze.png"))
+    assert page_state(browser) == "done", text(browser, "error")
+
+    ((request_id, body),) = solve_requests(browser)
+    assert body["model"] == MAZE_MODEL and body["puzzle"] == MAZE  # the rows, as a list: answers come back so
+    events = streamed_events(browser, request_id)
+    boards = {data["iteration"]: "".join(data["board"]) for event, data in events if event == "iteration"}
+    (answer,) = [data["answer"] for event, data in events if event == "result"]
+
+    drawn = browser.execute_script("return window.drawn")
+    assert len({chars for _, chars in drawn}) >= 2, drawn  # the board changed while the model iterated
+    assert all(chars == boards[iteration] for iteration, chars in drawn)  # each draw is that event's board
+    assert any("o" in chars for _, chars in drawn), drawn  # path cells appeared during the solve
+
+    assert board_chars(browser) == "".join(answer) and text(browser, "answer") == "\n".join(answer)
+    path = browser.find_elements(By.CSS_SELECTOR, '#board .cell[data-ch="o"]')
+    assert len(path) == "".join(answer).count("o")
+    assert all(cell.value_of_css_property("background-color") not in colour.values() for cell in path)
+    for cell in browser.find_elements(By.CSS_SELECTOR, "#board .cell"):
+        r, c = divmod(int(cell.get_attribute("data-index")), MAZE_SIZE)
+        given, shown = MAZE[r][c], answer[r][c]
+        assert ("model" in cell.get_attribute("class")) == (shown != given)
+        broke = shown != given and not (given == " " and shown == "o")  # anything but a path on an open cell
+        assert ("off" in cell.get_attribute("class")) == broke
+    assert text(browser, "status") == "max_iterations" and text(browser, "iterations") == "40"
+    assert text(browser, "valid") in ("yes", "no")
+
+
+def test_playground_marks_the_maze_cells_at_fault(browser, live_server: LiveServer):
+    open_playground(browser, live_server.url)
+    choose_model(browser, MAZE_MODEL)
+    two_starts = [*MAZE[:4], "#S  G"]  # a second S at r5c2
+    set_value(browser, "rows-text", "\n".join(two_starts))
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) == "error")
+    bad = [int(c.get_attribute("data-index")) for c in browser.find_elements(By.CSS_SELECTOR, "#board .cell.bad")]
+    assert bad == [0, 4 * MAZE_SIZE + 1] and "exactly one start" in text(browser, "error")
+    browser.save_screenshot(str(ARTIFACTS / "playground-maze-error.png"))
+
+    set_value(browser, "rows-text", "\n".join(MAZE[:4]))  # a row short: the server names the shape
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) == "error")
+    assert "5x5" in text(browser, "error") and "bad" in browser.find_element(By.ID, "rows-text").get_attribute("class")
+
+
+def test_playground_draws_a_generic_grid_and_reports_no_verdict(browser, grid_server: LiveServer):
+    open_playground(browser, grid_server.url)  # the default model is a grid: the page takes its board
+    wait_for(browser, lambda d: d.find_element(By.ID, "board").get_attribute("data-kind") == "grid")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#board div.cell")
+    assert len(cells) == GRID["rows"] * GRID["cols"]
+    example = httpx.get(grid_server.url + "/v1/models").json()["models"][0]["example"]
+    assert browser.find_element(By.ID, "rows-text").get_attribute("value") == "\n".join(example)
+
+    puzzle = ["x..y", ".xy.", "...."]
+    set_value(browser, "rows-text", "\n".join(puzzle))
+    assert [c.text for c in cells] == list("".join(puzzle))  # a grid shows its characters
+    set_value(browser, "depth", "3")
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    assert page_state(browser) == "done", text(browser, "error")
+    answer = "".join(text(browser, "answer").splitlines())
+    assert [c.text for c in cells] == [ch if ch.strip() else "" for ch in answer]
+    changed = [i for i, c in enumerate(cells) if "model" in c.get_attribute("class")]
+    assert changed == [i for i, ch in enumerate(answer) if ch != "".join(puzzle)[i]]
+    assert text(browser, "valid") == "n/a"  # the task has no rules: neither yes nor no

@@ -1,55 +1,99 @@
-// eqr playground: edit a puzzle, POST /v1/solve with "stream": true, and draw the server-sent events
-// as they arrive. Plain browser JS, no build step: fetch + ReadableStream, because EventSource can
-// only GET and a solve is a POST.
+// eqr playground: pick a served model, edit a puzzle of its task, POST /v1/solve with "stream": true,
+// and draw the server-sent events as they arrive. Plain browser JS, no build step: fetch +
+// ReadableStream, because EventSource can only GET and a solve is a POST.
+//
+// Two kinds of board: a Sudoku (9×9 inputs, typed in place or pasted as 81 characters) and a grid
+// of characters (a maze, or a generic grid task), edited as rows in a textarea and drawn one cell
+// per character, coloured by character. GET /v1/models says which kind each model takes.
 "use strict";
 
-const SIZE = 9;
-const CELLS = SIZE * SIZE;
-const EXAMPLES = [
+const SUDOKU_SIZE = 9;
+const SUDOKU_CELLS = SUDOKU_SIZE * SUDOKU_SIZE;
+const SUDOKU_EXAMPLES = [
   ["Easy (36 givens)", "...26.7.168..7..9.19...45..82.1...4...46.29...5...3.28..93...74.4..5..367.3.18..."],
   ["Medium (32 givens)", "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."],
   ["Harder (24 givens)", ".2.6.8...58...97......4....37....5..6.......4..8....13....2......98...36...3.6.9."],
   ["Hardest (21 givens)", "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4.."],
 ];
+const SUDOKU_BOARD = { kind: "sudoku", rows: SUDOKU_SIZE, cols: SUDOKU_SIZE }; // until /v1/models answers
+const MAZE_PATH = "o"; // how a maze answer marks its path; the other maze characters are the puzzle's
+const MAZE_OPEN = " ";
+// what a maze cell shows as text (its colour says the rest); a generic grid shows every character
+const MAZE_GLYPHS = { "#": "", " ": "", o: "", S: "S", G: "G" };
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  givens: Array(CELLS).fill(""), // what the user entered: "1".."9" or ""
+  models: [], // GET /v1/models: the first is the server's default
+  model: null, // the selected model (null until the list arrives: the page starts as a Sudoku)
+  board: SUDOKU_BOARD, // the board drawn: {kind, rows, cols}
+  examples: [], // [name, puzzle] of the example menu, for the board's task
+  givens: Array(SUDOKU_CELLS).fill(""), // Sudoku: what the user entered, "1".."9" or ""
+  rows: [], // maze or grid: the puzzle's rows, as typed
   residuals: [], // [iteration, residual] of the running or last solve
   controller: null, // AbortController of the running solve
   pending: null, // latest event not drawn yet (drawing is throttled to animation frames)
   aggregate: "", // the rule the last solve asked for, shown with its agreement
 };
-const FIELD_INPUTS = { puzzle: "puzzle-text", depth: "depth", breadth: "breadth" }; // API field -> input
+
+function isSudoku() {
+  return state.board.kind === "sudoku";
+}
+
+/** The input that holds the puzzle as text: 81 characters for a Sudoku, rows for the others. */
+function puzzleInput() {
+  return isSudoku() ? "puzzle-text" : "rows-text";
+}
+
+const FIELD_INPUTS = { puzzle: puzzleInput, depth: () => "depth", breadth: () => "breadth" }; // API field -> input
 
 // -- the board ---------------------------------------------------------------------------------------
 
-function buildBoard() {
-  const board = $("board");
-  for (let i = 0; i < CELLS; i++) {
-    const cell = document.createElement("input");
+/** Rebuild the board for `board` ({kind, rows, cols}): Sudoku inputs, or one drawn cell per character. */
+function buildBoard(board) {
+  state.board = board;
+  const el = $("board");
+  el.replaceChildren();
+  el.dataset.kind = board.kind;
+  el.style.setProperty("--rows", String(board.rows));
+  el.style.setProperty("--cols", String(board.cols));
+  el.setAttribute("aria-label", `${board.kind} board`);
+  for (let i = 0; i < board.rows * board.cols; i++) {
+    const r = Math.floor(i / board.cols), c = i % board.cols;
+    const cell = document.createElement(isSudoku() ? "input" : "div");
     cell.className = "cell";
-    cell.maxLength = 1;
-    cell.inputMode = "numeric";
-    cell.autocomplete = "off";
     cell.dataset.index = String(i);
-    const r = Math.floor(i / SIZE), c = i % SIZE;
     cell.setAttribute("aria-label", `row ${r + 1} column ${c + 1}`);
-    if (c % 3 === 2 && c < 8) cell.classList.add("box-right");
-    if (r % 3 === 2 && r < 8) cell.classList.add("box-bottom");
-    cell.addEventListener("input", onCellInput);
-    cell.addEventListener("keydown", onCellKey);
-    cell.addEventListener("paste", onPaste);
-    board.appendChild(cell);
+    if (isSudoku()) {
+      cell.maxLength = 1;
+      cell.inputMode = "numeric";
+      cell.autocomplete = "off";
+      if (c % 3 === 2 && c < 8) cell.classList.add("box-right");
+      if (r % 3 === 2 && r < 8) cell.classList.add("box-bottom");
+      cell.addEventListener("input", onCellInput);
+      cell.addEventListener("keydown", onCellKey);
+      cell.addEventListener("paste", onPaste);
+    } else {
+      cell.setAttribute("role", "gridcell");
+    }
+    el.appendChild(cell);
   }
+  $("puzzle-text-label").hidden = !isSudoku();
+  $("rows-text-label").hidden = isSudoku();
+  $("rows-text").rows = board.rows;
 }
 
 function cells() {
   return $("board").querySelectorAll(".cell");
 }
 
-/** Show the givens, and `board` (81 chars, "." for none) in the other cells. */
+/** Show the puzzle and, over it, `board` (the model's: 81 chars for a Sudoku, rows otherwise); null: none. */
 function drawBoard(board) {
+  if (isSudoku()) drawSudoku(board);
+  else drawCharGrid(board);
+}
+
+/** The givens, and `board` (81 chars, "." for none) in the other cells. */
+function drawSudoku(board) {
   cells().forEach((cell, i) => {
     const given = state.givens[i];
     const shown = given || (board && /[1-9]/.test(board[i]) ? board[i] : "");
@@ -59,22 +103,63 @@ function drawBoard(board) {
   });
 }
 
+/** Each cell coloured by its character (data-ch): the model's where it answered, else the puzzle's.
+ * "model" marks what the model changed; in a maze, "off" marks changes other than marking the path
+ * on an open cell, i.e. where the answer breaks the maze. */
+function drawCharGrid(board) {
+  const maze = state.board.kind === "maze";
+  cells().forEach((cell, i) => {
+    const r = Math.floor(i / state.board.cols), c = i % state.board.cols;
+    const given = (state.rows[r] || "")[c] ?? "";
+    const shown = board ? ((board[r] || "")[c] ?? "") : given;
+    cell.dataset.ch = shown;
+    cell.textContent = maze && shown in MAZE_GLYPHS ? MAZE_GLYPHS[shown] : shown;
+    const changed = Boolean(board) && shown !== given;
+    cell.classList.toggle("model", changed);
+    cell.classList.toggle("off", maze && changed && !(given === MAZE_OPEN && shown === MAZE_PATH));
+  });
+}
+
 function puzzleString() {
   return state.givens.map((d) => d || ".").join("");
+}
+
+/** The puzzle as the API takes it: a Sudoku's 81 characters, or the rows of a maze or grid. */
+function puzzleValue() {
+  return isSudoku() ? puzzleString() : state.rows;
 }
 
 function compact(text) {
   return text.replace(/\s+/g, "");
 }
 
+/** Rows of a textarea: one per line; blank lines before and after the board are framing, not rows. */
+function rowsOf(text) {
+  const rows = text.replace(/\r\n?/g, "\n").split("\n");
+  while (rows.length && rows[0] === "") rows.shift();
+  while (rows.length && rows[rows.length - 1] === "") rows.pop();
+  return rows;
+}
+
 /** Load an 81-cell puzzle from text; false if it is not one (whitespace is ignored). */
 function loadPuzzle(text) {
   const chars = compact(text);
-  if (chars.length !== CELLS) return false;
+  if (chars.length !== SUDOKU_CELLS) return false;
   // a stray character is kept and sent as is: the server's 422 then points at its cell
   state.givens = Array.from(chars, (ch) => (ch === "." || ch === "0" ? "" : ch));
   resetResult();
   return true;
+}
+
+/** Load a puzzle of the board's task: an 81-character string, or rows (into the textarea too). */
+function loadExample(puzzle) {
+  if (isSudoku()) {
+    loadPuzzle(puzzle);
+    return;
+  }
+  state.rows = Array.isArray(puzzle) ? [...puzzle] : rowsOf(puzzle);
+  $("rows-text").value = state.rows.join("\n");
+  resetResult();
 }
 
 function onCellInput(event) {
@@ -87,10 +172,10 @@ function onCellInput(event) {
 
 function onCellKey(event) {
   const i = Number(event.target.dataset.index);
-  const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -SIZE, ArrowDown: SIZE };
+  const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -SUDOKU_SIZE, ArrowDown: SUDOKU_SIZE };
   if (event.key in moves) {
     const next = i + moves[event.key];
-    if (next >= 0 && next < CELLS) cells()[next].focus();
+    if (next >= 0 && next < SUDOKU_CELLS) cells()[next].focus();
     event.preventDefault();
   } else if (event.key === "Enter") {
     solve();
@@ -102,19 +187,51 @@ function onPaste(event) {
   if (loadPuzzle(text)) event.preventDefault(); // a whole puzzle: fill the grid, not one cell
 }
 
+// -- examples ----------------------------------------------------------------------------------------
+
+/** The example menu for the board's task: the built-in Sudokus, and the selected model's own example. */
+function fillExamples() {
+  const model = state.model;
+  state.examples = isSudoku() ? [...SUDOKU_EXAMPLES] : [];
+  const own = model && model.example != null ? model.example : null;
+  if (own !== null && !state.examples.some(([, p]) => same(normalized(p), normalized(own)))) {
+    state.examples.push([`${model.name}'s example`, own]);
+  }
+  const select = $("example");
+  select.replaceChildren(new Option("choose…", ""));
+  state.examples.forEach(([name], i) => select.add(new Option(name, String(i))));
+  syncExampleMenu();
+}
+
+function same(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** A puzzle as the editor holds it, to compare with the examples: a Sudoku's 81 cells, a grid's rows. */
+function normalized(puzzle) {
+  if (isSudoku()) return compact(String(puzzle)).replace(/0/g, ".");
+  return Array.isArray(puzzle) ? puzzle : rowsOf(String(puzzle));
+}
+
+/** Show in the menu which example is on the board, or none once it is edited. */
+function syncExampleMenu() {
+  const current = normalized(puzzleValue());
+  const at = state.examples.findIndex(([, p]) => same(normalized(p), current));
+  $("example").value = at >= 0 ? String(at) : "";
+}
+
 // -- results, errors and the chart -------------------------------------------------------------------
 
 function resetResult() {
   state.residuals = [];
   drawBoard(null);
-  $("puzzle-text").value = puzzleString();
+  if (isSudoku()) $("puzzle-text").value = puzzleString(); // the rows textarea is never rewritten while typed in
   showError(null);
   for (const id of ["status", "iterations", "valid", "agreement", "time"]) {
     $(id).textContent = "–";
     $(id).className = "";
   }
-  const example = $("example");
-  if (example.value && example.value !== puzzleString()) example.value = ""; // edited: no longer that example
+  syncExampleMenu();
   $("answer").textContent = "";
   $("live").textContent = "";
   drawChart();
@@ -126,6 +243,7 @@ function setState(name) {
   const busy = name === "solving";
   $("solve").disabled = busy;
   $("stop").disabled = !busy;
+  $("model").disabled = busy;
 }
 
 /** An API error ({code, message, field, cells}) next to the cells or field at fault; null clears. */
@@ -135,7 +253,7 @@ function showError(error) {
     cell.classList.remove("bad");
     cell.removeAttribute("title");
   });
-  for (const id of Object.values(FIELD_INPUTS)) $(id).classList.remove("bad");
+  for (const id of ["puzzle-text", "rows-text", "depth", "breadth"]) $(id).classList.remove("bad"); // both editors
   if (!error) {
     box.hidden = true;
     box.textContent = "";
@@ -144,20 +262,23 @@ function showError(error) {
   box.hidden = false;
   box.textContent = error.message;
   for (const [r, c] of error.cells || []) {
-    const cell = cells()[r * SIZE + c];
+    if (c >= state.board.cols) continue; // a cell outside the model's board: the message names it
+    const cell = cells()[r * state.board.cols + c];
     if (!cell) continue;
     cell.classList.add("bad");
     cell.title = error.message;
   }
   const field = FIELD_INPUTS[(error.field || "").split(".")[0]];
-  if (field) $(field).classList.add("bad");
+  if (field) $(field()).classList.add("bad");
 }
 
-/** The error to show while the puzzle field holds no puzzle (the board keeps the last one), else null. */
+/** The error to show while the Sudoku field holds no puzzle (the board keeps the last one), else null.
+ * Rows of a maze or grid are the puzzle itself: the server judges them and names the cells at fault. */
 function puzzleTextError() {
+  if (!isSudoku()) return null;
   const n = compact($("puzzle-text").value).length;
-  if (n === CELLS) return null;
-  const message = `the puzzle field has ${n} characters, not ${CELLS}: type or paste ${CELLS} (1-9, '.' or 0 for blanks)`;
+  if (n === SUDOKU_CELLS) return null;
+  const message = `the puzzle field has ${n} characters, not ${SUDOKU_CELLS}: type or paste ${SUDOKU_CELLS} (1-9, '.' or 0 for blanks)`;
   return { message, field: "puzzle" };
 }
 
@@ -168,12 +289,13 @@ function showResult(result) {
   const most = Math.max(...result.iterations);
   const conv = result.iterations_to_convergence;
   $("iterations").textContent = conv == null ? `${most}` : `${most} (converged at ${conv})`;
-  $("valid").textContent = result.valid ? "yes" : "no";
-  $("valid").className = result.valid ? "yes" : "no";
+  const valid = result.valid == null ? "n/a" : result.valid ? "yes" : "no"; // null: the task has no rules
+  $("valid").textContent = valid;
+  $("valid").className = valid === "n/a" ? "" : valid;
   $("agreement").textContent = `${Math.round(result.agreement * 100)}% of ${result.iterations.length} (${state.aggregate})`;
   const t = result.timings, ms = (v) => `${v.toFixed(0)} ms`;
   $("time").textContent = `${ms(t.queued_ms + t.compute_ms)} (${ms(t.queued_ms)} queued, ${ms(t.compute_ms)} computing)`;
-  $("answer").textContent = result.answer;
+  $("answer").textContent = Array.isArray(result.answer) ? result.answer.join("\n") : result.answer;
   const last = state.residuals[state.residuals.length - 1];
   $("live").textContent = last && last[1] != null ? `· final residual ${last[1].toPrecision(3)}` : "";
 }
@@ -249,7 +371,8 @@ async function* sseEvents(response) {
 }
 
 function requestBody() {
-  const body = { puzzle: puzzleString(), stream: true, aggregate: $("aggregate").value };
+  const body = { puzzle: puzzleValue(), stream: true, aggregate: $("aggregate").value };
+  if (state.model) body.model = state.model.name;
   for (const id of ["depth", "breadth"]) {
     const text = $(id).value.trim();
     if (text !== "") body[id] = Number(text); // the server validates; a bad value comes back as a 422
@@ -271,7 +394,7 @@ function initApiKey() {
   input.value = sessionStorage.getItem(KEY_STORE) || "";
   input.addEventListener("change", () => {
     sessionStorage.setItem(KEY_STORE, input.value.trim());
-    loadModel();
+    loadModels();
   });
 }
 
@@ -340,7 +463,10 @@ async function solve() {
   }
 }
 
-async function loadModel() {
+// -- models ------------------------------------------------------------------------------------------
+
+/** GET /v1/models: fill the model menu, keeping the selected model if it is still served. */
+async function loadModels() {
   try {
     const response = await fetch("v1/models", { headers: authHeaders() });
     if (response.status === 401 || response.status === 403) {
@@ -348,37 +474,66 @@ async function loadModel() {
       return;
     }
     if (!response.ok) return;
-    const [model] = (await response.json()).models;
-    if (!model) return;
-    $("model-name").textContent = `model: ${model.name} (${model.arch.parameters ?? "?"} parameters)`;
-    if (model.defaults.depth) $("depth").placeholder = String(model.defaults.depth);
-    if (model.defaults.aggregate) $("aggregate").value = model.defaults.aggregate;
-    if (model.caps.depth) $("depth").max = String(model.caps.depth);
-    if (model.caps.breadth) $("breadth").max = String(model.caps.breadth);
+    state.models = (await response.json()).models || [];
+    if (!state.models.length) return;
+    const menu = $("model");
+    menu.replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.task})`, m.name)));
+    $("model-label").hidden = false;
+    const kept = state.model && state.models.find((m) => m.name === state.model.name);
+    selectModel(kept || state.models[0], false);
   } catch (_) {
     /* the playground still works with the server's defaults */
   }
 }
 
+/** Make `model` the one solves go to. Its board replaces the page's when the shape differs, and then
+ * (or always, when the user picked it: `chosen`) its example is loaded into the editor. */
+function selectModel(model, chosen) {
+  state.model = model;
+  $("model").value = model.name;
+  $("model-name").textContent = `model: ${model.name} (${model.arch.parameters ?? "?"} parameters)`;
+  $("depth").placeholder = model.defaults.depth ? String(model.defaults.depth) : "";
+  if (model.defaults.aggregate) $("aggregate").value = model.defaults.aggregate;
+  $("depth").max = model.caps.depth ? String(model.caps.depth) : "";
+  $("breadth").max = model.caps.breadth ? String(model.caps.breadth) : "";
+  const board = model.board || SUDOKU_BOARD;
+  const reshaped = !same(
+    [board.kind, board.rows, board.cols],
+    [state.board.kind, state.board.rows, state.board.cols],
+  );
+  if (reshaped) buildBoard({ kind: board.kind, rows: board.rows, cols: board.cols });
+  fillExamples();
+  if ((reshaped || chosen) && model.example != null) loadExample(model.example);
+  else if (reshaped) resetResult(); // a board of the new shape, empty
+}
+
 function init() {
-  buildBoard();
+  buildBoard(SUDOKU_BOARD);
+  fillExamples();
   const select = $("example");
-  for (const [name, puzzle] of EXAMPLES) select.add(new Option(name, puzzle));
-  select.addEventListener("change", () => select.value && loadPuzzle(select.value));
+  select.addEventListener("change", () => select.value && loadExample(state.examples[Number(select.value)][1]));
+  $("model").addEventListener("change", (e) => {
+    const model = state.models.find((m) => m.name === e.target.value);
+    if (model) selectModel(model, true);
+  });
   $("puzzle-text").addEventListener("input", (e) => {
     if (!loadPuzzle(e.target.value)) showError(puzzleTextError());
+  });
+  $("rows-text").addEventListener("input", (e) => {
+    state.rows = rowsOf(e.target.value);
+    resetResult();
   });
   $("solve").addEventListener("click", solve);
   $("stop").addEventListener("click", () => state.controller && state.controller.abort());
   $("clear").addEventListener("click", () => {
-    state.givens = Array(CELLS).fill("");
-    select.value = "";
+    state.givens = Array(SUDOKU_CELLS).fill("");
+    state.rows = [];
+    $("rows-text").value = "";
     resetResult();
   });
-  select.value = EXAMPLES[0][1];
-  loadPuzzle(select.value);
+  loadExample(SUDOKU_EXAMPLES[0][1]);
   initApiKey();
-  loadModel();
+  loadModels();
 }
 
 document.addEventListener("DOMContentLoaded", init);
