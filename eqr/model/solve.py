@@ -28,6 +28,7 @@ class InferenceDefaults:
     depth: int
     noise: float
     rule: ConvergenceRule
+    aggregate: str  # the breadth rule the folder asks for (the paper's most-converged when it names none)
 
 
 def inference_defaults(model: EqRNetwork, meta: dict[str, Any]) -> InferenceDefaults:
@@ -42,6 +43,7 @@ def inference_defaults(model: EqRNetwork, meta: dict[str, Any]) -> InferenceDefa
         depth=int(inf.get("depth", model.cfg.halt_max_steps)),
         noise=float(inf.get("noise", model.cfg.noise_scale)),
         rule=ConvergenceRule(window=int(inf.get("window", base.window)), tol=float(inf.get("tol", base.tol))),
+        aggregate=str(inf.get("aggregate", "converged")),
     )
 
 

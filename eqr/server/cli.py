@@ -160,7 +160,7 @@ def _solve_offline(args: argparse.Namespace) -> int:
         puzzle,
         depth=args.depth or defaults.depth,
         breadth=args.breadth,
-        rule_name=args.aggregate,
+        rule_name=args.aggregate or defaults.aggregate,
         noise=defaults.noise if args.noise is None else args.noise,
         seed=args.seed,
         rule=defaults.rule,
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: bundled, or $EQR_MODEL); with --server: a model name")
     p.add_argument("--depth", type=_positive_int, help="iteration budget (default: the model's inference depth)")
     p.add_argument("--breadth", type=_positive_int, default=1, help="trajectories from random initial latents")
-    p.add_argument("--aggregate", choices=AGGREGATES, default="converged", help="how to pick the answer")
+    p.add_argument("--aggregate", choices=AGGREGATES, help="how breadth picks the answer (default: the model's)")
     p.add_argument("--noise", type=float, help="latent noise sigma (default: the model's inference noise)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the trajectories")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -29,7 +29,7 @@ class SolveParams:
 
     depth: int | None = None
     breadth: int = 1
-    aggregate: str = "converged"  # "converged" (most-converged) or "vote"
+    aggregate: str | None = None  # "converged" (most-converged) or "vote"; None: the model's default
     quorum: int | None = None  # stop remaining siblings once this many trajectories agree
     noise: float | None = None
     seed: int | None = None

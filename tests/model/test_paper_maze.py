@@ -432,6 +432,9 @@ async def test_the_converted_checkpoint_is_served_over_http(converted: Path):
         async with httpx.AsyncClient(transport=transport, base_url="http://eqr.test", timeout=60) as client:
             models = {m["name"]: m for m in (await client.get("/v1/models")).json()["models"]}
             assert models[converted.name]["board"] == {"kind": "maze", "rows": 30, "cols": 30, "charset": "# SGo"}
+            # each model's own defaults: the bundled Sudoku model votes, a converted paper model keeps the paper's rule
+            assert models["sudoku-small"]["defaults"]["aggregate"] == "vote"
+            assert models[converted.name]["defaults"]["aggregate"] == "converged"
             r = await client.post("/v1/solve", json={"model": converted.name, "puzzle": maze, "depth": 2})
             body = r.json()
             assert r.status_code == 200 and body["iterations"] == [2] and isinstance(body["valid"], bool)

@@ -114,7 +114,11 @@ class SolveOptions(BaseModel):
     )
     depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
     breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
-    aggregate: Literal["converged", "vote"] = Field("converged", description="most-converged trajectory, or majority")
+    aggregate: Literal["converged", "vote"] | None = Field(
+        None,
+        description="how breadth picks the answer: the most-converged trajectory (the paper's rule) or a majority "
+        "vote over whole boards; default: the model's (GET /v1/models, `defaults.aggregate`)",
+    )
     quorum: int | None = Field(None, ge=1, description="stop remaining trajectories once this many agree")
     noise: float | None = Field(None, ge=0, le=10, description="latent noise scale; default from the model")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same answer (alone or batched)")

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from eqr.kernels.rng import random_seed
+from eqr.model.aggregate import AGGREGATES
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.base import Task
@@ -97,12 +98,16 @@ class Engine:
         self.defaults: dict[str, Any] = {
             "depth": min(int(depth), config.max_depth),
             "breadth": 1,
-            "aggregate": "converged",
+            # the folder's rule: a model whose most-converged trajectory is often a stable wrong board
+            # (the bundled Sudoku model) makes breadth pay only with a vote
+            "aggregate": str(meta.get("aggregate", "converged")),
             "noise": float(noise),
             "halt": "convergence",
             "window": self.rule.window,
             "tol": self.rule.tol,
         }
+        if self.defaults["aggregate"] not in AGGREGATES:
+            raise ValueError(f"the model's inference.aggregate must be one of {AGGREGATES}, got {meta['aggregate']!r}")
         self.caps: dict[str, int] = {
             "depth": config.max_depth,
             "breadth": min(config.max_breadth, config.max_queue),
@@ -366,6 +371,7 @@ class Engine:
             depth=p.depth if p.depth is not None else self.defaults["depth"],
             noise=float(p.noise) if p.noise is not None else self.defaults["noise"],
             seed=p.seed if p.seed is not None else random_seed(),
+            aggregate=p.aggregate or self.defaults["aggregate"],
             deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
             arrival=now,
             on_event=on_event,

@@ -71,6 +71,7 @@ class Request:
         depth: int,
         noise: float,
         seed: int,
+        aggregate: str,
         deadline: float | None,
         arrival: float,
         on_event: Callable[[IterationEvent], None] | None,
@@ -83,7 +84,7 @@ class Request:
         self.depth = depth
         self.noise = noise
         self.seed = seed
-        self.aggregate = p.aggregate  # the breadth aggregation rule's name
+        self.aggregate = aggregate  # the breadth aggregation rule's name (the request's, else the model's)
         self.quorum = p.quorum
         self.priority = p.priority
         self.halt_on_q = p.halt == "q_halt"

@@ -10,10 +10,10 @@ def make_engine():
     """Build engines on a fake model (window 3); stops every engine the test built."""
     built = []
 
-    def make(model=None, observer=None, **config) -> Engine:
+    def make(model=None, observer=None, inference=None, **config) -> Engine:
         config.setdefault("window", 3)
         config.setdefault("slots", 4)
-        defaults = {"depth": 64, "noise": 0.0}
+        defaults = {"depth": 64, "noise": 0.0, **(inference or {})}
         engine = Engine(
             model or FakeModel(), EngineConfig(**config), task=SudokuTask(), defaults=defaults, observer=observer
         )

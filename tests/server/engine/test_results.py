@@ -46,6 +46,24 @@ def test_breadth_aggregation(make_engine, rule):
     assert r.iterations == [5] * BREADTH and r.seed == seed
 
 
+@pytest.mark.parametrize("folder_rule", ["vote", "converged"])
+def test_a_request_naming_no_rule_gets_the_models(make_engine, folder_rule):
+    seed, variants = mixed_seed()
+    engine = make_engine(FakeModel(variants=3), slots=8, inference={"aggregate": folder_rule})
+    assert engine.defaults["aggregate"] == folder_rule
+    given = engine.submit(Job(puzzle(2), SolveParams(breadth=BREADTH, seed=seed)))
+    named = engine.submit(Job(puzzle(2), SolveParams(breadth=BREADTH, seed=seed, aggregate="converged")))
+    run_until_done(engine, [given, named])
+    expected = Counter(variants).most_common(1)[0][0] if folder_rule == "vote" else min(variants)
+    assert given.result().answer == variant_answer(expected)
+    assert named.result().answer == variant_answer(min(variants))  # a rule the request names wins
+
+
+def test_a_model_folder_with_an_unknown_rule_is_refused(make_engine):
+    with pytest.raises(ValueError, match=r"inference\.aggregate must be one of"):
+        make_engine(inference={"aggregate": "mean"})
+
+
 def test_quorum_stops_the_remaining_siblings(make_engine):
     """Trajectories settle at 1 + seed % 8; once two agree the others are evicted."""
 
