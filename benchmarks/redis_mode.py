@@ -21,11 +21,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from batching import DATA, load_mix
+from batching import DATA, SUDOKU, load_mix
 from servers import distributed, embedded
 
 from eqr.model.bundled import default_model_dir
-from eqr.model.tasks.sudoku import to_string
 
 MIX_SIZE = 96  # distinct puzzles of the mix (the easy files hold 80); longer loads cycle through them
 
@@ -78,7 +77,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    mix = [to_string(p) for p, _ in load_mix(min(args.puzzles, MIX_SIZE), args.data, args.seed)]
+    # the mix is token ids; the API reads puzzles as clients write them (81 characters)
+    mix = [SUDOKU.board(np.asarray(p)) for p, _ in load_mix(min(args.puzzles, MIX_SIZE), args.data, args.seed)]
     puzzles = [mix[i % len(mix)] for i in range(args.puzzles)]  # repeats run with other seeds
     print(f"{args.puzzles} puzzles (80% easy), depth {args.depth}, {args.concurrency} in flight, {os.cpu_count()} CPUs")
     # the embedded engine runs with the threads of one worker, and with the threads of all of them

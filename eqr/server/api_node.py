@@ -1,7 +1,8 @@
 """``eqr api --redis URL``: the HTTP API in front of a Redis queue, with no model of its own.
 
-The same app and the same graceful SIGTERM as ``eqr serve``; only the broker differs, plus a few
-gauges of the shared state (Redis reachable, live workers, stream backlog) on this node's /metrics.
+The same app and the same graceful SIGTERM as ``eqr serve``; only the broker differs (its models are
+the ones the live workers advertise), plus a few gauges of the shared state (Redis reachable, live
+workers, stream backlog) on this node's /metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from eqr.server.settings import Settings
 
 def run_api(settings: Settings, options: RedisOptions) -> int:
     """Serve until SIGTERM/SIGINT; the exit status of :func:`eqr.server.serve.run`."""
-    broker = RedisBroker(options, model_name=settings.model_name)
+    broker = RedisBroker(options)
     app = create_app(settings, broker)
     app.state.metrics.registry.register(broker.collector())
     return run(settings, app)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +35,14 @@ def api_args(redis_url: str, host: str, port: int) -> list[str]:
     return ["api", "--redis", redis_url, "--host", host, "--port", str(port), *TIMING]
 
 
-def worker_args(redis_url: str, model: str, name: str, host: str, metrics_port: int) -> list[str]:
-    """``eqr worker`` arguments (after the program name)."""
+def worker_args(redis_url: str, model: str | Sequence[str], name: str, host: str, metrics_port: int) -> list[str]:
+    """``eqr worker`` arguments (after the program name); several model folders: one ``--model`` each."""
+    folders = [model] if isinstance(model, str) else list(model)
     return [
         "worker",
         "--redis",
         redis_url,
-        "--model",
-        model,
+        *(arg for folder in folders for arg in ("--model", folder)),
         "--name",
         name,
         "--metrics-host",
@@ -90,7 +90,7 @@ class Proc:
 @dataclass
 class Cluster:
     redis: RedisServer
-    model_dir: Path
+    model_dir: Path  # what a worker serves unless told otherwise
     folder: Path
     api: Proc | None = None
     workers: dict[str, Proc] = field(default_factory=dict)
@@ -107,11 +107,13 @@ class Cluster:
         self.api = self._spawn("api", api_args(self.redis.url, "127.0.0.1", port), f"http://127.0.0.1:{port}")
         return self.api
 
-    def start_worker(self, name: str, metrics_port: int | None = None) -> Proc:
+    def start_worker(self, name: str, metrics_port: int | None = None, models: Sequence[Path] = ()) -> Proc:
         """``metrics_port`` None: a free port found here; 0: the worker picks one, and ``url`` stays empty
-        until :meth:`find_metrics_url` reads it from the worker's heartbeat in Redis."""
+        until :meth:`find_metrics_url` reads it from the worker's heartbeat in Redis. ``models``: the
+        folders it serves (default: ``model_dir``)."""
         port = free_port() if metrics_port is None else metrics_port
-        args = worker_args(self.redis.url, str(self.model_dir), name, "127.0.0.1", port)
+        folders = [str(m) for m in models or [self.model_dir]]
+        args = worker_args(self.redis.url, folders, name, "127.0.0.1", port)
         self.workers[name] = self._spawn(name, args, f"http://127.0.0.1:{port}" if port else "")
         return self.workers[name]
 
@@ -140,6 +142,14 @@ class Cluster:
                     raise RuntimeError(f"{proc.name} not healthy after {START_TIMEOUT_S} s:\n{proc.log()}")
                 time.sleep(0.1)
 
+    def wait_capacity(self, slots: int) -> None:
+        """Until the API node counts ``slots`` slots: every worker it should see sent a heartbeat."""
+        assert self.api is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while httpx.get(f"{self.api.url}/readyz").json().get("capacity") != slots:
+            assert time.monotonic() < deadline, "the API never saw every worker"
+            time.sleep(0.1)
+
     def close(self) -> None:
         for proc in [*self.workers.values(), *([self.api] if self.api else [])]:
             proc.kill()
@@ -147,22 +157,30 @@ class Cluster:
 
 
 @contextmanager
-def cluster(folder: Path, model_dir: Path, workers: list[str], *, persistent: bool) -> Iterator[Cluster]:
-    """Redis, the API and ``workers``, started in parallel; ready when the API counts every worker."""
+def cluster(
+    folder: Path,
+    model_dir: Path,
+    workers: list[str],
+    *,
+    persistent: bool,
+    models: Mapping[str, Sequence[Path]] | None = None,
+) -> Iterator[Cluster]:
+    """Redis, the API and ``workers``, started in parallel; ready when the API counts every worker.
+
+    ``models``: the folders of the workers that serve others than ``model_dir`` (an engine of
+    ``SLOTS`` slots each)."""
     c = Cluster(RedisServer(folder, persistent=persistent), model_dir, folder)
+    served = {name: list((models or {}).get(name, [model_dir])) for name in workers}
     try:
         c.redis.start()
         c.start_api()
-        for name in workers:
-            c.start_worker(name)
+        for name, folders in served.items():
+            c.start_worker(name, models=folders)
         for proc in c.workers.values():
             c.wait_healthy(proc, "/healthz")
         assert c.api is not None
         c.wait_healthy(c.api, "/readyz")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while httpx.get(f"{c.api.url}/readyz").json().get("capacity") != SLOTS * len(workers):
-            assert time.monotonic() < deadline, "the API never saw every worker"
-            time.sleep(0.1)
+        c.wait_capacity(SLOTS * sum(len(folders) for folders in served.values()))
         yield c
     finally:
         c.close()

@@ -6,6 +6,8 @@ fsync per write that acknowledgement means it is on disk, so even a SIGKILL of R
 
 The tests run in file order; the destructive ones come last: ``kill -9`` of worker w1, a Redis crash
 and restart (with w2 alone), and a graceful stop of w2 whose unfinished job a new worker w3 takes over.
+The module's workers all serve one model; the last test starts a cluster of its own whose workers
+serve different models.
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eqr.model.tasks.sudoku import parse_puzzle
+from eqr.model.tasks.sudoku import SudokuTask
 from eqr.server.broker.redis_protocol import GROUP, Delivery, Keys, decode_result, encode_entry
 from eqr.server.jobs import Job
-from tests.e2e.redis_cluster import Cluster, cluster
-from tests.live_server import save_tiny_model
+from tests.e2e.redis_cluster import PREFETCH, SLOTS, Cluster, cluster
+from tests.live_server import MAZE, MAZE_SIZE, save_tiny_maze_model, save_tiny_model
 from tests.server.sse import parse_sse
 
 PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "eqr-serve.json"
 KEYS = Keys("eqr")
+TINY_JOBS = KEYS.jobs("tiny")  # the tiny model's stream: the module's workers serve it alone
 pytestmark = pytest.mark.slow
 
 
@@ -96,9 +99,9 @@ def _envelope(c: Cluster, job_id: str) -> dict:
     return {"result": result, **meta}
 
 
-def _queue_empty(c: Cluster) -> bool:
+def _queue_empty(c: Cluster, models: tuple[str, ...] = ("tiny",)) -> bool:
     r = c.redis.client()
-    return r.xlen(KEYS.jobs) == 0 and r.xpending(KEYS.jobs, GROUP)["pending"] == 0
+    return all(r.xlen(KEYS.jobs(m)) == 0 and r.xpending(KEYS.jobs(m), GROUP)["pending"] == 0 for m in models)
 
 
 def test_two_workers_solve_a_stream_of_puzzles(c: Cluster, api: httpx.Client):
@@ -166,22 +169,38 @@ def test_dead_letter_after_too_many_deliveries(c: Cluster, api: httpx.Client):
     as a delivery). The next reclaim by a real worker is delivery 4, over the limit of 3.
     """
     r = c.redis.client()
-    job = Job(parse_puzzle(PUZZLE))
+    job = Job([int(t) for t in SudokuTask().encode(PUZZLE)], model="tiny")
     pipe = r.pipeline(transaction=True)
-    pipe.xadd(KEYS.jobs, encode_entry(Delivery(job, "", False, True)))
+    pipe.xadd(TINY_JOBS, encode_entry(Delivery(job, "", False, True)))
     pipe.set(KEYS.kept(job.id), "pending", px=600_000)
-    pipe.xreadgroup(GROUP, "ghost", {KEYS.jobs: ">"}, count=1)
+    pipe.xreadgroup(GROUP, "ghost", {TINY_JOBS: ">"}, count=1)
     entry_id, _, [[_, [(read_id, _)]]] = pipe.execute()
     assert read_id == entry_id
     for _ in range(2):
-        r.xclaim(KEYS.jobs, GROUP, "ghost", 0, [entry_id])
-    assert r.xpending_range(KEYS.jobs, GROUP, entry_id, entry_id, 1)[0]["times_delivered"] == 3
+        r.xclaim(TINY_JOBS, GROUP, "ghost", 0, [entry_id])
+    assert r.xpending_range(TINY_JOBS, GROUP, entry_id, entry_id, 1)[0]["times_delivered"] == 3
     [result] = _wait_done(api, [job.id], timeout=15).values()
     assert result["status"] == "failed" and "dead-lettered after 4 deliveries" in result["error"]
     [(_, dead)] = r.xrange(KEYS.dead, count=1)
     assert dead["entry_id"] == entry_id and dead["deliveries"] == "4" and json.loads(dead["job"])["id"] == job.id
+    assert dead["model"] == "tiny" and dead["worker"] in c.workers
     assert _queue_empty(c)
-    r.xgroup_delconsumer(KEYS.jobs, GROUP, "ghost")
+    r.xgroup_delconsumer(TINY_JOBS, GROUP, "ghost")
+
+
+def test_a_job_in_another_models_stream_fails_instead_of_running(c: Cluster, api: httpx.Client):
+    """Only the API writes entries, each to its own model's stream; one that names another model (a
+    bug, or a hand-made entry) is answered with a failed result, never run on the wrong model."""
+    job = Job([int(t) for t in SudokuTask().encode(PUZZLE)], model="maze-tiny")
+    r = c.redis.client()
+    pipe = r.pipeline(transaction=True)
+    pipe.xadd(TINY_JOBS, encode_entry(Delivery(job, "", False, True)))
+    pipe.set(KEYS.kept(job.id), "pending", px=600_000)
+    pipe.execute()
+    [result] = _wait_done(api, [job.id], timeout=10).values()
+    assert result["status"] == "failed" and result["iterations"] == [0]
+    assert "names model 'maze-tiny' but sits in the stream of 'tiny'" in result["error"]
+    assert _queue_empty(c)
 
 
 def test_every_dashboard_metric_is_exported(c: Cluster, api: httpx.Client):
@@ -207,11 +226,11 @@ def test_kill_9_of_a_worker_mid_job_loses_and_repeats_nothing(c: Cluster, api: h
     callers = [threading.Thread(target=call, args=(seed,)) for seed in (100, 101)]
     for t in callers:
         t.start()
-    _until(lambda: r.xpending_range(KEYS.jobs, GROUP, "-", "+", 100, "w1"), 10, "w1 to hold jobs")
+    _until(lambda: r.xpending_range(TINY_JOBS, GROUP, "-", "+", 100, "w1"), 10, "w1 to hold jobs")
     c.workers["w1"].kill()  # at once: the jobs it holds are queued in its engine or half computed
-    held = [p["message_id"] for p in r.xpending_range(KEYS.jobs, GROUP, "-", "+", 100, "w1")]
+    held = [p["message_id"] for p in r.xpending_range(TINY_JOBS, GROUP, "-", "+", 100, "w1")]
     assert held, "w1 finished everything before it was killed"
-    held_jobs = {json.loads(r.xrange(KEYS.jobs, e, e)[0][1]["job"])["id"] for e in held}
+    held_jobs = {json.loads(r.xrange(TINY_JOBS, e, e)[0][1]["job"])["id"] for e in held}
 
     results = _wait_done(api, ids, timeout=60)
     for t in callers:
@@ -270,7 +289,7 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
     _until(lambda: api.get(f"/v1/jobs/{long}").json().get("status") == "running", 5, "w2 to start the long job")
     assert c.workers["w2"].terminate(timeout=20) == 0
     assert _envelope(c, short)["worker"] == "w2"  # finished during the drain
-    [pending] = r.xpending_range(KEYS.jobs, GROUP, "-", "+", 10)
+    [pending] = r.xpending_range(TINY_JOBS, GROUP, "-", "+", 10)
     assert pending["consumer"] == "w2" and pending["time_since_delivered"] >= 2000  # claimable at once
 
     def no_worker() -> bool:
@@ -278,8 +297,11 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
         return ready.status_code == 503 and "no live worker" in ready.json()["error"]["message"]
 
     _until(no_worker, 3, "the API to notice that no worker is left")  # at once: w2 removed its heartbeat
+    assert api.get("/v1/models").json()["models"] == []  # the models are the live workers' ones
     refused = api.post("/v1/solve", json={"puzzle": PUZZLE})
-    assert refused.status_code == 503 and "no live worker" in refused.json()["error"]["message"]
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+    refused = api.post("/v1/solve", json={"puzzle": PUZZLE, "model": "tiny"})
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found"
 
     c.wait_healthy(c.start_worker("w3"), "/healthz")
     [result] = _wait_done(api, [long], timeout=15).values()
@@ -287,3 +309,70 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
     stored = _envelope(c, long)
     assert stored["worker"] == "w3" and stored["deliveries"] == 2
     assert _queue_empty(c)
+
+
+def test_each_job_reaches_a_worker_that_serves_its_model(tmp_path: Path):
+    """w1 serves the tiny Sudoku model, w2 the tiny 5x5 maze model: the API node lists both (w1's
+    first: workers in name order), each job is computed by the worker that has its model, and a model
+    nobody serves is a 404 naming the served ones. Then one worker started with both folders serves
+    both alone, and its first folder is the default model."""
+    tiny, maze = save_tiny_model(tmp_path / "tiny"), save_tiny_maze_model(tmp_path / "maze-tiny")
+    with cluster(tmp_path, tiny, ["w1", "w2"], persistent=False, models={"w2": [maze]}) as c:
+        assert c.api is not None
+        api = httpx.Client(base_url=c.api.url, timeout=60)
+        models = api.get("/v1/models").json()["models"]
+        assert [(m["name"], m["task"], m["board"]["rows"]) for m in models] == [
+            ("tiny", "sudoku", 9),
+            ("maze-tiny", "maze", MAZE_SIZE),
+        ]
+
+        def solve(seed: int) -> httpx.Response:
+            if seed % 2:
+                return api.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 10, "seed": seed})  # the default
+            return api.post("/v1/solve", json={"model": "maze-tiny", "puzzle": MAZE, "depth": 10, "seed": seed})
+
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(solve, range(12)))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        computed_by: dict[str, set[str]] = {}
+        for r in responses:
+            computed_by.setdefault(r.json()["model"], set()).add(_envelope(c, r.json()["id"])["worker"])
+        assert computed_by == {"tiny": {"w1"}, "maze-tiny": {"w2"}}
+        maze_answer = next(r.json()["answer"] for r in responses if r.json()["model"] == "maze-tiny")
+        assert isinstance(maze_answer, list) and len(maze_answer) == MAZE_SIZE  # shown by the maze task, as sent
+
+        unknown = api.post("/v1/solve", json={"model": "chess", "puzzle": PUZZLE})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+        assert "'tiny'" in unknown.json()["error"]["message"] and "'maze-tiny'" in unknown.json()["error"]["message"]
+        assert api.get("/v1/models/chess").status_code == 404
+        wrong_task = api.post("/v1/solve", json={"model": "maze-tiny", "puzzle": PUZZLE})
+        assert wrong_task.status_code == 422  # read by the maze model's task, on the API node
+        assert _queue_empty(c, ("tiny", "maze-tiny"))
+
+        for name in ("w1", "w2"):
+            assert c.workers[name].terminate(timeout=20) == 0
+        _until(lambda: api.get("/v1/models").json()["models"] == [], 5, "the models to leave with their workers")
+        c.wait_healthy(c.start_worker("w3", models=[maze, tiny]), "/healthz")
+        c.wait_capacity(2 * SLOTS)  # one engine per model
+        assert [m["name"] for m in api.get("/v1/models").json()["models"]] == ["maze-tiny", "tiny"]
+        heartbeat = json.loads(c.redis.client().get(KEYS.worker("w3")))
+        assert [card["name"] for card in heartbeat["cards"]] == ["maze-tiny", "tiny"]
+        default = api.post("/v1/solve", json={"puzzle": MAZE, "depth": 5})
+        sudoku = api.post("/v1/solve", json={"model": "tiny", "puzzle": PUZZLE, "depth": 5})
+        assert default.status_code == sudoku.status_code == 200, default.text + sudoku.text
+        assert (default.json()["model"], sudoku.json()["model"]) == ("maze-tiny", "tiny")
+        assert {_envelope(c, r.json()["id"])["worker"] for r in (default, sudoku)} == {"w3"}
+
+        # each model has its own room on the worker (its slots + prefetch): a full one leaves the other's open
+        body = {"model": "tiny", "puzzle": PUZZLE, "depth": 1_000_000, "breadth": 2}
+        fit = (SLOTS + PREFETCH) // 2  # jobs of breadth 2 the room takes; one more stays in the stream
+        endless = [api.post("/v1/jobs", json=body).json()["id"] for _ in range(fit + 1)]
+        r = c.redis.client()
+        _until(lambda: r.xpending(KEYS.jobs("tiny"), GROUP)["pending"] == fit, 10, "w3 to fill the tiny model's room")
+        maze_solve = api.post("/v1/solve", json={"model": "maze-tiny", "puzzle": MAZE, "depth": 5}, timeout=15)
+        assert maze_solve.status_code == 200 and maze_solve.json()["iterations"] == [5]
+        assert r.xlen(KEYS.jobs("tiny")) == fit + 1 and r.xpending(KEYS.jobs("tiny"), GROUP)["pending"] == fit
+        for job_id in endless:
+            assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
+        _until(lambda: _queue_empty(c, ("tiny", "maze-tiny")), 10, "the cancelled jobs to leave the streams")
+        api.close()

@@ -74,8 +74,9 @@ def model_card(requested: str | None, broker: Broker) -> ModelCard:
     cards = broker.cards
     if requested is None:
         card = next(iter(cards.values()), None)
-        if card is None:
-            raise ApiError(503, "not_ready", "no model is served yet", headers={"Retry-After": "1"})
+        if card is None:  # Redis mode with no live worker: say why, as /readyz does
+            reason = broker.readiness().reason
+            raise ApiError(503, "not_ready", f"no model is served yet: {reason}", headers={"Retry-After": "1"})
         return card
     if requested not in cards:
         raise model_not_found(requested, list(cards))

@@ -1,10 +1,12 @@
 """The Redis broker: the API node's side of the distributed mode (``eqr api --redis URL``).
 
-No model is loaded here. A job is validated against the caps the workers advertise, appended to the
-jobs stream (``ENQUEUE``: bounded, atomic), and its answer comes back on this node's reply channel,
-where workers publish iteration events and the stored result. The channel is the fast path only: a
-sweep reads the result keys of everything still waiting, so an announcement missed while Redis was
-restarting, or while this node was reconnecting, costs a sweep period, never the answer.
+No model is loaded here. The served models are those the live workers advertise in their
+heartbeats; a job is validated against its model's card and appended to that model's jobs stream
+(``ENQUEUE``: bounded, atomic), so only a worker that loaded the model reads it. Its answer comes back
+on this node's reply channel, where workers publish iteration events and the stored result. The
+channel is the fast path only: a sweep reads the result keys of everything still waiting, so an
+announcement missed while Redis was restarting, or while this node was reconnecting, costs a sweep
+period, never the answer.
 
 A job counts as *accepted* once Redis has answered the ``ENQUEUE`` (202 for an async job, or a
 ``/v1/solve`` caller now waiting). From then on its entry or its result exists in Redis, so it
@@ -13,7 +15,7 @@ yes``, ``appendfsync always``, as the compose stack runs it). If Redis comes bac
 the sweep notices that the job has neither entry nor result and fails the caller with 503 instead of
 leaving it waiting forever. Layout and scripts: :mod:`eqr.server.broker.redis_protocol`.
 
-Why one file of ~450 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
+Why one file of ~500 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
 reply listener, and the broker's bookkeeping exists only for its handles; the two are one
 mechanism seen from both ends.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -42,6 +45,7 @@ from eqr.server.broker.base import (
     Overloaded,
     Readiness,
     Unavailable,
+    UnknownModel,
 )
 from eqr.server.broker.redis_health import RedisHealth
 from eqr.server.broker.redis_protocol import (
@@ -50,9 +54,10 @@ from eqr.server.broker.redis_protocol import (
     GROUP,
     RESULT,
     Delivery,
+    Entry,
     Keys,
     RedisOptions,
-    decode_card,
+    decode_cards,
     decode_event,
     decode_result,
     encode_entry,
@@ -72,10 +77,11 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0)
 
 
-async def ensure_group(client: Redis, keys: Keys) -> None:
-    """Create the jobs stream and its consumer group, reading from the start; a no-op when they exist."""
+async def ensure_group(client: Redis, stream: str) -> None:
+    """Create a jobs stream and its consumer group, reading from the start (so entries appended before
+    the group existed are delivered too); a no-op when they exist."""
     try:
-        await client.xgroup_create(keys.jobs, GROUP, id="0", mkstream=True)
+        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -89,7 +95,7 @@ class RedisJob(FutureJob):
         self._id = job_id
         self.stream = stream
         self.keep = keep
-        self.entry_id: str | None = None  # the stream entry, once accepted by this node
+        self.entry: Entry | None = None  # its stream entry, once accepted by this node
         self.swept = False  # the sweep has seen its result once (streams wait one period for the channel)
         super().__init__(asyncio.get_running_loop(), stream)
 
@@ -134,15 +140,18 @@ class RedisJob(FutureJob):
 
 
 class RedisBroker:
-    """The Broker interface over Redis streams; workers (``eqr worker``) do the computing."""
+    """The Broker interface over Redis streams; workers (``eqr worker``) do the computing.
 
-    def __init__(
-        self,
-        options: RedisOptions,
-        *,
-        model_name: str | None = None,
-        client: Redis | None = None,
-    ) -> None:
+    ``cards`` are the live workers' models, refreshed every poll: workers in name order, each one's
+    models in its own order (its first ``--model`` first), a model listed once, with the card of the
+    first worker that lists it. So with workers started alike the default model is the one they all
+    list first; a model whose last worker is gone drops out (its jobs wait in its stream for the next).
+    Workers of one model are expected to share its settings: jobs are checked against that first card.
+    """
+
+    cards: dict[str, ModelCard]
+
+    def __init__(self, options: RedisOptions, *, client: Redis | None = None) -> None:
         self.options = options
         self.keys = Keys(options.prefix)
         self.node = uuid.uuid4().hex[:12]
@@ -150,10 +159,10 @@ class RedisBroker:
         self._client = client or connect(options.url)
         self._enqueue = self._client.register_script(ENQUEUE)
         self._poll_s = min(0.5, options.heartbeat_s / 2)
-        self._fallback_card = ModelCard(name=model_name or "unknown", task="sudoku", arch={}, defaults={}, caps={})
-        self._card: ModelCard | None = None
+        self.cards = {}
         self._workers: list[dict[str, Any]] = []
-        self._backlog = 0  # jobs in the stream not yet delivered to any worker
+        self._unreadable: set[str] = set()  # workers whose heartbeat this version cannot read (warned once)
+        self._backlog = 0  # jobs in the served models' streams not yet delivered to any worker
         self.health = RedisHealth()
         self._subscription = asyncio.Event()  # set while subscribed
         self._recovering = False  # Redis failed since the last full sweep: check for lost jobs
@@ -165,11 +174,6 @@ class RedisBroker:
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._cancels: set[asyncio.Task[None]] = set()
-
-    @property
-    def card(self) -> ModelCard:
-        """The model card the workers publish (the last one seen); a placeholder before any worker."""
-        return self._card or self._fallback_card
 
     # -- Broker interface -----------------------------------------------------------------------------
 
@@ -184,26 +188,29 @@ class RedisBroker:
     async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> RedisJob:
         if self._draining or self._closed:
             raise Unavailable("the server is shutting down and accepts no new work", code="draining")
-        card = self._serving_card()
+        card = self._serving_card(job.model)
         try:
-            check_job(job, task=card.task, cells=int(card.arch["seq_len"]), caps=card.caps)
+            task = card.solver_task
+            check_job(job, model=card.name, cells=task.seq_len, vocab=task.vocab_size, caps=card.caps)
         except engine_errors.InvalidParam as exc:
             raise InvalidParam(str(exc), field=exc.field) from exc
         handle = RedisJob(self, job.id, stream=stream, keep=keep)
         self._track(handle, submitted=True)  # before the XADD: the answer may come back at once
-        fields = encode_entry(Delivery(job, self._reply, stream, keep))
+        # the entry names its model even when the job named none: a worker serving several runs it on that one
+        fields = encode_entry(Delivery(dataclasses.replace(job, model=card.name), self._reply, stream, keep))
         kept_ttl_ms = int(PENDING_TTL_S * 1000) if keep else 0
         args = [self.options.max_jobs, kept_ttl_ms, *(x for kv in fields.items() for x in kv)]
         try:
-            entry_id = await self._enqueue(keys=[self.keys.jobs, self.keys.kept(job.id)], args=args)
+            entry_id = await self._enqueue(keys=[self.keys.jobs(card.name), self.keys.kept(job.id)], args=args)
         except REDIS_ERRORS as exc:
             self._untrack(handle)
             self._mark_down(exc)
             raise Unavailable(f"Redis is unreachable: {exc}") from exc
         if entry_id is None:
             self._untrack(handle)
-            raise Overloaded(f"queue full: {self.options.max_jobs} unfinished jobs", self.options.heartbeat_s)
-        handle.entry_id = entry_id
+            message = f"queue full: {self.options.max_jobs} unfinished jobs for model {card.name!r}"
+            raise Overloaded(message, self.options.heartbeat_s)
+        handle.entry = Entry(card.name, entry_id)
         return handle
 
     async def get(self, job_id: str) -> RedisJob | None:
@@ -277,12 +284,16 @@ class RedisBroker:
 
     # -- bookkeeping ------------------------------------------------------------------------------------
 
-    def _serving_card(self) -> ModelCard:
+    def _serving_card(self, model: str) -> ModelCard:
+        """The card of the job's ``model`` (empty: the default one), if Redis is up and a live worker serves it."""
         if not self.health.ok:
             raise Unavailable(self.health.reason)
-        if not self._workers or self._card is None:
+        if not self.cards:
             raise Unavailable("no live worker to run the job; start one with `eqr worker --redis URL`")
-        return self._card
+        card = self.cards.get(model) if model else next(iter(self.cards.values()))
+        if card is None:
+            raise UnknownModel(model, list(self.cards))
+        return card
 
     def _track(self, handle: RedisJob, *, submitted: bool) -> None:
         self._waiting[handle.id] = handle
@@ -379,28 +390,53 @@ class RedisBroker:
                 log.exception("poll failed")
 
     async def _poll(self) -> None:
-        """Refresh the worker list, the card and the backlog; sweep for results; check for lost jobs."""
+        """Refresh the workers, the cards and the backlog; sweep for results; check for lost jobs."""
         c, k = self._client, self.keys
         names = sorted(await c.smembers(k.workers))
         docs = await c.mget([k.worker(n) for n in names]) if names else []
         gone = [n for n, doc in zip(names, docs, strict=True) if doc is None]
         if gone:
             await c.srem(k.workers, *gone)
-        workers = [json.loads(doc) for doc in docs if doc is not None]
-        length = await c.xlen(k.jobs)
-        try:
-            delivered = (await c.xpending(k.jobs, GROUP))["pending"]
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await ensure_group(c, k)  # a Redis that came back empty
-            delivered = 0
-        self._workers, self._backlog = workers, max(0, length - delivered)
-        if workers:
-            self._card = decode_card(workers[0]["card"])
+        workers: list[dict[str, Any]] = []
+        cards: dict[str, ModelCard] = {}
+        for name, doc in zip(names, docs, strict=True):
+            served = None if doc is None else self._read_heartbeat(name, doc)
+            if served is not None:
+                workers.append(served[0])
+                for card in served[1]:
+                    cards.setdefault(card.name, card)
+        backlog = await self._undelivered(list(cards))
+        self._workers, self.cards, self._backlog = workers, cards, backlog
         self.health.up(f"{len(workers)} live worker(s)")
         recovering, self._recovering = self._recovering, False
         await self._sweep(check_lost=recovering)
+
+    def _read_heartbeat(self, name: str, doc: str) -> tuple[dict[str, Any], list[ModelCard]] | None:
+        """A worker's heartbeat and its cards; None (warned once) for one this version cannot read."""
+        try:
+            heartbeat = json.loads(doc)
+            return heartbeat, decode_cards(heartbeat["cards"])
+        except (ValueError, KeyError, TypeError) as exc:
+            if name not in self._unreadable:
+                self._unreadable.add(name)
+                log.warning("ignoring worker %s: unreadable heartbeat (%s); is it another version?", name, exc)
+            return None
+
+    async def _undelivered(self, models: list[str]) -> int:
+        """Entries of these models' streams that no worker has read yet (length minus pending)."""
+        if not models:
+            return 0
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.xlen(self.keys.jobs(model))
+                pipe.xpending(self.keys.jobs(model), GROUP)
+            replies = await pipe.execute(raise_on_error=False)
+        # NOGROUP: no worker created the model's group yet (or Redis came back empty), so none was read
+        failed = [r for r in replies if isinstance(r, Exception) and "NOGROUP" not in str(r)]
+        if failed:
+            raise failed[0]
+        pending = [r["pending"] if isinstance(r, dict) else 0 for r in replies[1::2]]
+        return sum(max(0, length - read) for length, read in zip(replies[::2], pending, strict=True))
 
     async def _sweep(self, *, check_lost: bool) -> None:
         """Settle waiting jobs whose result is stored; after an outage, fail those Redis lost."""
@@ -417,7 +453,7 @@ class RedisBroker:
             else:
                 handle._settle(decode_result(envelope)[0])
         if check_lost and missing:
-            await self._fail_lost([h for h in missing if h.entry_id is not None])
+            await self._fail_lost([h for h in missing if h.entry is not None])
 
     async def _fail_lost(self, handles: list[RedisJob]) -> None:
         """A job with neither a stream entry nor a result was lost by Redis (it came back without data).
@@ -427,7 +463,8 @@ class RedisBroker:
         """
         async with self._client.pipeline(transaction=False) as pipe:
             for h in handles:
-                pipe.xrange(self.keys.jobs, min=h.entry_id, max=h.entry_id, count=1)
+                assert h.entry is not None
+                pipe.xrange(self.keys.jobs(h.entry.model), min=h.entry.id, max=h.entry.id, count=1)
             entries = await pipe.execute()
         gone = [h for h, found in zip(handles, entries, strict=True) if not found]
         if not gone:
@@ -450,5 +487,5 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily("eqr_workers_live", "Workers with a live heartbeat", value=len(b._workers))
         yield GaugeMetricFamily(
-            "eqr_stream_backlog", "Jobs in the Redis stream not yet read by a worker", value=b._backlog
+            "eqr_stream_backlog", "Jobs in the served models' Redis streams not yet read by a worker", value=b._backlog
         )

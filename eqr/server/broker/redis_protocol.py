@@ -3,20 +3,28 @@
 Both sides import this module and nothing of each other, so the wire format lives in one place.
 The layout (``P`` is the prefix, ``eqr`` by default):
 
-==========================  =============  ==========================================================
-key                         type           meaning
-==========================  =============  ==========================================================
-``P:jobs``                  stream         unfinished jobs; consumer group ``workers``; an entry is
-                                           deleted when its result is stored, so XLEN = unfinished
-``P:dead``                  stream         dead letters: jobs delivered more than ``max_deliveries``
-``P:result:{id}``           string, TTL    the result envelope; first writer wins (``SET NX``)
-``P:kept:{id}``             string, TTL    ``pending``/``running`` for async jobs until the result
-``P:cancel:{id}``           string, TTL    a cancellation, for workers that pick the job up later
-``P:worker:{name}``         string, TTL    a worker's heartbeat: its model card and load
-``P:workers``               set            names of workers that sent a heartbeat (pruned by the API)
-``P:reply:{node}``          channel        one per API process: ``E``+event and ``R``+result messages
-``P:cancel``                channel        job ids to cancel, heard by every worker
-==========================  =============  ==========================================================
+============================  =============  ========================================================
+key                           type           meaning
+============================  =============  ========================================================
+``P:jobs:{model}``            stream         one per served model: its unfinished jobs; consumer group
+                                             ``workers``; an entry is deleted when its result is
+                                             stored, so XLEN = the model's unfinished jobs
+``P:dead``                    stream         dead letters of every model: the entry's fields plus
+                                             ``model``, ``entry_id``, ``deliveries``, ``reason``, ``worker``
+``P:result:{id}``             string, TTL    the result envelope; first writer wins (``SET NX``)
+``P:kept:{id}``               string, TTL    ``pending``/``running`` for async jobs until the result
+``P:cancel:{id}``             string, TTL    a cancellation, for workers that pick the job up later
+``P:worker:{name}``           string, TTL    a worker's heartbeat: the cards of every model it serves,
+                                             in its order, and its load
+``P:workers``                 set            names of workers that sent a heartbeat (pruned by the API)
+``P:reply:{node}``            channel        one per API process: ``E``+event and ``R``+result messages
+``P:cancel``                  channel        job ids to cancel, heard by every worker
+============================  =============  ========================================================
+
+Why a stream per model: a worker reads only the streams of the models it loaded (one
+``XREADGROUP`` over all of them), so a job can only reach a worker that can run it, and a flood of
+one model's jobs never sits in front of another model's. Job, result and cancel keys are per job id,
+which is unique across models, so they need no model in their name.
 
 The scripts make the two transitions that must not be torn apart atomic: admission (check the bound,
 append, mark an async job) and completion (store the result once, announce it, ack and delete the
@@ -45,13 +53,19 @@ class RedisOptions(BaseSettings):
 
     ``claim_idle_s`` is compared with the idle time of a pending entry, which its owner resets every
     ``heartbeat_s`` (a lease), so it only has to exceed a few heartbeats, not the longest solve.
+
+    ``max_jobs`` bounds each model's stream on its own (Redis memory is then at most models x
+    ``max_jobs`` entries): a model whose workers fell behind answers 429 while the others keep
+    admitting work.
     """
 
     model_config = SettingsConfigDict(env_prefix="EQR_REDIS_", extra="ignore")
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the shared Redis")
     prefix: str = Field("eqr", min_length=1, description="namespace of every key and channel")
-    max_jobs: int = Field(10_000, ge=1, description="unfinished jobs in the stream before new work gets 429")
+    max_jobs: int = Field(
+        10_000, ge=1, description="unfinished jobs of one model (its stream) before new work for it gets 429"
+    )
     heartbeat_s: float = Field(2.0, gt=0, description="worker heartbeat and lease renewal period")
     claim_idle_s: float = Field(15.0, gt=0, description="a pending job idle this long belongs to a dead worker")
     max_deliveries: int = Field(3, ge=1, description="deliveries of one job before it is dead-lettered")
@@ -70,12 +84,21 @@ class RedisOptions(BaseSettings):
 
 
 @dataclass(frozen=True)
+class Entry:
+    """Where a job waits: an entry of one model's jobs stream. Entry ids are unique only within a
+    stream (two streams can hand out the same time-based id), so an entry is named by both."""
+
+    model: str
+    id: str
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str
 
-    @property
-    def jobs(self) -> str:
-        return f"{self.prefix}:jobs"
+    def jobs(self, model: str) -> str:
+        """The jobs stream of one served model."""
+        return f"{self.prefix}:jobs:{model}"
 
     @property
     def dead(self) -> str:
@@ -109,7 +132,7 @@ class Keys:
 
 # KEYS: stream, kept key. ARGV: max_jobs, kept ttl ms (0: not kept), then the entry's field/value pairs.
 # The bound is checked and the entry appended in one step, so concurrent API nodes can never overfill
-# the stream; MAXLEN is then a belt-and-braces cap that trims nothing.
+# the model's stream; MAXLEN is then a belt-and-braces cap that trims nothing.
 ENQUEUE = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 3))
@@ -213,19 +236,18 @@ def decode_event(text: str) -> IterationEvent:
     return IterationEvent(**json.loads(text))
 
 
-def encode_card(card: ModelCard) -> dict[str, Any]:
-    return dataclasses.asdict(card)
+def encode_cards(cards: dict[str, ModelCard]) -> list[dict[str, Any]]:
+    """A worker's cards for its heartbeat, as a list: the order (its first model first) survives JSON."""
+    return [dataclasses.asdict(card) for card in cards.values()]
 
 
-def decode_card(doc: dict[str, Any]) -> ModelCard:
-    return ModelCard(**doc)
+def decode_cards(docs: list[dict[str, Any]]) -> list[ModelCard]:
+    """Raises ``TypeError`` (or ``KeyError``/``ValueError``) on a heartbeat this version cannot read."""
+    return [ModelCard(**doc) for doc in docs]
 
 
 def failed_result(job: Job, message: str) -> SolveResult:
     """The ``failed`` result of a job no engine ran (refused or dead-lettered): its givens, no iterations,
     as an engine-made failure of a request that never ran looks; a job too broken for that gets no answer."""
-    params = job.params
-    breadth = params.breadth if isinstance(params.breadth, int) and params.breadth > 0 else 1
-    digits = job.digits if isinstance(job.digits, list) and all(isinstance(d, int) for d in job.digits) else []
-    seed = params.seed if isinstance(params.seed, int) else None
-    return bare_failure(job.id, breadth, message, list(digits), seed)
+    seed = job.params.seed if isinstance(job.params.seed, int) else None
+    return bare_failure(job, message, seed)

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from eqr.server.broker.local import LocalBroker
-from eqr.server.broker.redis import REDIS_ERRORS, connect, ensure_group
+from eqr.server.broker.redis import REDIS_ERRORS, connect
 from eqr.server.broker.redis_health import RedisHealth
 from eqr.server.broker.redis_protocol import Keys, RedisOptions
 from eqr.server.metrics import Metrics
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    """The Redis pumps around one LocalBroker; :meth:`run` until :meth:`request_stop`."""
+    """The Redis pumps around one LocalBroker (an engine per model it serves); :meth:`run` until
+    :meth:`request_stop`."""
 
     def __init__(
         self,
@@ -67,8 +68,8 @@ class Worker:
         Gauge("eqr_redis_up", "1 when this process reached Redis at its last attempt", registry=r).set_function(
             lambda: float(self.health_of_redis.ok)
         )
-        self.held = Assignments(local.card.caps["slots"] + prefetch)
-        ctx = WorkerContext(name, local, client, options, self.held, self.health_of_redis)
+        self.held = Assignments({model: card.caps["slots"] + prefetch for model, card in local.cards.items()})
+        self._ctx = ctx = WorkerContext(name, local, client, options, self.held, self.health_of_redis)
         self.outbox = Outbox(ctx, result_ttl_ms=int(job_ttl_s * 1000), jobs=jobs)
         self.intake = Intake(ctx, self.outbox, dead=dead, reclaimed=reclaimed)
         self.lease = Lease(ctx, self.intake, metrics_port=metrics_port)
@@ -82,13 +83,13 @@ class Worker:
     async def run(self) -> None:
         await self._local.start()
         with contextlib.suppress(*REDIS_ERRORS):
-            await ensure_group(self._client, self.keys)
+            await self._ctx.ensure_groups()
         intake = [asyncio.create_task(self.intake.read_loop()), asyncio.create_task(self.intake.reclaim_loop())]
         service = [asyncio.create_task(self.lease.heartbeat_loop()), asyncio.create_task(self.lease.cancel_loop())]
         outbox = asyncio.create_task(self.outbox.run())
         self.running = True
-        card, room = self._local.card.name, self.held.capacity
-        log.info("worker %s serving %r with room for %d trajectories", self.name, card, room)
+        served = ", ".join(f"{model!r} (room for {room} trajectories)" for model, room in self.held.capacity.items())
+        log.info("worker %s serving %s", self.name, served)
         await self._stop.wait()
         log.info("worker %s stopping: no new jobs, up to %.0f s for running ones", self.name, self._drain_timeout_s)
         await _cancel(intake)
@@ -141,7 +142,7 @@ def run_worker(
     from eqr.server.ops_http import serve_ops
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = Metrics(model=settings.served_model_name, max_depth=settings.max_depth)
+    metrics = Metrics(max_depth=settings.max_depth)
     holder: dict[str, Worker] = {}
 
     def health() -> tuple[bool, str]:
@@ -157,9 +158,9 @@ def run_worker(
             file=sys.stderr,
         )
         return 2
-    log.info("loading model from %s", settings.model)
-    local = LocalBroker.from_settings(settings, observer=metrics)
-    metrics.track(lambda: local.stats().in_flight, local.card.caps["slots"])
+    log.info("loading models from %s", ", ".join(map(str, settings.model)))
+    local = LocalBroker.from_settings(settings, metrics)
+    metrics.track(lambda: local.stats().in_flight)
 
     async def main() -> None:
         worker = Worker(

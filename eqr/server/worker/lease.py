@@ -1,11 +1,11 @@
 """The worker's lease and cancellation: heartbeats that keep its entries its own, and cancels that stop them.
 
-Every heartbeat the worker advertises itself (name, model card, slots, load, metrics port) and
-resets the idle time of the entries it is computing (``RENEW``), so a long solve is never
-mistaken for a dead worker; an entry it finds owned by someone else was reclaimed, and its local
-copy is dropped. Cancels arrive on a channel, and the cancel keys are also checked every beat,
-which covers a channel outage. At shutdown the unfinished entries are handed back.
-"""
+Every heartbeat the worker advertises itself (name, the cards of the models it serves, slots, load,
+metrics port) and resets the idle time of the entries it is computing (``RENEW``, once per model's
+stream), so a long solve is never mistaken for a dead worker; an entry it finds owned by someone
+else was reclaimed, and its local copy is dropped. Cancels arrive on a channel, and the cancel keys
+are also checked every beat, which covers a channel outage. At shutdown the unfinished entries are
+handed back."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import logging
 import os
 import socket
 import time
+from collections import defaultdict
 
 from eqr.server.broker.redis import REDIS_ERRORS
-from eqr.server.broker.redis_protocol import GROUP, RENEW, encode_card
-from eqr.server.worker.assignments import WorkerContext
+from eqr.server.broker.redis_protocol import GROUP, RENEW, Entry, encode_cards
+from eqr.server.worker.assignments import Assignment, WorkerContext
 from eqr.server.worker.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Lease:
         stats = self.ctx.local.stats()
         doc = {
             "name": self.ctx.name,
-            "card": encode_card(self.ctx.local.card),
+            "cards": encode_cards(self.ctx.local.cards),
             "slots": stats.capacity,
             "live_slots": stats.live_slots,
             "queue_depth": stats.queue_depth,
@@ -67,9 +68,10 @@ class Lease:
         held = self.ctx.held.all()
         if not held:
             return
-        lost = await self._renew(keys=[self.ctx.keys.jobs], args=[GROUP, self.ctx.name, *(a.entry_id for a in held)])
-        for entry_id in lost:
-            self._abandon(entry_id)
+        for model, ids in _by_model(held).items():
+            lost = await self._renew(keys=[self.ctx.keys.jobs(model)], args=[GROUP, self.ctx.name, *ids])
+            for entry_id in lost:
+                self._abandon(Entry(model, entry_id))
         computing = [a for a in held if a.computing and not a.abandoned]
         if computing:
             flags = await self.ctx.client.mget([self.ctx.keys.cancel(a.job.id) for a in computing])
@@ -109,9 +111,9 @@ class Lease:
         if a.handle is not None:
             a.handle.cancel()  # the engine frees its slots at the next step; the result says cancelled
 
-    def _abandon(self, entry_id: str) -> None:
+    def _abandon(self, entry: Entry) -> None:
         """Another worker owns the entry (or it was completed): stop computing a copy nobody will use."""
-        a = self.ctx.held.entry(entry_id)
+        a = self.ctx.held.entry(entry)
         if a is None or a.storing:  # a store that just acked it, or one that will find the winner's result
             return
         log.warning("lost the lease on job %s to another worker; dropping the local copy", a.job.id)
@@ -120,14 +122,23 @@ class Lease:
         if a.handle is not None and a.computing:
             a.handle.cancel()
         else:
-            self.ctx.held.forget(entry_id)
+            self.ctx.held.forget(entry)
 
     async def release(self) -> None:
         """Hand every held entry back: idle time past ``claim_idle_s`` makes them claimable at once
         (JUSTID: the delivery count is not raised by this step, only by the next claim)."""
-        entry_ids = [a.entry_id for a in self.ctx.held.all()]
-        if entry_ids:
-            idle_ms = int(self.ctx.options.claim_idle_s * 1000) + 1
-            jobs = self.ctx.keys.jobs
-            await self.ctx.client.xclaim(jobs, GROUP, self.ctx.name, 0, entry_ids, idle=idle_ms, justid=True)
-            log.info("handed back %d unfinished job(s)", len(entry_ids))
+        held = self.ctx.held.all()
+        idle_ms = int(self.ctx.options.claim_idle_s * 1000) + 1
+        for model, ids in _by_model(held).items():
+            stream = self.ctx.keys.jobs(model)
+            await self.ctx.client.xclaim(stream, GROUP, self.ctx.name, 0, ids, idle=idle_ms, justid=True)
+        if held:
+            log.info("handed back %d unfinished job(s)", len(held))
+
+
+def _by_model(held: list[Assignment]) -> dict[str, list[str]]:
+    """Entry ids by model: each model's stream is renewed and handed back on its own."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for a in held:
+        ids[a.entry.model].append(a.entry.id)
+    return ids

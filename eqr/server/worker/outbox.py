@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from eqr.server.broker.redis import REDIS_ERRORS
-from eqr.server.broker.redis_protocol import GROUP, STORE, Delivery, encode_event, encode_result
+from eqr.server.broker.redis_protocol import GROUP, STORE, Delivery, Entry, encode_event, encode_result
 from eqr.server.jobs import IterationEvent, SolveResult
 from eqr.server.worker.assignments import WorkerContext
 
@@ -27,7 +27,7 @@ FLUSH_S = 10.0  # at shutdown, how long stores may keep retrying against a Redis
 
 @dataclass(frozen=True)
 class _Store:
-    entry_id: str
+    entry: Entry
     job_id: str
     reply: str
     envelope: str
@@ -53,11 +53,11 @@ class Outbox:
     def event(self, reply: str, event: IterationEvent) -> None:
         self._queue.put_nowait(_Event(reply, event))
 
-    def store(self, entry_id: str, delivery: Delivery, deliveries: int, result: SolveResult) -> None:
+    def store(self, entry: Entry, delivery: Delivery, deliveries: int, result: SolveResult) -> None:
         envelope = encode_result(result, worker=self.ctx.name, deliveries=deliveries, kept=delivery.keep)
-        if (a := self.ctx.held.entry(entry_id)) is not None:
+        if (a := self.ctx.held.entry(entry)) is not None:
             a.storing = True
-        self._queue.put_nowait(_Store(entry_id, delivery.job.id, delivery.reply, envelope))
+        self._queue.put_nowait(_Store(entry, delivery.job.id, delivery.reply, envelope))
 
     def close(self) -> None:
         """No more items: :meth:`run` returns once what is queued went out."""
@@ -97,15 +97,16 @@ class Outbox:
         delay, give_up = 0.1, None
         while True:
             try:
+                keys = self.ctx.keys
                 stored = await self._script(
-                    keys=[self.ctx.keys.result(item.job_id), self.ctx.keys.kept(item.job_id), self.ctx.keys.jobs],
-                    args=[item.envelope, self._result_ttl_ms, item.reply, GROUP, item.entry_id],
+                    keys=[keys.result(item.job_id), keys.kept(item.job_id), keys.jobs(item.entry.model)],
+                    args=[item.envelope, self._result_ttl_ms, item.reply, GROUP, item.entry.id],
                 )
                 self.ctx.health.up()
                 break
             except ResponseError as exc:  # Redis answered, and will answer the same again: do not loop
                 log.error("could not store the result of job %s (%s); it will be redelivered", item.job_id, exc)
-                self.ctx.held.forget(item.entry_id)  # no more lease renewals: reclaimed after claim_idle_s
+                self.ctx.held.forget(item.entry)  # no more lease renewals: reclaimed after claim_idle_s
                 return
             except REDIS_ERRORS as exc:
                 self.ctx.health.down(exc)
@@ -116,4 +117,4 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
         self._jobs.labels("stored" if stored == item.envelope else "duplicate").inc()
-        self.ctx.held.forget(item.entry_id)
+        self.ctx.held.forget(item.entry)

@@ -1,42 +1,51 @@
-"""The Redis broker in-process against a real redis-server: encodings, the scripts, admission,
-readiness and recovery. Workers are played by the test (a heartbeat key, a STORE call), so no model
-and no subprocess is needed; the end-to-end tests with real workers are in tests/e2e/test_redis_mode.py.
+"""The Redis broker in-process against a real redis-server: encodings, the scripts, admission per model,
+the model list, readiness and recovery. Workers are played by the test (a heartbeat key, a STORE
+call), so no model and no subprocess is needed; the end-to-end tests with real workers are in
+tests/e2e/test_redis_mode.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from eqr.model.tasks.sudoku import parse_puzzle
-from eqr.server.broker.base import InvalidParam, JobState, ModelCard, Overloaded, Unavailable
+from eqr.model.tasks.maze import MazeTask
+from eqr.model.tasks.sudoku import SudokuTask
+from eqr.server.broker.base import InvalidParam, JobState, ModelCard, Overloaded, Unavailable, UnknownModel
 from eqr.server.broker.redis import RedisBroker, connect, ensure_group
 from eqr.server.broker.redis_protocol import (
     GROUP,
     STORE,
     Delivery,
+    Entry,
     Keys,
     RedisOptions,
+    decode_cards,
     decode_entry,
     decode_event,
     decode_result,
-    encode_card,
+    encode_cards,
     encode_entry,
     encode_event,
     encode_result,
     failed_result,
 )
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
+from tests.live_server import MAZE, MAZE_SIZE
 from tests.redis_server import RedisServer
 
-PUZZLE = parse_puzzle("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
-CAPS = {"depth": 50, "breadth": 4, "slots": 8}
+PUZZLE = [int(t) for t in SudokuTask().encode(SudokuTask().example())]
+MAZE_TOKENS = [int(t) for t in MazeTask(MAZE_SIZE).encode(MAZE)]
+CAPS = {"depth": 50, "breadth": 4, "slots": 8, "queue": 64, "budget": 400}  # as an engine advertises them
 CARD = ModelCard(name="fake", task="sudoku", arch={"seq_len": 81}, defaults={"depth": 6}, caps=CAPS)
+MAZE_SPEC = {"task": "maze", "grid": {"rows": MAZE_SIZE, "cols": MAZE_SIZE}}
+MAZE_CARD = ModelCard(name="maze", task="maze", arch={}, defaults={}, caps=CAPS, task_spec=MAZE_SPEC)
 
 
 @pytest.fixture
@@ -53,16 +62,24 @@ def _options(server: RedisServer, **overrides: object) -> RedisOptions:
 
 
 def _result(job: Job, status: Status = Status.MAX_ITERATIONS) -> SolveResult:
-    return SolveResult(job.id, status, list(range(81)), False, [6], None, 1.0, math.inf, 1.0, 2.0, None, 7)
+    answer = list(range(1, 82))
+    return SolveResult(job.id, status, answer, False, [6], None, 1.0, math.inf, 1.0, 2.0, None, 7, job.model, job.form)
 
 
-async def _announce_worker(server: RedisServer, options: RedisOptions) -> None:
-    """Play a live worker: the heartbeat an `eqr worker` would write."""
+async def _announce_worker(
+    server: RedisServer, options: RedisOptions, name: str = "w", cards: Sequence[ModelCard] = (CARD,)
+) -> None:
+    """Play a live worker serving ``cards`` (in that order): the consumer groups of its models' streams
+    and the heartbeat an `eqr worker` would write."""
     keys = Keys(options.prefix)
-    doc = {"name": "w", "card": encode_card(CARD), "slots": 8, "live_slots": 3, "queue_depth": 2, "in_flight": 1}
-    client = server.client()
-    client.set(keys.worker("w"), json.dumps(doc), px=60_000)
-    client.sadd(keys.workers, "w")
+    served = encode_cards({c.name: c for c in cards})
+    doc = {"name": name, "cards": served, "slots": 8, "live_slots": 3, "queue_depth": 2, "in_flight": 1}
+    client = connect(server.url)
+    for card in cards:
+        await ensure_group(client, keys.jobs(card.name))
+    await client.set(keys.worker(name), json.dumps(doc), px=60_000)
+    await client.sadd(keys.workers, name)
+    await client.aclose()
 
 
 async def _until(predicate, timeout: float = 5.0) -> None:
@@ -83,33 +100,37 @@ async def broker(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
 
 
 def test_encodings_round_trip():
-    job = Job(PUZZLE, SolveParams(depth=9, breadth=2, seed=5, timeout_ms=100), task="sudoku")
+    job = Job(PUZZLE, SolveParams(depth=9, breadth=2, seed=5, timeout_ms=100), model="fake", form="grid")
     d = decode_entry(encode_entry(Delivery(job, "eqr:reply:n", True, False)))
     assert d == Delivery(job, "eqr:reply:n", True, False)
     result = _result(job)
     back, meta = decode_result(encode_result(result, worker="w1", deliveries=2, kept=True))
-    assert back == result and math.isinf(back.convergence_score)
+    assert back == result and math.isinf(back.convergence_score) and (back.model, back.form) == ("fake", "grid")
     assert meta == {"worker": "w1", "deliveries": 2, "kept": True}
     event = IterationEvent(job.id, 3, PUZZLE, 0.5, 2)
     assert decode_event(encode_event(event)[1:]) == event
     failed = failed_result(job, "dead-lettered")
     assert failed.status is Status.FAILED and failed.error == "dead-lettered" and failed.answer == PUZZLE
-    assert failed.iterations == [0, 0]
+    assert failed.iterations == [0, 0] and failed.model == "fake" and failed.seed == 5
+    # a heartbeat's cards keep the worker's order (its first model first) and the task spec
+    cards = decode_cards(json.loads(json.dumps(encode_cards({"maze": MAZE_CARD, "fake": CARD}))))
+    assert cards == [MAZE_CARD, CARD] and cards[0].solver_task.seq_len == MAZE_SIZE * MAZE_SIZE
 
 
 async def test_store_is_idempotent_and_acks(redis_server: RedisServer):
     """The first stored result wins; a redelivery announces the stored one, and the entry is gone."""
     keys, client = Keys("eqr"), connect(redis_server.url)
+    stream = keys.jobs("fake")
     store = client.register_script(STORE)
-    await ensure_group(client, keys)
-    job = Job(PUZZLE)
-    entry = await client.xadd(keys.jobs, encode_entry(Delivery(job, "chan", False, True)))
-    await client.xreadgroup(GROUP, "w1", {keys.jobs: ">"}, count=1)
+    await ensure_group(client, stream)
+    job = Job(PUZZLE, model="fake")
+    entry = await client.xadd(stream, encode_entry(Delivery(job, "chan", False, True)))
+    await client.xreadgroup(GROUP, "w1", {stream: ">"}, count=1)
     pubsub = client.pubsub()
     await pubsub.subscribe("chan")
     first = encode_result(_result(job), worker="w1", deliveries=1, kept=True)
     second = encode_result(_result(job, Status.CANCELLED), worker="w2", deliveries=2, kept=True)
-    args = [keys.result(job.id), keys.kept(job.id), keys.jobs]
+    args = [keys.result(job.id), keys.kept(job.id), stream]
     assert await store(keys=args, args=[first, 60_000, "chan", GROUP, entry]) == first
     assert await store(keys=args, args=[second, 60_000, "chan", GROUP, entry]) == first
     messages: list[str] = []
@@ -119,47 +140,88 @@ async def test_store_is_idempotent_and_acks(redis_server: RedisServer):
         if message is not None:  # None: a timeout, or the subscription's own confirmation
             messages.append(message["data"])
     assert messages == ["R" + first, "R" + first]
-    assert await client.xlen(keys.jobs) == 0 and (await client.xpending(keys.jobs, GROUP))["pending"] == 0
+    assert await client.xlen(stream) == 0 and (await client.xpending(stream, GROUP))["pending"] == 0
     assert 0 < await client.pttl(keys.result(job.id)) <= 60_000
     await pubsub.aclose()
     await client.aclose()
 
 
-async def test_readiness_validation_and_bounded_admission(broker: RedisBroker, redis_server: RedisServer):
+async def test_readiness_validation_and_admission_per_model(broker: RedisBroker, redis_server: RedisServer):
     ready = broker.readiness()
-    assert not ready.ready and "no live worker" in ready.reason
+    assert not ready.ready and "no live worker" in ready.reason and broker.cards == {}
     with pytest.raises(Unavailable, match="no live worker"):
         await broker.submit(Job(PUZZLE))
-    await _announce_worker(redis_server, broker.options)
+    await _announce_worker(redis_server, broker.options, cards=[CARD, MAZE_CARD])
     await _until(lambda: broker.readiness().ready)
-    assert broker.card == CARD
+    assert broker.cards == {"fake": CARD, "maze": MAZE_CARD}
     assert broker.stats().capacity == 8 and broker.stats().live_slots == 3
+    # checked against the card of the job's own model: its caps, and its task's board and vocabulary
     with pytest.raises(InvalidParam) as err:
         await broker.submit(Job(PUZZLE, SolveParams(depth=51)))
     assert err.value.field == "depth"
+    with pytest.raises(InvalidParam) as err:
+        await broker.submit(Job(PUZZLE, model="maze"))  # 81 Sudoku tokens are no 5x5 maze
+    assert err.value.field == "tokens"
+    with pytest.raises(UnknownModel) as unknown:
+        await broker.submit(Job(PUZZLE, model="chess"))
+    assert unknown.value.served == ["fake", "maze"]
+    # no model named: the default, the first card; the entry names it, in that model's own stream
     handles = [await broker.submit(Job(PUZZLE, SolveParams(seed=i)), keep=True) for i in range(3)]
-    with pytest.raises(Overloaded):
-        await broker.submit(Job(PUZZLE))
-    entries = redis_server.client().xrange(broker.keys.jobs)
+    with pytest.raises(Overloaded, match="model 'fake'"):
+        await broker.submit(Job(PUZZLE, model="fake"))
+    maze = await broker.submit(Job(MAZE_TOKENS, model="maze"))  # max_jobs bounds each model's stream alone
+    r = redis_server.client()
+    entries = r.xrange(broker.keys.jobs("fake"))
     assert [decode_entry(fields).job.params.seed for _, fields in entries] == [0, 1, 2]
-    assert broker.stats().in_flight == 3
-    await _until(lambda: broker.stats().queue_depth == 3 + 2)  # the backlog, as of the next poll
+    assert {decode_entry(fields).job.model for _, fields in entries} == {"fake"}
+    [(maze_entry, maze_fields)] = r.xrange(broker.keys.jobs("maze"))
+    assert decode_entry(maze_fields).job.tokens == MAZE_TOKENS and maze.entry == Entry("maze", maze_entry)
+    assert broker.stats().in_flight == 4
+    await _until(lambda: broker.stats().queue_depth == 4 + 2)  # both streams' backlogs, as of the next poll
     found = await broker.get(handles[0].id)
     assert found is handles[0] and found.state is JobState.PENDING
 
 
+async def test_the_models_are_the_live_workers_models(broker: RedisBroker, redis_server: RedisServer):
+    """The union of the live workers' cards: workers in name order, each one's models in its order; a
+    model leaves with its last worker, and a heartbeat this version cannot read is skipped, not fatal."""
+    other_maze = dataclasses.replace(MAZE_CARD, caps={**CAPS, "depth": 9})  # another worker, another --max-depth
+    await _announce_worker(redis_server, broker.options, "a", cards=[MAZE_CARD])
+    await _announce_worker(redis_server, broker.options, "b", cards=[CARD, other_maze])
+    client = redis_server.client()
+    client.set(broker.keys.worker("old"), json.dumps({"name": "old", "card": {"name": "x"}}), px=60_000)
+    client.sadd(broker.keys.workers, "old")
+    await _until(lambda: len(broker.cards) == 2)
+    assert list(broker.cards) == ["maze", "fake"] and broker.cards["maze"] == MAZE_CARD  # worker a's, first
+    maze = await broker.submit(Job(MAZE_TOKENS, SolveParams(depth=20)))  # the default is now the maze model
+    assert maze.entry is not None and maze.entry.model == "maze"
+    client.delete(broker.keys.worker("a"))  # a is gone (heartbeat expired): b's order, b's card
+    await _until(lambda: list(broker.cards) == ["fake", "maze"])
+    assert broker.cards["maze"] == other_maze
+    with pytest.raises(InvalidParam, match="depth"):
+        await broker.submit(Job(MAZE_TOKENS, SolveParams(depth=20), model="maze"))
+    client.delete(broker.keys.worker("b"))
+    await _announce_worker(redis_server, broker.options, "c", cards=[CARD])
+    await _until(lambda: list(broker.cards) == ["fake"])
+    with pytest.raises(UnknownModel, match="'maze' is not served here; this server serves 'fake'"):
+        await broker.submit(Job(MAZE_TOKENS, model="maze"))
+    assert broker.readiness().ready and len(broker._workers) == 1  # "old" counts as no worker
+
+
 async def test_result_reaches_the_caller_and_kept_jobs_by_id(broker: RedisBroker, redis_server: RedisServer):
-    await _announce_worker(redis_server, broker.options)
+    await _announce_worker(redis_server, broker.options, cards=[CARD, MAZE_CARD])
     await _until(lambda: broker.readiness().ready)
-    job = Job(PUZZLE, SolveParams(seed=1))
+    job = Job(MAZE_TOKENS, SolveParams(seed=1), model="maze", form="text")
     handle = await broker.submit(job, stream=True, keep=True)
     client = redis_server.client()
-    # play the worker: read the entry, publish an event, store the result
-    [[_, [(entry, fields)]]] = client.xreadgroup(GROUP, "w", {broker.keys.jobs: ">"}, count=1)
+    stream = broker.keys.jobs("maze")
+    # play the worker: read the entry from the maze stream, publish an event, store the result
+    [[_, [(entry, fields)]]] = client.xreadgroup(GROUP, "w", {stream: ">"}, count=1)
     delivery = decode_entry(fields)
-    client.publish(delivery.reply, encode_event(IterationEvent(job.id, 1, PUZZLE, 0.5, 1)))
+    assert delivery.job == job
+    client.publish(delivery.reply, encode_event(IterationEvent(job.id, 1, MAZE_TOKENS, 0.5, 1)))
     envelope = encode_result(_result(job), worker="w", deliveries=1, kept=True)
-    keys = [broker.keys.result(job.id), broker.keys.kept(job.id), broker.keys.jobs]
+    keys = [broker.keys.result(job.id), broker.keys.kept(job.id), stream]
     client.register_script(STORE)(keys=keys, args=[envelope, 60_000, delivery.reply, GROUP, entry])
     events = [e async for e in handle.events()]
     assert [e.iteration for e in events] == [1]
@@ -178,17 +240,18 @@ async def test_result_reaches_the_caller_and_kept_jobs_by_id(broker: RedisBroker
 
 async def test_redis_outage_turns_unready_and_lost_jobs_fail(broker: RedisBroker, redis_server: RedisServer):
     """A Redis that restarts *without* its data (no persistence here) lost the queue: callers get an
-    error instead of waiting forever."""
-    await _announce_worker(redis_server, broker.options)
+    error instead of waiting forever, whichever model's stream held their job."""
+    await _announce_worker(redis_server, broker.options, cards=[CARD, MAZE_CARD])
     await _until(lambda: broker.readiness().ready)
-    handle = await broker.submit(Job(PUZZLE))
+    handles = [await broker.submit(Job(PUZZLE)), await broker.submit(Job(MAZE_TOKENS, model="maze"))]
     redis_server.kill()
     await _until(lambda: not broker.readiness().ready)
     assert "Redis is unreachable" in broker.readiness().reason
     with pytest.raises(Unavailable, match="Redis is unreachable"):
         await broker.submit(Job(PUZZLE))
     redis_server.start()  # same port, empty
-    with pytest.raises(Unavailable, match="lost"):
-        await asyncio.wait_for(handle.result(), 5)
+    for handle in handles:
+        with pytest.raises(Unavailable, match="lost"):
+            await asyncio.wait_for(handle.result(), 5)
     await _announce_worker(redis_server, broker.options)
     await _until(lambda: broker.readiness().ready)
