@@ -45,6 +45,8 @@ class SolveOptions(TypedDict, total=False):
     priority: int  # higher runs first
     halt: Literal["convergence", "q_halt"]  # convergence rule, or the learned halting head
     stream_every: int  # streaming: an event every this many iterations
+    verify: bool  # verified mode: restart answers that fail the task's rules, stop at the first that passes
+    budget: int  # most iterations of all trajectories together, restarts included
 
 
 OPTION_NAMES = frozenset(SolveOptions.__annotations__)

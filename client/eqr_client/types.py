@@ -52,6 +52,8 @@ class SolveResult(_View):
     timings: Timings
     seed: int | None = Field(None, description="the seed used (pass it back to get the same answer)")
     error: str | None = None
+    verified: bool | None = Field(None, description="verified mode: the answer passed the task's rules")
+    restarts: int = Field(0, description="verified mode: fresh trajectories started after failed answers")
 
     @property
     def solved(self) -> bool:

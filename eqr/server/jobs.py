@@ -37,6 +37,8 @@ class SolveParams:
     priority: int = 0  # higher runs first; aging prevents starvation
     halt: str = "convergence"  # "convergence" or "q_halt" (learned halting)
     stream_every: int = 1
+    verify: bool | None = None  # verified mode (restart what fails the task's verify, stop at a verified answer)
+    budget: int | None = None  # most iterations of all the request's trajectories, restarts included
 
 
 @dataclass
@@ -83,6 +85,8 @@ class SolveResult:
     seed: int | None = None  # the request seed actually used (drawn at random when the job gave none)
     model: str = ""  # echoed from the job
     form: str = ""  # echoed from the job
+    verified: bool | None = None  # verified mode: the answer passed the task's verify; None: not in verified mode
+    restarts: int = 0  # fresh trajectories verified mode started after failed answers
 
 
 def bare_failure(job: Job, error: str, seed: int | None = None) -> SolveResult:

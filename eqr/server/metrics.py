@@ -90,6 +90,13 @@ class Metrics:
         self.iterations = Counter(
             "eqr_iterations", "Trajectory iterations run (one slot, one step)", ["model"], registry=r
         )
+        self.restarts = Counter(
+            "eqr_restarts", "Verified mode: fresh trajectories started after a failed answer", ["model"], registry=r
+        )
+        self.verified = Counter(
+            "eqr_verified_answers", "Verified mode: finished requests whose answer passed the task's rules",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.rejections = Counter(
             "eqr_rejections", "Requests refused before any work was queued, by error code", ["reason"], registry=r
         )
@@ -143,3 +150,7 @@ class ModelObserver:
             m.request_duration.labels(*labels, status).observe(total_s)
             m.queue_wait.labels(*labels).observe(result.queued_ms / 1000.0)
         m.requests.labels(self.model, status).inc()
+        if result.restarts:
+            m.restarts.labels(self.model).inc(result.restarts)
+        if result.verified:
+            m.verified.labels(self.model).inc()

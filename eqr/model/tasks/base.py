@@ -65,6 +65,13 @@ class Task(ABC):
         ``None`` when the task has no rules to check (a generic grid task).
         """
 
+    def with_givens(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """``answer`` with every cell the puzzle fixes put back (verified mode never changes a given).
+
+        Default: nothing is known to be fixed (generic grids), the answer as it is.
+        """
+        return np.asarray(answer)
+
     @abstractmethod
     def render(self) -> dict[str, Any]:
         """How the playground draws a board: its kind, shape and, for character grids, the characters."""

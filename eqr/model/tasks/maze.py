@@ -201,21 +201,17 @@ def write_jsonl(path: str | Path, puzzles: np.ndarray, solutions: np.ndarray, me
 def read_jsonl(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Read a maze set written by :func:`write_jsonl`: puzzles, solutions [n, rows, cols], other fields."""
     puzzles, solutions, meta = [], [], []
-    with open(path) as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            doc = json.loads(line)
-            try:
-                grid = parse_maze(doc.pop("puzzle"))
-            except PuzzleError as exc:
-                raise ValueError(f"{path}:{line_no}: {exc}") from exc
-            answer = _answer_grid(doc.pop("solution"))
-            if answer is None or not verify(grid, answer):
-                raise ValueError(f"{path}:{line_no}: the solution does not mark a shortest path")
-            puzzles.append(grid)
-            solutions.append(answer)
-            meta.append(doc)
+    for where, doc in chargrid.read_docs(path):
+        try:
+            grid = parse_maze(doc.pop("puzzle"))
+        except PuzzleError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        answer = _answer_grid(doc.pop("solution"))
+        if answer is None or not verify(grid, answer):
+            raise ValueError(f"{where}: the solution does not mark a shortest path")
+        puzzles.append(grid)
+        solutions.append(answer)
+        meta.append(doc)
     return np.stack(puzzles), np.stack(solutions), meta
 
 
@@ -242,6 +238,10 @@ class MazeTask(Task):
 
     def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return verify(from_tokens(puzzle, self.size), from_tokens(answer, self.size))
+
+    def with_givens(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        puzzle = np.asarray(puzzle)  # walls, S and G are the maze's; only open cells are the answer's
+        return np.where(puzzle != OPEN_ID, puzzle, answer)
 
     def render(self) -> dict[str, Any]:
         return {"kind": "maze", "rows": self.size, "cols": self.size, "charset": CHARSET}

@@ -126,6 +126,19 @@ class SolveOptions(BaseModel):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; waiting raises priority")
     halt: Literal["convergence", "q_halt"] = Field("convergence", description="convergence rule or learned halting")
     stream_every: int = Field(1, ge=1, le=1_000_000, description="streaming: an event every this many iterations")
+    verify: bool | None = Field(
+        None,
+        description="verified mode: a trajectory whose answer fails the task's rules is followed by a fresh one "
+        "(a restart) while the budget lasts, the first verified answer ends the request, and the answer never "
+        "changes a given; default: the model's (off: pure EqR)",
+    )
+    budget: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="most iterations of all the request's trajectories together, restarts included (server-capped); "
+        "shared equally by the breadth; default: none, or in verified mode 16 × depth × breadth",
+    )
 
     @field_validator("quorum")
     @classmethod
@@ -196,6 +209,10 @@ class SolveResponse(BaseModel):
     timings: Timings
     seed: int | None = Field(None, description="the seed used (drawn at random when none was given)")
     error: str | None = Field(None, description="why the engine failed (status failed only)")
+    verified: bool | None = Field(
+        None, description="verified mode: the answer passed the task's rules; null when not in verified mode"
+    )
+    restarts: int = Field(0, description="verified mode: fresh trajectories started after failed answers")
 
     @classmethod
     def from_result(cls, result: SolveResult, card: ModelCard) -> SolveResponse:
@@ -213,6 +230,8 @@ class SolveResponse(BaseModel):
             timings=Timings(queued_ms=result.queued_ms, compute_ms=result.compute_ms),
             seed=result.seed,
             error=result.error,
+            verified=result.verified,
+            restarts=result.restarts,
         )
 
 

@@ -48,6 +48,10 @@ from eqr.server.jobs import IterationEvent, Job, SolveResult, Status, bare_failu
 
 log = logging.getLogger(__name__)
 
+# verified mode's budget when a request sets none: this many depth-capped trajectories per unit of
+# breadth (restarts included), so a puzzle the model cannot answer costs a bounded, known amount
+VERIFY_BUDGET_DEPTHS = 16
+
 
 def _call(fn: Callable[..., Any], *args: Any) -> None:
     """Run a callback from outside the engine (observer, on_event): its bugs must not stop the loop."""
@@ -105,6 +109,9 @@ class Engine:
             "halt": "convergence",
             "window": self.rule.window,
             "tol": self.rule.tol,
+            "verify": bool(meta.get("verify", False)),
+            # verified mode without a budget: this many trajectories' worth per unit of breadth
+            "verify_budget_depths": int(meta.get("verify_budget_depths", VERIFY_BUDGET_DEPTHS)),
         }
         if self.defaults["aggregate"] not in AGGREGATES:
             raise ValueError(f"the model's inference.aggregate must be one of {AGGREGATES}, got {meta['aggregate']!r}")
@@ -113,6 +120,7 @@ class Engine:
             "breadth": min(config.max_breadth, config.max_queue),
             "slots": config.slots,
             "queue": config.max_queue,
+            "budget": config.max_budget,
         }
         device = torch.device(config.device)
         params = next(model.parameters(), None) if hasattr(model, "parameters") else None
@@ -366,17 +374,24 @@ class Engine:
         check_job(job, model=self.model_name, cells=self.task.seq_len, vocab=self.task.vocab_size, caps=self.caps)
         p = job.params
         wall, now = time.time(), time.monotonic()
+        depth = p.depth if p.depth is not None else self.defaults["depth"]
+        verify = p.verify if p.verify is not None else self.defaults["verify"]
         return Request(
             job,
-            depth=p.depth if p.depth is not None else self.defaults["depth"],
+            depth=depth,
             noise=float(p.noise) if p.noise is not None else self.defaults["noise"],
             seed=p.seed if p.seed is not None else random_seed(),
             aggregate=p.aggregate or self.defaults["aggregate"],
+            verify=verify,
+            budget=p.budget if p.budget is not None or not verify else self._verify_budget(depth, p.breadth),
             deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
             arrival=now,
             on_event=on_event,
-            verify=self.task.verify,
+            task=self.task,
         )
+
+    def _verify_budget(self, depth: int, breadth: int) -> int:
+        return min(self.defaults["verify_budget_depths"] * depth * breadth, self.caps["budget"])
 
 
 def _failed(request: Request, error: str) -> SolveResult:

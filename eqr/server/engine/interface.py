@@ -45,6 +45,7 @@ class EngineConfig:
     default_depth: int | None = None  # None: the model's inference depth (config.json), else its training depth
     max_depth: int = 256
     max_breadth: int = 16  # as the server's default (Settings.max_breadth)
+    max_budget: int = 65_536  # a request's total iterations (trajectories and restarts)
     default_noise: float | None = None  # None: the model's inference noise, else its training noise
     window: int | None = None  # convergence window; None: the model's, else ConvergenceRule's
     tol: float | None = None  # residual tolerance; None: the model's, else ConvergenceRule's
@@ -54,7 +55,7 @@ class EngineConfig:
     fast_step: bool = True  # run EqRNetwork models through eqr.runtime.step.make_step (CUDA graphs / CPU fast step)
 
     def __post_init__(self) -> None:
-        for name in ("slots", "max_queue", "max_depth", "max_breadth"):
+        for name in ("slots", "max_queue", "max_depth", "max_breadth", "max_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1")
         if self.window is not None and self.window < 1:

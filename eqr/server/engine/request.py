@@ -3,6 +3,12 @@
 A request holds one trajectory per unit of breadth, each with an explicit status, and the
 breadth aggregation that turns finished trajectories into a :class:`~eqr.server.jobs.SolveResult`.
 Only the engine thread mutates them. The wire types themselves live in :mod:`eqr.server.jobs`.
+
+Two policies beyond the paper, both opt-in per request: a **budget** caps the iterations of all
+its trajectories together (each trajectory gets at most what is left when it starts), and
+**verified mode** checks each finished answer with the task's ``verify``: one that fails is
+followed by a fresh trajectory (a restart, next in the seed sequence) while the budget lasts, and
+the first that passes ends the request. Without them a request is pure EqR.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eqr.kernels.rng import puzzle_key, trajectory_seeds
+from eqr.kernels.rng import puzzle_key, trajectory_seed, trajectory_seeds
 from eqr.model.aggregate import aggregate
+from eqr.model.tasks.base import Task
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 
 
@@ -37,6 +44,9 @@ class Trajectory:
     index: int
     seed: int
     status: TrajectoryStatus = TrajectoryStatus.WAITING
+    depth: int = 0  # its iteration cap, set when it gets a slot (the request's depth, or less of a budget)
+    verified: bool = False  # verified mode: its answer passed the task's verify
+    started: bool = False  # it got a slot (a restart queued after the request had its answer never does)
     slot: int = -1  # row in the slot pool while RUNNING
     started_at_step: int = 0  # engine iteration clock when it got its slot
     iterations: int = 0  # fixed when it leaves its slot
@@ -75,9 +85,12 @@ class Request:
         deadline: float | None,
         arrival: float,
         on_event: Callable[[IterationEvent], None] | None,
-        verify: Callable[[np.ndarray, np.ndarray], bool | None],
+        task: Task,
+        verify: bool = False,
+        budget: int | None = None,
     ) -> None:
-        """``verify``: the model's task's rule check, reported in the result (never used to steer)."""
+        """``task``: the model's task; its rule check is reported in every result and, with ``verify``,
+        steers the request (restarts, early end); ``budget``: the most iterations of all its trajectories."""
         p = job.params
         self.job = job
         self.id = job.id
@@ -93,15 +106,21 @@ class Request:
         self.arrival = arrival  # time.monotonic() at submission, for aging
         self.on_event = on_event
         self.tokens = np.asarray(job.tokens, dtype=np.int64)
-        self.verify = verify
+        self.task = task
+        self.verify_mode = verify
+        self.budget = budget
+        self.breadth = p.breadth
         self.future: Future[SolveResult] = Future()
         self.future.set_running_or_notify_cancel()  # cancel through Engine.cancel, never the future
         self.status = RequestStatus.WAITING
-        seeds = trajectory_seeds(seed, puzzle_key(self.tokens), p.breadth)
+        self.key = puzzle_key(self.tokens)
+        seeds = trajectory_seeds(seed, self.key, p.breadth)
         self.trajectories = [Trajectory(self, k, s) for k, s in enumerate(seeds)]
         self.next_waiting = 0  # trajectories are admitted in index order
         self.live: set[Trajectory] = set()
         self.ticks = 0  # engine steps in which this request had a live trajectory (drives streaming)
+        self.queue_key: tuple[float, int] = (0.0, 0)  # its place in the scheduler's queue, set once on arrival
+        self.queued = False  # in the scheduler's queue now (a restart may put it back)
         self.started_wall: float | None = None
 
     @property
@@ -109,13 +128,33 @@ class Request:
         """Trajectories still waiting for a slot."""
         return 0 if self.status is RequestStatus.FINISHED else len(self.trajectories) - self.next_waiting
 
+    @property
+    def committed(self) -> int:
+        """Iterations spent or promised: what ended trajectories ran plus the caps of the live ones."""
+        return sum(t.depth if t.status is TrajectoryStatus.RUNNING else t.iterations for t in self.trajectories)
+
     def take(self, n: int) -> list[Trajectory]:
-        """The next ``n`` waiting trajectories (fewer if fewer wait), marked RUNNING."""
-        taken = self.trajectories[self.next_waiting : self.next_waiting + n]
-        self.next_waiting += len(taken)
-        for t in taken:
-            t.status = TrajectoryStatus.RUNNING
+        """The next ``n`` waiting trajectories (fewer if fewer wait), marked RUNNING with their caps.
+
+        Under a budget each gets an equal share of what is left among the trajectories not started yet
+        (at most the request's depth), so breadth B with budget N runs B trajectories of N/B; once
+        nothing is left the waiting ones are dropped without running.
+        """
+        taken = []
+        while len(taken) < n and self.next_waiting < len(self.trajectories):
+            t = self.trajectories[self.next_waiting]
+            unstarted = len(self.trajectories) - self.next_waiting
+            self.next_waiting += 1
+            left = self.depth
+            if self.budget is not None:
+                rest = self.budget - self.committed
+                left = min(left, max(rest // unstarted, 1) if rest > 0 else 0)
+            if left < 1:
+                t.status = TrajectoryStatus.DROPPED
+                continue
+            t.status, t.depth, t.started = TrajectoryStatus.RUNNING, left, True
             self.live.add(t)
+            taken.append(t)
         if taken and self.status is RequestStatus.WAITING:
             self.status = RequestStatus.RUNNING
             self.started_wall = time.time()
@@ -138,6 +177,22 @@ class Request:
         t.answer, t.score, t.settled_at, t.slot = answer, score, settled_at, -1
         self.live.discard(t)
 
+    def check(self, t: Trajectory) -> bool:
+        """Verified mode, after ``t`` finished: verify its answer; when it fails and budget is left,
+        queue a fresh trajectory. True when one was queued (the scheduler then has one more waiting)."""
+        t.verified = t.answer is not None and self.task.verify(self.tokens, np.asarray(t.answer)) is True
+        left = self.budget is None or self.committed < self.budget
+        if not left or any(s.verified for s in self.trajectories):
+            return False
+        index = len(self.trajectories)
+        self.trajectories.append(Trajectory(self, index, trajectory_seed(self.seed, self.key, index)))
+        return True
+
+    @property
+    def restarts(self) -> int:
+        """Restarts that ran: trajectories beyond the request's breadth that got a slot."""
+        return sum(t.started for t in self.trajectories[self.breadth :])
+
     def quorum_answer(self) -> tuple[int, ...] | None:
         """An answer given by at least ``quorum`` finished trajectories, if any (the most given)."""
         if self.quorum is None:
@@ -148,9 +203,13 @@ class Request:
 
     @property
     def done(self) -> bool:
-        """Every trajectory finished, or a quorum agrees: nothing left worth computing."""
-        finished = sum(t.status is TrajectoryStatus.FINISHED for t in self.trajectories)
-        return finished == len(self.trajectories) or self.quorum_answer() is not None
+        """Nothing left worth computing: every trajectory ended, a quorum agrees, or an answer is verified."""
+        ended = (TrajectoryStatus.FINISHED, TrajectoryStatus.DROPPED)
+        if all(t.status in ended for t in self.trajectories):
+            return True
+        if not self.live and self.budget is not None and self.committed >= self.budget:
+            return True  # the waiting ones would get no iterations
+        return any(t.verified for t in self.trajectories) or self.quorum_answer() is not None
 
     def finish(self, status: Status | None = None, error: str | None = None) -> SolveResult:
         """Mark the request finished and aggregate its answers; ``status`` overrides converged/max_iterations.
@@ -164,11 +223,14 @@ class Request:
         started = self.started_wall if self.started_wall is not None else now
         answered = [t for t in self.trajectories if t.answer is not None]
         quorum = self.quorum_answer()
-        pool = [t for t in answered if t.answer == quorum] if quorum is not None else answered
+        agreeing = [t for t in answered if t.answer == quorum] if quorum is not None else answered
+        pool = [t for t in answered if t.verified] or agreeing  # verified mode prefers a verified answer
         if pool:
             pick = aggregate(self.aggregate, [t.answer for t in pool], [t.score for t in pool])
             chosen = pool[pick.index]
             answer = np.asarray(chosen.answer, dtype=np.int64)
+            if self.verify_mode:
+                answer = self.task.with_givens(self.tokens, answer)
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)
             converged = chosen.converged
         else:  # nothing ran: the givens are the best we know
@@ -179,8 +241,10 @@ class Request:
             request_id=self.id,
             status=status,
             answer=[int(t) for t in answer],
-            valid=self.verify(self.tokens, answer),
-            iterations=[t.iterations for t in self.trajectories],
+            valid=self.task.verify(self.tokens, answer),
+            verified=(chosen is not None and chosen.verified) if self.verify_mode else None,
+            restarts=self.restarts,
+            iterations=[t.iterations for t in self.trajectories if t.index < self.breadth or t.started],
             iterations_to_convergence=chosen.settled_at if chosen is not None else None,
             agreement=agreement,
             convergence_score=chosen.score if chosen is not None else math.inf,

@@ -48,7 +48,8 @@ class Progress(NamedTuple):
     live: int  # its trajectories still running
 
 
-# eviction label of trajectories dropped because their request ended early; None: a quorum agreed
+# eviction label of trajectories dropped because their request ended early; None: its answer is in (a quorum
+# agrees, or verified mode verified one)
 _DROPPED = {Status.CANCELLED: "cancelled", Status.DEADLINE: "deadline", Status.FAILED: "failed", None: "quorum"}
 _BEST_SO_FAR = (Status.DEADLINE, Status.CANCELLED)  # endings whose live trajectories still offer an answer
 
@@ -71,7 +72,8 @@ class Scheduler:
 
     def add(self, request: Request) -> None:
         seq = next(self._seq)
-        heapq.heappush(self._queue, (self.aging_per_s * request.arrival - request.priority, seq, request))
+        request.queue_key = (self.aging_per_s * request.arrival - request.priority, seq)
+        self._enqueue(request)
         if request.deadline is not None:
             if len(self._deadlines) > 2 * len(self.active) + 64:  # drop entries of finished requests
                 self._deadlines = [e for e in self._deadlines if e[2].id in self.active]
@@ -119,9 +121,14 @@ class Scheduler:
                 t = self.pool.owners[row]
                 settled = int(snap.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
                 answer = tuple(snap.preds[i].tolist())
-                t.request.leave(t, self.clock, answer, float(snap.scores[i]), finished=True, settled_at=settled)
+                r = t.request
+                r.leave(t, self.clock, answer, float(snap.scores[i]), finished=True, settled_at=settled)
                 self.evictions[Leave(code).label] += 1
-                touched[t.request.id] = t.request
+                touched[r.id] = r
+                if r.verify_mode and r.check(t):  # a restart: one more trajectory waits, at its old place
+                    self.waiting += 1
+                    if not r.queued:
+                        self._enqueue(r)
             self.pool.release(rows)
             ended = self._end((r, None) for r in touched.values() if r.done)
         self._admit()
@@ -167,6 +174,11 @@ class Scheduler:
             ended.append((r, r.finish(status, error)))
         return ended
 
+    def _enqueue(self, request: Request) -> None:
+        """Into the queue at the request's own place (fixed at arrival: a restart does not lose it)."""
+        heapq.heappush(self._queue, (*request.queue_key, request))
+        request.queued = True
+
     def _admit(self) -> None:
         """Fill free slots from the queue: best effective priority first, a request's trajectories in order."""
         free = self.pool.free
@@ -174,16 +186,18 @@ class Scheduler:
         while free and self._queue:
             r = self._queue[0][2]
             if r.waiting:
-                if r.status is RequestStatus.WAITING:
-                    self.queued_requests -= 1
+                was_waiting, before = r.status is RequestStatus.WAITING, r.waiting
                 got = r.take(free)
+                if was_waiting and got:
+                    self.queued_requests -= 1
                 for t in got:
                     t.started_at_step = self.clock
                 taken += got
                 free -= len(got)
-                self.waiting -= len(got)
+                self.waiting -= before - r.waiting  # taken, and any dropped for want of budget
             if not r.waiting:  # fully admitted, or ended while queued
                 heapq.heappop(self._queue)
+                r.queued = False
         if taken:
             requests = [t.request for t in taken]
             self.pool.assign(
@@ -191,7 +205,7 @@ class Scheduler:
                 [t.seed for t in taken],
                 np.stack([r.tokens for r in requests]),
                 [r.noise for r in requests],
-                [r.depth for r in requests],
+                [t.depth for t in taken],
                 [r.halt_on_q for r in requests],
             )
 

@@ -39,6 +39,9 @@ def check_job(job: Job, *, model: str, cells: int, vocab: int, caps: Mapping[str
     _check_int("timeout_ms", p.timeout_ms, 1, None, optional=True)
     _check_int("priority", p.priority, None, None)
     _check_int("stream_every", p.stream_every, 1, None)
+    _check_int("budget", p.budget, 1, caps["budget"], optional=True)
+    if p.verify is not None and not isinstance(p.verify, bool):
+        raise InvalidParam("verify", f"verify must be true or false, got {p.verify!r}")
     if p.aggregate is not None and p.aggregate not in AGGREGATES:
         raise InvalidParam("aggregate", f"aggregate must be one of {AGGREGATES}, got {p.aggregate!r}")
     if p.halt not in HALTS:

@@ -102,3 +102,19 @@ async def test_batch_parameter_errors_fail_the_whole_call(client: httpx.AsyncCli
     assert over_cap.status_code == 422 and over_cap.json()["error"]["field"] == "depth"
     empty = await client.post("/v1/solve/batch", json={"puzzles": []})
     assert empty.status_code == 422 and empty.json()["error"]["field"] == "puzzles"
+
+
+async def test_verified_mode_restarts_within_the_budget_and_keeps_the_givens(client: httpx.AsyncClient):
+    """The tiny random model never answers a valid grid: verified mode restarts until the budget is spent."""
+    body = {"puzzle": PUZZLE, "verify": True, "budget": 20, "depth": 6, "seed": 3}
+    got = (await client.post("/v1/solve", json=body)).json()
+    assert got["verified"] is False and got["valid"] is False and sum(got["iterations"]) == 20
+    assert got["restarts"] == len(got["iterations"]) - 1 >= 2
+    assert all(a == p for a, p in zip(got["answer"], PUZZLE, strict=True) if p != ".")  # givens kept
+    plain = (await client.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 6, "seed": 3})).json()
+    assert plain["verified"] is None and plain["restarts"] == 0 and plain["iterations"] == [6]
+    for bad, field in (({"verify": "yes"}, "verify"), ({"budget": 0}, "budget")):
+        r = await client.post("/v1/solve", json={"puzzle": PUZZLE, **bad})
+        assert r.status_code == 422 and r.json()["error"]["field"] == field
+    metrics = (await client.get("/metrics")).text
+    assert f'eqr_restarts_total{{model="{MODEL_NAME}"}} {got["restarts"]}.0' in metrics

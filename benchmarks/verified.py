@@ -1,0 +1,103 @@
+"""Verified mode against fixed breadth, over HTTP: accuracy and iterations per puzzle on one set.
+
+Starts ``eqr serve`` on the bundled models (real uvicorn, the SDK as the client), sends every puzzle of
+the set under each policy, and prints a table measured side by side in one run:
+
+- ``fixed D × B``: pure EqR, breadth B with the model's aggregate rule (the bundled Sudoku model votes);
+- ``verified D, budget N``: one trajectory at a time; an answer that fails the rules is restarted from a
+  fresh latent until one verifies or N iterations are spent.
+
+Iterations per puzzle are every trajectory's iterations summed (restarts included): what a puzzle cost
+the server, and what does not drift with the machine's load. One command:
+``python benchmarks/verified.py --data top95.csv --budget 1000,2000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from puzzle_sets import BUNDLED, SHARED, shown
+from servers import embedded
+
+from eqr.model.bundled import BUNDLED_MODEL
+from eqr_client import Client
+
+
+def read_set(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
+    with path.open() as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].startswith(("#", "puzzle"))]
+    rows = rows[:limit]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def run(client: Client, puzzles: list[str], solutions: list[str], concurrency: int, **options) -> dict:
+    t0 = time.perf_counter()
+    results = client.solve_many(puzzles, concurrency=concurrency, **options)
+    wall = time.perf_counter() - t0
+    right = [r.answer == s for r, s in zip(results, solutions, strict=True)]
+    return {
+        "exact": sum(right) / len(right),
+        "iterations": sum(sum(r.iterations) for r in results) / len(results),
+        "verified": sum(bool(r.verified) for r in results) / len(results),
+        "restarts": sum(r.restarts for r in results) / len(results),
+        "wrong_but_verified": sum(bool(r.verified) and not ok for r, ok in zip(results, right, strict=True)),
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="top95.csv", help="a puzzle,solution CSV in shared/ or benchmarks/puzzles/")
+    ap.add_argument("--depth", type=int, default=64)
+    ap.add_argument("--breadth", default="1,16", help="fixed breadths to compare")
+    ap.add_argument("--budget", default="1000,2000", help="verified mode's budgets (iterations per puzzle)")
+    ap.add_argument("--limit", type=int, help="first N puzzles only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slots", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=16, help="puzzles in flight")
+    args = ap.parse_args()
+    path = SHARED / args.data if (SHARED / args.data).exists() else BUNDLED / args.data
+    puzzles, solutions = read_set(path, args.limit)
+    policies = [(f"fixed {args.depth} x {b}", {"breadth": int(b)}) for b in args.breadth.split(",")]
+    budgets = [int(n) for n in args.budget.split(",")]
+    policies += [(f"verified {args.depth}, budget {n}", {"verify": True, "budget": n}) for n in budgets]
+    print(f"{len(puzzles)} puzzles of {shown(path)}, model {BUNDLED_MODEL.name}, depth {args.depth}, seed {args.seed}")
+    rows = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded(BUNDLED_MODEL, args.slots, args.threads, Path(tmp)) as d,
+        Client(d.url, timeout=600) as client,
+    ):
+        for name, options in policies:
+            r = run(client, puzzles, solutions, args.concurrency, depth=args.depth, seed=args.seed, **options)
+            rows.append((name, r))
+            print(f"  {name}: {r['exact']:.1%} in {r['wall']:.0f} s", flush=True)
+    header = (
+        f"{'policy':<26}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'restarts':>10}{'wrong+verified':>16}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, r in rows:
+        print(
+            f"{name:<26}{r['exact']:>8.1%}{r['iterations']:>19.0f}{r['verified']:>10.1%}{r['restarts']:>10.1f}"
+            f"{r['wrong_but_verified']:>16}"
+        )
+    base_name, base = rows[-len(budgets) - 1]  # the widest fixed breadth
+    best_name, best = max(rows[-len(budgets) :], key=lambda nr: nr[1]["exact"])
+    print(
+        f"\n{best_name} / {base_name}: accuracy {best['exact']:.1%} vs {base['exact']:.1%} "
+        f"at {best['iterations'] / base['iterations']:.2f}x the iterations"
+    )
+
+
+if __name__ == "__main__":
+    main()

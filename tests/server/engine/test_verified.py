@@ -1,0 +1,89 @@
+"""Verified mode and budgets: restarts after a failed answer, an early end at a verified one, a cap
+on all of a request's iterations. The fake's trajectories settle at 2 + 3 (window) on variant
+``seed % 9`` of a valid grid; only variant 7 keeps the puzzle's given (a 2 in r1c1), so only it verifies.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from eqr.kernels.rng import puzzle_key, trajectory_seed
+from eqr.server.engine import Job, SolveParams, Status
+from tests.server.engine.fake import FakeModel, puzzle, run_until_done, variant_answer
+
+VARIANTS = 9
+GOOD = 7  # (4 - 1 + 7) % 9 + 1 == 2: the variant whose r1c1 is the given 2
+
+
+def variants_of(seed: int, n: int) -> list[int]:
+    key = puzzle_key(puzzle(2))
+    return [trajectory_seed(seed, key, k) % VARIANTS for k in range(n)]
+
+
+def seed_where(good_at: int) -> int:
+    """A request seed whose trajectory ``good_at`` is the first with the verifiable variant."""
+    for seed in range(10_000):
+        v = variants_of(seed, good_at + 1)
+        if v[good_at] == GOOD and GOOD not in v[:good_at]:
+            return seed
+    raise AssertionError("no such seed")
+
+
+def test_failed_answers_are_restarted_until_one_verifies(make_engine):
+    seed = seed_where(3)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4)
+    verified = engine.submit(Job(puzzle(2), SolveParams(seed=seed, verify=True)))
+    plain = engine.submit(Job(puzzle(2), SolveParams(seed=seed)))
+    run_until_done(engine, [verified, plain])
+    v, p = verified.result(), plain.result()
+    assert v.verified is True and v.restarts == 3 and v.valid and v.answer == variant_answer(GOOD)
+    assert v.iterations == [5, 5, 5, 5] and v.status is Status.CONVERGED
+    # without the flag: pure EqR, the first trajectory's answer, whatever it is
+    assert p.verified is None and p.restarts == 0 and not p.valid and p.iterations == [5]
+
+
+def test_the_first_verified_answer_ends_the_request(make_engine):
+    seed = seed_where(1)
+    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 2, 3: 50}), slots=8)
+    verified = engine.submit(Job(puzzle(2), SolveParams(seed=seed, breadth=4, verify=True, aggregate="vote")))
+    slow = engine.submit(Job(puzzle(3), SolveParams(breadth=2, verify=True, depth=64)))  # settles at 50
+    steps = run_until_done(engine, [verified])
+    r = verified.result()
+    # all four settle together; the verified one wins even against a majority, and restarts queued
+    # beside it never run
+    assert r.verified and r.answer == variant_answer(GOOD) and r.restarts == 0 and r.iterations == [5] * 4
+    assert steps == 5 and not slow.done()
+
+
+def test_a_budget_bounds_the_restarts_and_the_answer_keeps_the_givens(make_engine):
+    seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 4))
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4)
+    future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, verify=True, budget=12)))
+    run_until_done(engine, [future])
+    r = future.result()
+    assert r.iterations == [5, 5, 2] and sum(r.iterations) == 12 and r.restarts == 2
+    assert r.verified is False and not r.valid
+    assert r.answer[0] == puzzle(2)[0]  # no verified answer: the best one, with the given put back
+
+
+def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
+    engine = make_engine(FakeModel(settle={9: 100}), slots=8)  # never settles: each runs its whole cap
+    future = engine.submit(Job(puzzle(9), SolveParams(breadth=4, budget=10, depth=64)))
+    run_until_done(engine, [future])
+    r = future.result()
+    assert r.iterations == [2, 2, 3, 3] and r.status is Status.MAX_ITERATIONS and r.restarts == 0
+
+
+def test_verified_mode_is_a_model_default_and_budget_is_capped(make_engine):
+    engine = make_engine(FakeModel(variants=VARIANTS), inference={"verify": True, "verify_budget_depths": 2})
+    assert engine.defaults["verify"] is True and engine.caps["budget"] == 65_536
+    seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 40))
+    future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, depth=6)))  # no budget: 2 x depth x breadth
+    run_until_done(engine, [future])
+    assert sum(future.result().iterations) == 12 and future.result().verified is False
+    from eqr.server.engine import InvalidParam
+
+    with pytest.raises(InvalidParam, match="budget"):
+        engine.submit(Job(puzzle(2), SolveParams(budget=0)))
+    with pytest.raises(InvalidParam, match="verify"):
+        engine.submit(Job(puzzle(2), SolveParams(verify="yes")))
