@@ -117,6 +117,7 @@ def fake_training_package() -> Iterator[types.ModuleType]:
         steps: torch.Tensor
         halted: torch.Tensor
         current_data: dict
+        global_step: int | None = None
 
     pkg, mod = types.ModuleType("models"), types.ModuleType("models.eqr")
     for cls in (LatentCarry, ModelCarry):

@@ -20,10 +20,6 @@ import json
 import math
 import random
 import sys
-import types
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +32,7 @@ from eqr.model.checkpoint import load_model
 from eqr.model.paper_checkpoint import convert, load_paper_checkpoint
 from eqr.model.step import StepBatch
 from eqr.model.tasks.registry import task_for
+from tests.model.test_paper_checkpoint import fake_training_package
 
 SIDE = 30  # Maze-30x30-unique-1k
 CELLS = SIDE * SIDE
@@ -78,39 +75,6 @@ ARCH: dict[str, Any] = {
 
 
 # -- the file ------------------------------------------------------------------------------------
-@contextmanager
-def official_training_package() -> Iterator[types.ModuleType]:
-    """Stand-ins for the official ``models.eqr`` carry dataclasses, so they pickle (and plain-unpickle)
-    under their real names; removed from ``sys.modules`` again afterwards."""
-
-    @dataclass
-    class LatentCarry:
-        z_H: torch.Tensor
-        z_L: torch.Tensor
-
-    @dataclass
-    class ModelCarry:
-        inner_carry: LatentCarry
-        steps: torch.Tensor
-        halted: torch.Tensor
-        current_data: dict
-        global_step: int | None = None
-
-    pkg, mod = types.ModuleType("models"), types.ModuleType("models.eqr")
-    for cls in (LatentCarry, ModelCarry):
-        cls.__module__, cls.__qualname__ = "models.eqr", cls.__name__
-        setattr(mod, cls.__name__, cls)
-    pkg.eqr = mod
-    saved = {name: sys.modules.get(name) for name in ("models", "models.eqr")}
-    sys.modules.update({"models": pkg, "models.eqr": mod})
-    try:
-        yield mod
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old
 
 
 def _trunc_normal(gen: torch.Generator, shape: tuple[int, ...], std: float) -> torch.Tensor:
@@ -187,7 +151,7 @@ def write_released_maze(path: Path) -> Path:
         "puzzle_emb_lr": 1e-4,
         "puzzle_emb_weight_decay": 1.0,
     }
-    with official_training_package() as mod:
+    with fake_training_package() as mod:
         shape = (CARRY_BATCH, S_TOTAL, ARCH["hidden_size"])
         carry = mod.ModelCarry(
             inner_carry=mod.LatentCarry(
@@ -229,7 +193,7 @@ def official_weights(path: Path, use_ema: bool = True) -> dict[str, torch.Tensor
     """The tensors the official evaluation runs: ``ckpt["model"]`` loaded, then every trainable
     parameter overwritten from the EMA shadow (buffers are not in the shadow). Read with a plain
     ``torch.load`` next to the training package, as upstream does; not through the converter."""
-    with official_training_package():
+    with fake_training_package():
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     weights = {name.removeprefix(COMPILED): t for name, t in ckpt["model"].items()}
     if use_ema:

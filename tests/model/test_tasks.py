@@ -99,7 +99,7 @@ def test_eval_runs_a_maze_model_on_a_maze_set(tmp_path: Path, capsys: pytest.Cap
     assert "maze11-1000.jsonl" in capsys.readouterr().out
 
 
-def test_a_grid_task_is_declared_not_coded():
+def test_a_grid_task_is_declared_not_coded(tmp_path: Path):
     """A folder that declares a charset and a shape gets a task: rows in, rows out, no rules (None)."""
     task = task_for({"task": "grid", "grid": {"rows": 2, "cols": 3, "charset": ".ab", "inputs": ".a"}})
     assert isinstance(task, GridTask) and (task.seq_len, task.vocab_size) == (6, 4)
@@ -118,3 +118,10 @@ def test_a_grid_task_is_declared_not_coded():
         task_for({"task": "grid", "grid": {"rows": 2}})
     with pytest.raises(ValueError, match="distinct characters"):
         task_for({"task": "grid", "grid": {"rows": 2, "cols": 2, "charset": "aa"}})
+    labelled = tmp_path / "grid.jsonl"
+    labelled.write_text(json.dumps({"puzzle": [".a.", "..."], "solution": ["bab", "bbb"]}) + "\n\n")
+    puzzles, solutions = task.read_set(labelled)
+    assert puzzles.tolist() == [[1, 2, 1, 1, 1, 1]] and solutions.tolist() == [[3, 2, 3, 3, 3, 3]]
+    labelled.write_text(json.dumps({"puzzle": [".a.", "..."], "solution": ["ba", "bbb"]}) + "\n")
+    with pytest.raises(ValueError, match="grid.jsonl:1: rows must have equal length"):
+        task.read_set(labelled)

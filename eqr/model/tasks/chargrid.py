@@ -8,6 +8,9 @@ characters, and naming the cells at fault are the same for every such task, so t
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -85,6 +88,14 @@ def to_rows(grid: np.ndarray, charset: str) -> list[str]:
     """Token ids [rows, cols] to row strings; PAD (and any id outside the charset) shows as ``?``."""
     chars = UNKNOWN_CHAR + charset
     return ["".join(chars[int(t)] if 0 <= int(t) < len(chars) else UNKNOWN_CHAR for t in row) for row in grid]
+
+
+def read_docs(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """The JSON documents of a JSON-lines set with where each came from (``file:line``), for errors."""
+    with open(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            if line.strip():
+                yield f"{path}:{line_no}", json.loads(line)
 
 
 def shown(rows: list[str], form: RowsForm) -> list[str] | str:

@@ -8,7 +8,6 @@ rows of characters; there are no rules to check, so :meth:`GridTask.verify` answ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +62,13 @@ class GridTask(Task):
     def read_set(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """JSON lines of ``{"puzzle": rows, "solution": rows}``, the maze sets' layout."""
         puzzles, solutions = [], []
-        with open(path) as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                doc = json.loads(line)
-                try:
-                    puzzles.append(self.encode(doc["puzzle"]))
-                    rows, _ = chargrid.read_rows(doc["solution"], "solution")
-                    chargrid.check_shape(rows, "solution", (self.rows, self.cols))
-                    chargrid.check_chars(rows, self.charset, f"solutions use only {self.charset!r}")
-                except (KeyError, ValueError) as exc:
-                    raise ValueError(f"{path}:{line_no}: {exc}") from exc
-                solutions.append(chargrid.to_ids(rows, self.charset).reshape(-1).astype(np.int64))
+        for where, doc in chargrid.read_docs(path):
+            try:
+                puzzles.append(self.encode(doc["puzzle"]))
+                rows, _ = chargrid.read_rows(doc["solution"], "solution")
+                chargrid.check_shape(rows, "solution", (self.rows, self.cols))
+                chargrid.check_chars(rows, self.charset, f"solutions use only {self.charset!r}")
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{where}: {exc}") from exc
+            solutions.append(chargrid.to_ids(rows, self.charset).reshape(-1).astype(np.int64))
         return np.stack(puzzles), np.stack(solutions)
