@@ -30,7 +30,7 @@ class Snapshot(NamedTuple):
     """The current state of some slots, on the host: what a trajectory would answer now."""
 
     preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
-    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (inf before the second)
+    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (0 after one, inf before any)
     residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
     changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
 

@@ -84,6 +84,8 @@ class ConvergenceTracker:
 
     def scores(self, idx: torch.Tensor) -> torch.Tensor:
         """The paper's convergence score of rows ``idx``: mean logit change over the last
-        ``score_window`` iterations (lower = settled; inf before the second iteration)."""
+        ``score_window`` iterations (lower = settled). After one iteration no change is recorded and
+        the score is 0, as the official evaluator scores a trajectory that halts at its first step
+        (``sum / max(count, 1)``, docs/paper-protocol.md); inf only before any iteration."""
         count = (self.steps[idx] - 1).clamp(min=0, max=self.score_window)  # changes recorded so far
-        return torch.where(count > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
+        return torch.where(self.steps[idx] > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)

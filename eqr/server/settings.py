@@ -1,9 +1,9 @@
 """Server configuration: one object read from ``EQR_*`` environment variables and ``eqr serve`` flags.
 
-Defaults suit a 2-core CPU serving the bundled small model: as many slots as fill the device and
-no more (``eqr.runtime.step.preferred_slots``: 16 there), torch's own thread count, a breadth cap that keeps one
-request from monopolising the pool, and a bounded queue so overload becomes a fast 429 instead of
-unbounded latency.
+Defaults suit a 2-core CPU serving the bundled small models: as many slots as fill the device and
+no more (``eqr.runtime.step.preferred_slots``: 16 there), torch's own thread count, a breadth cap
+that admits the paper's protocol (128 trajectories; the queue bound still applies), and a bounded
+queue so overload becomes a fast 429 instead of unbounded latency.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(1024, ge=1, description="queued trajectories before new work gets 429")
     max_depth: int = Field(256, ge=1, description="cap on a request's iteration budget")
-    max_breadth: int = Field(16, ge=1, description="cap on a request's trajectories")
+    max_breadth: int = Field(128, ge=1, description="cap on a request's trajectories (128: the paper's protocol)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
     job_ttl_s: float = Field(600.0, gt=0, description="how long a finished async job stays readable")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body")

@@ -11,6 +11,9 @@ from typing import Protocol
 
 from eqr.server.jobs import Job, SolveResult
 
+# fixed: all of a request's breadth starts; on_demand: breadth is a cap, trajectories join while needed
+BREADTH_MODES = ("fixed", "on_demand")
+
 
 class Overloaded(Exception):
     """No room in the queue for the job's trajectories; retrying after ``retry_after_s`` may succeed."""
@@ -44,7 +47,7 @@ class EngineConfig:
     max_queue: int = 1024  # waiting trajectories before submit raises Overloaded
     default_depth: int | None = None  # None: the model's inference depth (config.json), else its training depth
     max_depth: int = 256
-    max_breadth: int = 16  # as the server's default (Settings.max_breadth)
+    max_breadth: int = 128  # as the server's default (Settings.max_breadth): the paper's protocol runs 128
     max_budget: int = 65_536  # a request's total iterations (trajectories and restarts)
     default_noise: float | None = None  # None: the model's inference noise, else its training noise
     window: int | None = None  # convergence window; None: the model's, else ConvergenceRule's

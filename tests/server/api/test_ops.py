@@ -54,7 +54,7 @@ async def test_models_describe_the_served_model(client: httpx.AsyncClient):
     assert info["task"] == "sudoku" and info["arch"]["hidden_size"] == 16 and info["arch"]["parameters"] > 0
     assert {k: info["defaults"][k] for k in INFERENCE} == INFERENCE
     assert info["defaults"]["breadth"] == 1 and info["defaults"]["aggregate"] == "converged"
-    assert info["caps"] == {"depth": 64, "breadth": 8, "slots": 8, "queue": 1024}
+    assert info["caps"] == {"depth": 64, "breadth": 8, "slots": 8, "queue": 1024, "budget": 65_536}
 
 
 async def test_metrics_expose_every_series_and_count_every_finished_request(client: httpx.AsyncClient):
