@@ -35,6 +35,7 @@ class SolveOptions(TypedDict, total=False):
     """
 
     model: str  # served model name (and with it the task); default the server's first; another is NotFound
+    preset: Literal["paper"]  # the paper's protocol for every option left out (depth 64, breadth 128, noise 0.5)
     depth: int  # most iterations per trajectory
     breadth: int  # trajectories from independent random starts
     aggregate: Literal["converged", "vote"]  # pick the most-converged trajectory, or the majority
@@ -45,6 +46,7 @@ class SolveOptions(TypedDict, total=False):
     priority: int  # higher runs first
     halt: Literal["convergence", "q_halt"]  # convergence rule, or the learned halting head
     stream_every: int  # streaming: an event every this many iterations
+    breadth_mode: Literal["fixed", "on_demand"]  # on_demand: breadth is a cap, trajectories join until a quorum
     verify: bool  # verified mode: restart answers that fail the task's rules, stop at the first that passes
     budget: int  # most iterations of all trajectories together, restarts included
 

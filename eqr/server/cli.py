@@ -379,7 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("api", help="serve the HTTP API over a Redis queue; no model is loaded (workers run it)")
     add_settings_flags(p, flags.API, flags.COMMON)
-    p.add_argument("--max-jobs", dest="redis_max_jobs", type=_positive_int, help="unfinished jobs of one model before its new work gets 429 (10000)")
+    p.add_argument(
+        "--max-jobs",
+        dest="redis_max_jobs",
+        type=_positive_int,
+        help="unfinished jobs of one model before its new work gets 429 (10000)",
+    )
     _add_redis_options(p)
     p.set_defaults(func=_api)
 

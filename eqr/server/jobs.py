@@ -39,6 +39,7 @@ class SolveParams:
     stream_every: int = 1
     verify: bool | None = None  # verified mode (restart what fails the task's verify, stop at a verified answer)
     budget: int | None = None  # most iterations of all the request's trajectories, restarts included
+    breadth_mode: str | None = None  # "fixed" or "on_demand" (breadth is a cap); None: the model's default
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchem
 from eqr.model.tasks.base import Parsed
 from eqr.server.broker.base import JobHandle, ModelCard
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
+from eqr.server.presets import PRESETS
 
 EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 MAX_BATCH = 512
@@ -112,6 +113,12 @@ class SolveOptions(BaseModel):
         "others get 404",
         examples=["sudoku-small", "maze-small"],
     )
+    preset: Literal["paper"] | None = Field(
+        None,
+        description="named parameters for every field the request leaves out: `paper` is the EqR paper's Sudoku "
+        "protocol (depth 64, breadth 128, noise 0.5, learned halting, most-converged answer), for converted "
+        "paper checkpoints",
+    )
     depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
     breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
     aggregate: Literal["converged", "vote"] | None = Field(
@@ -126,6 +133,11 @@ class SolveOptions(BaseModel):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; waiting raises priority")
     halt: Literal["convergence", "q_halt"] = Field("convergence", description="convergence rule or learned halting")
     stream_every: int = Field(1, ge=1, le=1_000_000, description="streaming: an event every this many iterations")
+    breadth_mode: Literal["fixed", "on_demand"] | None = Field(
+        None,
+        description="fixed: every trajectory of `breadth` runs; on_demand: `breadth` is a cap, `quorum` (default 2) "
+        "trajectories start and one more joins only while the finished ones cannot agree; default: the model's",
+    )
     verify: bool | None = Field(
         None,
         description="verified mode: a trajectory whose answer fails the task's rules is followed by a fresh one "
@@ -137,20 +149,23 @@ class SolveOptions(BaseModel):
         ge=1,
         le=1_000_000,
         description="most iterations of all the request's trajectories together, restarts included (server-capped); "
-        "shared equally by the breadth; default: none, or in verified mode 16 × depth × breadth",
+        "shared equally by the breadth; default: none, or in verified mode 32 × depth × breadth",
     )
 
     @field_validator("quorum")
     @classmethod
     def _quorum_within_breadth(cls, quorum: int | None, info: ValidationInfo) -> int | None:
         breadth = info.data.get("breadth")
+        if info.data.get("preset") is not None:
+            return quorum  # the preset may set the breadth; the engine checks the quorum against it
         if quorum is not None and breadth is not None and quorum > breadth:
             raise ValueError(f"quorum ({quorum}) cannot exceed breadth ({breadth})")
         return quorum
 
     def job(self, puzzle: Parsed, card: ModelCard, job_id: str | None = None) -> Job:
         """The engine job for one parsed puzzle of ``card``'s model; every engine parameter comes from this request."""
-        params = SolveParams(**self.model_dump(include=PARAM_NAMES))
+        preset = PRESETS[self.preset] if self.preset is not None else {}
+        params = SolveParams(**{**preset, **self.model_dump(include=PARAM_NAMES, exclude_unset=True)})
         named = {} if job_id is None else {"id": job_id}
         tokens = [int(t) for t in puzzle.tokens]
         return Job(tokens=tokens, params=params, model=card.name, form=puzzle.form, **named)

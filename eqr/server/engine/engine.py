@@ -33,6 +33,7 @@ from eqr.model.tasks.base import Task
 from eqr.runtime.runner import Runner
 from eqr.runtime.slots import SlotPool
 from eqr.server.engine.interface import (
+    BREADTH_MODES,
     EngineConfig,
     EngineObserver,
     EngineStats,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 # verified mode's budget when a request sets none: this many depth-capped trajectories per unit of
 # breadth (restarts included), so a puzzle the model cannot answer costs a bounded, known amount
-VERIFY_BUDGET_DEPTHS = 16
+VERIFY_BUDGET_DEPTHS = 32
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> None:
@@ -110,9 +111,12 @@ class Engine:
             "window": self.rule.window,
             "tol": self.rule.tol,
             "verify": bool(meta.get("verify", False)),
+            "breadth_mode": str(meta.get("breadth_mode", "fixed")),
             # verified mode without a budget: this many trajectories' worth per unit of breadth
             "verify_budget_depths": int(meta.get("verify_budget_depths", VERIFY_BUDGET_DEPTHS)),
         }
+        if self.defaults["breadth_mode"] not in BREADTH_MODES:
+            raise ValueError(f"the model's inference.breadth_mode must be one of {BREADTH_MODES}")
         if self.defaults["aggregate"] not in AGGREGATES:
             raise ValueError(f"the model's inference.aggregate must be one of {AGGREGATES}, got {meta['aggregate']!r}")
         self.caps: dict[str, int] = {
@@ -383,6 +387,7 @@ class Engine:
             seed=p.seed if p.seed is not None else random_seed(),
             aggregate=p.aggregate or self.defaults["aggregate"],
             verify=verify,
+            breadth_mode=p.breadth_mode or self.defaults["breadth_mode"],
             budget=p.budget if p.budget is not None or not verify else self._verify_budget(depth, p.breadth),
             deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
             arrival=now,

@@ -4,11 +4,13 @@ A request holds one trajectory per unit of breadth, each with an explicit status
 breadth aggregation that turns finished trajectories into a :class:`~eqr.server.jobs.SolveResult`.
 Only the engine thread mutates them. The wire types themselves live in :mod:`eqr.server.jobs`.
 
-Two policies beyond the paper, both opt-in per request: a **budget** caps the iterations of all
-its trajectories together (each trajectory gets at most what is left when it starts), and
+Policies beyond the paper, each opt-in per request (or a model's default): a **budget** caps the
+iterations of all its trajectories together (each gets a share of what is left when it starts);
 **verified mode** checks each finished answer with the task's ``verify``: one that fails is
 followed by a fresh trajectory (a restart, next in the seed sequence) while the budget lasts, and
-the first that passes ends the request. Without them a request is pure EqR.
+the first that passes ends the request; **breadth on demand** makes ``breadth`` a cap: only
+``quorum`` trajectories start, and one more is released only when those finished cannot make a
+quorum with the ones still running. Without them a request is pure EqR.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from eqr.kernels.rng import puzzle_key, trajectory_seed, trajectory_seeds
 from eqr.model.aggregate import aggregate
 from eqr.model.tasks.base import Task
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
+
+# breadth on demand's quorum when the request sets none: two agreeing trajectories settle it, so an
+# easy puzzle costs two trajectories whatever breadth it asked for
+ON_DEMAND_QUORUM = 2
 
 
 class TrajectoryStatus(str, enum.Enum):
@@ -88,6 +94,7 @@ class Request:
         task: Task,
         verify: bool = False,
         budget: int | None = None,
+        breadth_mode: str = "fixed",
     ) -> None:
         """``task``: the model's task; its rule check is reported in every result and, with ``verify``,
         steers the request (restarts, early end); ``budget``: the most iterations of all its trajectories."""
@@ -98,7 +105,8 @@ class Request:
         self.noise = noise
         self.seed = seed
         self.aggregate = aggregate  # the breadth aggregation rule's name (the request's, else the model's)
-        self.quorum = p.quorum
+        self.on_demand = breadth_mode == "on_demand"
+        self.quorum = p.quorum if p.quorum is not None or not self.on_demand else min(ON_DEMAND_QUORUM, p.breadth)
         self.priority = p.priority
         self.halt_on_q = p.halt == "q_halt"
         self.stream_every = p.stream_every
@@ -110,6 +118,8 @@ class Request:
         self.verify_mode = verify
         self.budget = budget
         self.breadth = p.breadth
+        # trajectories that may start: all of them, or under breadth on demand a quorum's worth at first
+        self.released = min(self.quorum, p.breadth) if self.on_demand else p.breadth
         self.future: Future[SolveResult] = Future()
         self.future.set_running_or_notify_cancel()  # cancel through Engine.cancel, never the future
         self.status = RequestStatus.WAITING
@@ -126,7 +136,7 @@ class Request:
     @property
     def waiting(self) -> int:
         """Trajectories still waiting for a slot."""
-        return 0 if self.status is RequestStatus.FINISHED else len(self.trajectories) - self.next_waiting
+        return 0 if self.status is RequestStatus.FINISHED else self.released - self.next_waiting
 
     @property
     def committed(self) -> int:
@@ -141,9 +151,9 @@ class Request:
         nothing is left the waiting ones are dropped without running.
         """
         taken = []
-        while len(taken) < n and self.next_waiting < len(self.trajectories):
+        while len(taken) < n and self.next_waiting < self.released:
             t = self.trajectories[self.next_waiting]
-            unstarted = len(self.trajectories) - self.next_waiting
+            unstarted = self.released - self.next_waiting
             self.next_waiting += 1
             left = self.depth
             if self.budget is not None:
@@ -186,7 +196,24 @@ class Request:
             return False
         index = len(self.trajectories)
         self.trajectories.append(Trajectory(self, index, trajectory_seed(self.seed, self.key, index)))
+        self.released += 1
         return True
+
+    def widen(self) -> int:
+        """Breadth on demand, after a trajectory finished: release as many more as a quorum still needs
+        beyond those running or waiting (the cap permitting). Returns how many were released."""
+        if self.quorum is None or self.done:
+            return 0
+        counts = Counter(t.answer for t in self.trajectories if t.status is TrajectoryStatus.FINISHED)
+        need = self.quorum - max(counts.values(), default=0)
+        pending = len(self.live) + self.released - self.next_waiting
+        more = max(0, min(need - pending, self.breadth - self.released))
+        self.released += more
+        return more
+
+    def _listed(self, t: Trajectory) -> bool:
+        """A trajectory that never started still shows (0 iterations) when its breadth was fixed."""
+        return not self.on_demand and t.index < self.breadth
 
     @property
     def restarts(self) -> int:
@@ -205,7 +232,9 @@ class Request:
     def done(self) -> bool:
         """Nothing left worth computing: every trajectory ended, a quorum agrees, or an answer is verified."""
         ended = (TrajectoryStatus.FINISHED, TrajectoryStatus.DROPPED)
-        if all(t.status in ended for t in self.trajectories):
+        if all(t.status in ended for t in self.trajectories[: self.released]) and (
+            self.released == len(self.trajectories) or not self.on_demand
+        ):
             return True
         if not self.live and self.budget is not None and self.committed >= self.budget:
             return True  # the waiting ones would get no iterations
@@ -244,7 +273,7 @@ class Request:
             valid=self.task.verify(self.tokens, answer),
             verified=(chosen is not None and chosen.verified) if self.verify_mode else None,
             restarts=self.restarts,
-            iterations=[t.iterations for t in self.trajectories if t.index < self.breadth or t.started],
+            iterations=[t.iterations for t in self.trajectories if t.started or self._listed(t)],
             iterations_to_convergence=chosen.settled_at if chosen is not None else None,
             agreement=agreement,
             convergence_score=chosen.score if chosen is not None else math.inf,

@@ -125,8 +125,10 @@ class Scheduler:
                 r.leave(t, self.clock, answer, float(snap.scores[i]), finished=True, settled_at=settled)
                 self.evictions[Leave(code).label] += 1
                 touched[r.id] = r
-                if r.verify_mode and r.check(t):  # a restart: one more trajectory waits, at its old place
-                    self.waiting += 1
+                # more trajectories may wait now (a restart, or breadth on demand), at the request's old place
+                added = int(r.verify_mode and r.check(t)) + (r.widen() if r.on_demand else 0)
+                if added:
+                    self.waiting += added
                     if not r.queued:
                         self._enqueue(r)
             self.pool.release(rows)

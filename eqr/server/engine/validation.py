@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eqr.model.aggregate import AGGREGATES
-from eqr.server.engine.interface import InvalidParam
+from eqr.server.engine.interface import BREADTH_MODES, InvalidParam
 from eqr.server.jobs import Job
 
 HALTS = ("convergence", "q_halt")
@@ -40,6 +40,8 @@ def check_job(job: Job, *, model: str, cells: int, vocab: int, caps: Mapping[str
     _check_int("priority", p.priority, None, None)
     _check_int("stream_every", p.stream_every, 1, None)
     _check_int("budget", p.budget, 1, caps["budget"], optional=True)
+    if p.breadth_mode is not None and p.breadth_mode not in BREADTH_MODES:
+        raise InvalidParam("breadth_mode", f"breadth_mode must be one of {BREADTH_MODES}, got {p.breadth_mode!r}")
     if p.verify is not None and not isinstance(p.verify, bool):
         raise InvalidParam("verify", f"verify must be true or false, got {p.verify!r}")
     if p.aggregate is not None and p.aggregate not in AGGREGATES:

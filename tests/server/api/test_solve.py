@@ -118,3 +118,26 @@ async def test_verified_mode_restarts_within_the_budget_and_keeps_the_givens(cli
         assert r.status_code == 422 and r.json()["error"]["field"] == field
     metrics = (await client.get("/metrics")).text
     assert f'eqr_restarts_total{{model="{MODEL_NAME}"}} {got["restarts"]}.0' in metrics
+
+
+async def test_the_paper_preset_fills_what_a_request_leaves_out(model_dir):
+    from eqr.server.api import create_app
+    from tests.server.api.conftest import make_settings, serving
+
+    async with serving(create_app(make_settings(model_dir, max_breadth=128, max_queue=512))) as client:
+        paper = (await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "paper", "depth": 2})).json()
+        assert len(paper["iterations"]) == 128 and max(paper["iterations"]) <= 2  # its breadth, the request's depth
+        mine = (await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "paper", "breadth": 3})).json()
+        assert len(mine["iterations"]) == 3 and max(mine["iterations"]) <= 64
+        r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "fast"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "preset"
+
+
+async def test_breadth_on_demand_over_http(client: httpx.AsyncClient):
+    """The tiny model never converges (tol 0): its two first trajectories cannot agree on a moving board,
+    so trajectories join one by one up to the cap; a bad mode is a 422 naming the field."""
+    body = {"puzzle": PUZZLE, "breadth": 4, "breadth_mode": "on_demand", "depth": 3, "seed": 2}
+    got = (await client.post("/v1/solve", json=body)).json()
+    assert 2 <= len(got["iterations"]) <= 4 and all(n == 3 for n in got["iterations"])
+    r = await client.post("/v1/solve", json={**body, "breadth_mode": "lazy"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "breadth_mode"
