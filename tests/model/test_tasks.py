@@ -123,5 +123,5 @@ def test_a_grid_task_is_declared_not_coded(tmp_path: Path):
     puzzles, solutions = task.read_set(labelled)
     assert puzzles.tolist() == [[1, 2, 1, 1, 1, 1]] and solutions.tolist() == [[3, 2, 3, 3, 3, 3]]
     labelled.write_text(json.dumps({"puzzle": [".a.", "..."], "solution": ["ba", "bbb"]}) + "\n")
-    with pytest.raises(ValueError, match="grid.jsonl:1: rows must have equal length"):
+    with pytest.raises(ValueError, match=r"grid\.jsonl:1: rows must have equal length"):
         task.read_set(labelled)
