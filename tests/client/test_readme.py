@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.live_server import LiveServer, serve
+from tests.requires import os_command
 
 ROOT = Path(__file__).resolve().parents[2]
 READMES = [ROOT / "client" / "README.md", ROOT / "README.md"]
@@ -54,3 +57,18 @@ def test_the_streaming_example_shows_the_model_converging(
     iterations = [line for line in lines if line.startswith("iteration")]
     assert len(iterations) >= 3, lines  # a stream worth watching: the board filling in, event by event
     assert lines[-1].startswith("result: converged"), lines
+
+
+CURLS = re.findall(r"^```bash\n(curl .*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("command", CURLS, ids=["sudoku", "maze"][: len(CURLS)])
+def test_readme_curl_examples_work_verbatim(command: str, bundled_server: LiveServer):
+    """The README's curl examples, as written but for the address: each answers its puzzle, solved."""
+
+    os_command("curl", "curl")
+    assert len(CURLS) == 2 and "localhost:8000" in command
+    host = bundled_server.url.removeprefix("http://")
+    out = subprocess.run(["bash", "-c", command.replace("localhost:8000", host)], capture_output=True, text=True)
+    body = json.loads(out.stdout)
+    assert out.returncode == 0 and body["status"] == "converged" and body["valid"] is True, body
