@@ -113,7 +113,11 @@ class Engine:
             "verify": bool(meta.get("verify", False)),
             "breadth_mode": str(meta.get("breadth_mode", "fixed")),
             # verified mode without a budget: this many trajectories' worth per unit of breadth
-            "verify_budget_depths": int(meta.get("verify_budget_depths", VERIFY_BUDGET_DEPTHS)),
+            # verified mode's restart schedule: a trajectory not verified after verify_depth iterations makes
+            # way for a fresh one (None: the request's depth), within verify_budget iterations per puzzle
+            # (None: VERIFY_BUDGET_DEPTHS x depth x breadth); docs/eval/restart-schedule.txt measured both
+            "verify_depth": meta.get("verify_depth"),
+            "verify_budget": meta.get("verify_budget"),
         }
         if self.defaults["breadth_mode"] not in BREADTH_MODES:
             raise ValueError(f"the model's inference.breadth_mode must be one of {BREADTH_MODES}")
@@ -378,8 +382,8 @@ class Engine:
         check_job(job, model=self.model_name, cells=self.task.seq_len, vocab=self.task.vocab_size, caps=self.caps)
         p = job.params
         wall, now = time.time(), time.monotonic()
-        depth = p.depth if p.depth is not None else self.defaults["depth"]
         verify = p.verify if p.verify is not None else self.defaults["verify"]
+        depth = p.depth or (verify and self.defaults["verify_depth"]) or self.defaults["depth"]
         return Request(
             job,
             depth=depth,
@@ -396,7 +400,8 @@ class Engine:
         )
 
     def _verify_budget(self, depth: int, breadth: int) -> int:
-        return min(self.defaults["verify_budget_depths"] * depth * breadth, self.caps["budget"])
+        budget = self.defaults["verify_budget"] or VERIFY_BUDGET_DEPTHS * depth * breadth
+        return min(int(budget), self.caps["budget"])
 
 
 def _failed(request: Request, error: str) -> SolveResult:

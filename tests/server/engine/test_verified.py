@@ -75,12 +75,17 @@ def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
 
 
 def test_verified_mode_is_a_model_default_and_budget_is_capped(make_engine):
-    engine = make_engine(FakeModel(variants=VARIANTS), inference={"verify": True, "verify_budget_depths": 2})
+    inference = {"verify": True, "verify_depth": 4, "verify_budget": 10}
+    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference=inference)
     assert engine.defaults["verify"] is True and engine.caps["budget"] == 65_536
-    seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 40))
-    future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, depth=6)))  # no budget: 2 x depth x breadth
+    future = engine.submit(Job(puzzle(2)))  # the model's schedule: restart after 4, 10 iterations in all
     run_until_done(engine, [future])
-    assert sum(future.result().iterations) == 12 and future.result().verified is False
+    assert future.result().iterations == [4, 4, 2] and future.result().verified is False
+    plain = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference={"verify": True})
+    seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 40))
+    future = plain.submit(Job(puzzle(2), SolveParams(seed=seed, depth=6)))  # no budget: 32 x depth x breadth
+    run_until_done(plain, [future])
+    assert sum(future.result().iterations) == 32 * 6 and future.result().verified is False
     from eqr.server.engine import InvalidParam
 
     with pytest.raises(InvalidParam, match="budget"):
