@@ -142,14 +142,16 @@ class SolveOptions(BaseModel):
         None,
         description="verified mode: a trajectory whose answer fails the task's rules is followed by a fresh one "
         "(a restart) while the budget lasts, the first verified answer ends the request, and the answer never "
-        "changes a given; default: the model's (off: pure EqR)",
+        "changes a given; without a `depth` each trajectory gets the model's verify_depth (its restart schedule); "
+        "default: the model's (off: pure EqR)",
     )
     budget: int | None = Field(
         None,
         ge=1,
         le=1_000_000,
         description="most iterations of all the request's trajectories together, restarts included (server-capped); "
-        "shared equally by the breadth; default: none, or in verified mode 32 × depth × breadth",
+        "shared equally by the breadth; default: none, or in verified mode the model's verify_budget "
+        "(else 32 × depth × breadth)",
     )
 
     @field_validator("quorum")
