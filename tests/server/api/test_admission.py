@@ -167,7 +167,9 @@ async def test_a_failing_model_step_is_a_500_or_an_sse_error_event(gated: Gated)
 
 @pytest.mark.parametrize("gated_config", [{"engine": {"slots": 1}}], indirect=True)
 async def test_a_failing_step_fails_only_the_requests_in_the_slots(gated: Gated):
-    running, queued = solve(gated, depth=2), solve(gated, depth=2)
+    running = solve(gated, depth=2)
+    await until(lambda: gated.in_flight() == 1)  # first in the engine, so first in the slot
+    queued = solve(gated, depth=2)
     await until(lambda: gated.in_flight() == 2)
     gated.model.fail = True
     gated.model.allow(1)  # one step, which fails: only the request in the slot was in it
