@@ -368,7 +368,7 @@ def test_each_job_reaches_a_worker_that_serves_its_model(tmp_path: Path):
         fit = (SLOTS + PREFETCH) // 2  # jobs of breadth 2 the room takes; one more stays in the stream
         endless = [api.post("/v1/jobs", json=body).json()["id"] for _ in range(fit + 1)]
         r = c.redis.client()
-        _until(lambda: r.xpending(KEYS.jobs("tiny"), GROUP)["pending"] == fit, 10, "w3 to fill the tiny model's room")
+        _until(lambda: r.xpending(KEYS.jobs("tiny"), GROUP)["pending"] == fit, 60, "w3 to fill the tiny model's room")
         maze_solve = api.post("/v1/solve", json={"model": "maze-tiny", "puzzle": MAZE, "depth": 5}, timeout=15)
         assert maze_solve.status_code == 200 and maze_solve.json()["iterations"] == [5]
         assert r.xlen(KEYS.jobs("tiny")) == fit + 1 and r.xpending(KEYS.jobs("tiny"), GROUP)["pending"] == fit
