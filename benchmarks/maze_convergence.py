@@ -1,0 +1,93 @@
+"""Adaptive compute on mazes: iterations to convergence against shortest-path length.
+
+One trajectory per maze of a held-out set (the seed derivation of a server request with ``--seed``),
+run by the engine's own rollout until the model's convergence rule holds or ``--depth`` is spent.
+Prints, per path-length bucket, how many mazes, the share answered exactly, and the mean and median
+iteration at which the answer appeared; writes a PNG of the same (and every maze as a dot). A model
+that spends compute where it is needed spends it on the mazes it finds hard, whatever their length.
+
+``python benchmarks/maze_convergence.py --model models/maze-small --data evalsets/maze/maze11-1000.jsonl``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from eqr.kernels.rng import puzzle_key, trajectory_seed
+from eqr.model.checkpoint import load_model
+from eqr.model.solve import inference_defaults
+from eqr.model.tasks.maze import read_jsonl
+from eqr.model.tasks.registry import task_for
+from eqr.runtime.rollout import rollout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=Path("models/maze-small"))
+    ap.add_argument("--data", type=Path, default=Path("evalsets/maze/maze11-1000.jsonl"))
+    ap.add_argument("--depth", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bucket", type=int, default=4, help="path lengths per row of the table")
+    ap.add_argument("--out", type=Path, default=Path("docs/eval/maze11-convergence.png"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, meta = load_model(args.model)
+    task, defaults = task_for(meta), inference_defaults(model, meta)
+    puzzles, solutions = task.read_set(args.data)
+    lengths = [int(m["length"]) for m in read_jsonl(args.data)[2]]  # the set records each shortest path
+    tokens = torch.from_numpy(puzzles)
+    seeds = [trajectory_seed(args.seed, puzzle_key(t), 0) for t in puzzles]
+    r = rollout(model, tokens, seeds, args.depth, defaults.noise, rule=defaults.rule, progress=True)
+    exact = (r.preds[-1] == torch.from_numpy(solutions)).all(dim=1).tolist()
+    at = r.converged_at.tolist()  # depth + 1: never converged
+
+    print(f"{len(lengths)} mazes of {args.data.name}, {args.model.name}, depth {args.depth}, seed {args.seed}, "
+          f"noise {defaults.noise:g}, rule window {defaults.rule.window} tol {defaults.rule.tol:g}")  # fmt: skip
+    header = f"{'path length':>12}{'mazes':>7}{'exact':>8}{'converged':>11}{'mean it.':>10}{'median it.':>12}"
+    print(header)
+    print("-" * len(header))
+    means = []
+    for lo in range(min(lengths), max(lengths) + 1, args.bucket):
+        rows = [i for i, n in enumerate(lengths) if lo <= n < lo + args.bucket]
+        done = [at[i] for i in rows if at[i] <= args.depth]
+        if not rows:
+            continue
+        mean = statistics.mean(done) if done else float("nan")
+        means.append((lo + (args.bucket - 1) / 2, mean))
+        print(
+            f"{f'{lo}-{lo + args.bucket - 1}':>12}{len(rows):>7}{sum(exact[i] for i in rows) / len(rows):>8.0%}"
+            f"{len(done) / len(rows):>11.0%}{mean:>10.1f}{statistics.median(done) if done else float('nan'):>12.1f}"
+        )
+    converged = [(n, a) for n, a in zip(lengths, at, strict=True) if a <= args.depth]
+    corr = statistics.correlation([n for n, _ in converged], [a for _, a in converged])
+    print(
+        f"\nexact {sum(exact) / len(exact):.1%}; correlation of path length and iterations to convergence: {corr:.2f}"
+    )
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    jitter = torch.rand(len(converged)).mul(0.6).sub(0.3).tolist()
+    ax.scatter([n + j for (n, _), j in zip(converged, jitter, strict=True)], [a for _, a in converged],
+               s=6, alpha=0.25, label="one maze (converged)")  # fmt: skip
+    ax.plot([x for x, _ in means], [m for _, m in means], "o-", color="C3", label=f"mean per {args.bucket} lengths")
+    ax.set_xlabel("shortest path length (steps)")
+    ax.set_ylabel("iterations to convergence")
+    ax.set_title(f"{args.model.name} on {args.data.name}: iterations to convergence by path length (r = {corr:.2f})")
+    ax.legend()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
