@@ -56,7 +56,10 @@ def policies(depth: int, cap: int) -> list[tuple[str, bool, dict]]:
         (f"on demand <= {cap}, quorum {q}", True, {"breadth": cap, "breadth_mode": "on_demand", "quorum": q})
         for q in (2, 3)
     ]
-    adaptive += [(f"verified, budget {n}", True, {"verify": True, "budget": n}) for n in (16 * depth, 32 * depth)]
+    # verified mode keeps each model's restart schedule (its verify_depth) rather than running to depth
+    adaptive += [
+        (f"verified, budget {n}", True, {"verify": True, "budget": n, "depth": None}) for n in (16 * depth, 32 * depth)
+    ]
     return fixed + adaptive
 
 
@@ -83,7 +86,7 @@ def run(engines: list[Engine], sets, params: dict, depth: int, seed: int) -> tup
     futures = []
     for name, model, puzzles, _ in sets:
         for p in puzzles:
-            job = Job([int(t) for t in p], SolveParams(depth=depth, seed=seed, **params))
+            job = Job([int(t) for t in p], SolveParams(**{"depth": depth, "seed": seed, **params}))
             futures.append((name, engines[model].submit(job)))
     wait([f for _, f in futures])
     exact: dict[str, list[bool]] = {}
