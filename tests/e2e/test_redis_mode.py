@@ -287,7 +287,7 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
     short = api.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 100}).json()["id"]
     long = api.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 1_000_000, "timeout_ms": 4000}).json()["id"]
     _until(lambda: api.get(f"/v1/jobs/{long}").json().get("status") == "running", 5, "w2 to start the long job")
-    assert c.workers["w2"].terminate(timeout=20) == 0
+    assert c.workers["w2"].terminate(timeout=60) == 0
     assert _envelope(c, short)["worker"] == "w2"  # finished during the drain
     [pending] = r.xpending_range(TINY_JOBS, GROUP, "-", "+", 10)
     assert pending["consumer"] == "w2" and pending["time_since_delivered"] >= 2000  # claimable at once
@@ -350,7 +350,7 @@ def test_each_job_reaches_a_worker_that_serves_its_model(tmp_path: Path):
         assert _queue_empty(c, ("tiny", "maze-tiny"))
 
         for name in ("w1", "w2"):
-            assert c.workers[name].terminate(timeout=20) == 0
+            assert c.workers[name].terminate(timeout=60) == 0
         _until(lambda: api.get("/v1/models").json()["models"] == [], 5, "the models to leave with their workers")
         c.wait_healthy(c.start_worker("w3", models=[maze, tiny]), "/healthz")
         c.wait_capacity(2 * SLOTS)  # one engine per model
