@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
-from puzzle_sets import BUNDLED, SHARED
+from puzzle_sets import BUNDLED, SHARED, shown
 
 from eqr.model.bundled import BUNDLED_MODELS
 from eqr.model.checkpoint import load_model
@@ -148,7 +148,7 @@ def main() -> None:
     for name, _, exact, overall, iterations in rows:
         print(f"{name:<32}" + "".join(f"{exact[n]:>9.1%}" for n in names) + f"{overall:>9.1%}{iterations:>12.0f}")
     plot(rows, args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     base = next(r for r in rows if r[0] == f"fixed {args.depth} x {args.cap} vote")
     matching = [r for r in rows if r[1] and r[3] >= base[3] - 0.01]
     if matching:
