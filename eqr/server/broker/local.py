@@ -242,19 +242,20 @@ class LocalBroker:
         if not self._running:
             return Readiness(False, "not_ready", "the engine is not running")
         for name, stats in self.engine_stats().items():
-            failing = self._failing(stats)
-            if failing is not None:
-                return failing if len(self._engines) == 1 else _named(failing, name)
-            if stats.in_flight:
-                # progress = a step since the work arrived; an engine idle for hours is not stalled
-                since = max(stats.last_step_time or 0.0, self._busy_since)
-                idle_s = time.monotonic() - since
-                if idle_s > self._stall:
-                    stalled = Readiness(
-                        False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending"
-                    )
-                    return stalled if len(self._engines) == 1 else _named(stalled, name)
+            problem = self._failing(stats) or self._stalled(stats)
+            if problem is not None:  # with several models, say whose engine it is
+                return problem if len(self._engines) == 1 else _named(problem, name)
         return Readiness(True)
+
+    def _stalled(self, stats: EngineStats) -> Readiness | None:
+        """Not ready while an engine with work made no step for ``stall_timeout_s``."""
+        if not stats.in_flight:
+            return None
+        # progress = a step since the work arrived; an engine idle for hours is not stalled
+        idle_s = time.monotonic() - max(stats.last_step_time or 0.0, self._busy_since)
+        if idle_s <= self._stall:
+            return None
+        return Readiness(False, "not_ready", f"the engine made no step for {idle_s:.0f} s with work pending")
 
     def _failing(self, stats: EngineStats) -> Readiness | None:
         """Degraded while the latest model steps failed, for ``error_window_s`` after the last failure.
