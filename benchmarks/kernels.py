@@ -1,7 +1,7 @@
 """Fused ops and the whole iteration: eager vs torch.compile vs Triton, and the CPU fast step.
 
     python benchmarks/kernels.py [--quick] [--hidden 128 512] [--batch 64 256 1024] [--reps 3]
-                                 [--no-compile] [--max-seconds 60] [--device cpu|cuda]
+                                 [--no-compile] [--max-seconds 60] [--device cpu|cuda] [--json PATH]
 
 Model: the paper's released Sudoku architecture (configs/sudoku-paper.json: token-mixing MLP,
 2 layers, 16-token prefix so S=97, 42 blocks per iteration) with the hidden size overridden;
@@ -142,7 +142,10 @@ def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def bench_ops(cfg: EqRConfig, batch: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace) -> None:
+def bench_ops(
+    cfg: EqRConfig, batch: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace
+) -> list[dict]:
+    """Print the per-op table; its rows (seconds per call of each path) for ``--json``."""
     s, d = cfg.seq_total, cfg.hidden_size
     inner, inner_t = swiglu_width(d, cfg.expansion, cfg.multiple_of), swiglu_width(s, cfg.expansion, cfg.multiple_of)
     es = torch.finfo(dtype).bits // 8
@@ -173,6 +176,7 @@ def bench_ops(cfg: EqRConfig, batch: int, device: torch.device, dtype: torch.dty
          lambda: dispatch.step_deltas(logits, prev, prev_pred), 2 * logits.numel() * es),
     ]  # fmt: skip
     print(f"\nper op, hidden {d}, batch {batch} ({dtype}, {device.type}): µs per call (GB/s), speed-up vs eager")
+    rows: list[dict] = []
     for name, ref_fn, kernel_fn, nbytes in ops:
         fns: dict[str, Callable[[], object]] = {"eager": ref_fn}
         if device.type == "cpu":
@@ -186,6 +190,8 @@ def bench_ops(cfg: EqRConfig, batch: int, device: torch.device, dtype: torch.dty
             f"{path} {sec * 1e6:.0f} ({nbytes / sec / 1e9:.1f}) {t['eager'] / sec:.2f}x" for path, sec in t.items()
         ]
         print(f"  {name:22s} " + " | ".join(cells))
+        rows.append({"op": name, "hidden": d, "batch": batch, "bytes": nbytes, "seconds": t})
+    return rows
 
 
 def step_paths(
@@ -228,7 +234,8 @@ def step_paths(
     return paths
 
 
-def bench_step(hidden: int, batch: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace) -> None:
+def bench_step(hidden: int, batch: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace) -> dict:
+    """Print the whole-step rows; seconds per iteration of each path, FLOPs and the machine rate for ``--json``."""
     full = build(hidden, device, dtype)
     model, label, slow_paths = full, "full", True
     # the eager CPU step runs at roughly 10 GFLOP/s here: shorten the iteration, then drop the slow paths
@@ -253,6 +260,7 @@ def bench_step(hidden: int, batch: int, device: torch.device, dtype: torch.dtype
             f"{hidden:6d} {batch:6d} {label:5s} {name:18s} {sec * 1e3:11.1f} {gflops:9.1f} {100 * gflops / rate:5.0f}% "
             f"{vs_eager}"
         )
+    return {"hidden": hidden, "batch": batch, "depth": label, "flops": flops, "mm_gflops": rate, "seconds": t}
 
 
 def main() -> None:
@@ -264,6 +272,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="CPU: shorten/skip steps longer than this")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="also write every timing as JSON")
     args = parser.parse_args()
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # graph-break notices (the noise skip test) are expected
     if args.quick:
@@ -271,15 +280,17 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     print(f"device {device}, {available_cores()} cores, torch threads {torch.get_num_threads()}, dtype {dtype}")
-    for hidden in args.hidden:
-        for batch in args.batch:
-            bench_ops(build(hidden, device, dtype).cfg, batch, device, dtype, args)
+    ops = [
+        row for hidden in args.hidden for batch in args.batch
+        for row in bench_ops(build(hidden, device, dtype).cfg, batch, device, dtype, args)
+    ]  # fmt: skip
     print("\nwhole step: ms per iteration, GFLOP/s (exact matmul FLOPs), % of the machine's mm rate, speed-up vs eager")
     columns = ("hidden", 6), ("batch", 6), ("depth", -5), ("path", -18), ("ms/iter", 11), ("GFLOP/s", 9), ("% mm", 6)
     print(" ".join(f"{name:>{w}s}" if w > 0 else f"{name:{-w}s}" for name, w in columns), " vs eager")
-    for hidden in args.hidden:
-        for batch in args.batch:
-            bench_step(hidden, batch, device, dtype, args)
+    steps = [bench_step(hidden, batch, device, dtype, args) for hidden in args.hidden for batch in args.batch]
+    if args.json:
+        doc = {"device": str(device), "dtype": str(dtype), "ops": ops, "steps": steps}
+        args.json.write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

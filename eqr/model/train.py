@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,39 @@ class Carry:
         self.halted[idx] = False
 
 
+def supervised_step(
+    model: EqRNetwork,
+    opt: torch.optim.Optimizer,
+    ema: EMA,
+    carry: Carry,
+    noise: Callable[[int, torch.Tensor], torch.Tensor],
+    halt_exploration_prob: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimizer step of deep supervision on the carried rows: loss, update, EMA, then the rows'
+    latents advance and their halting is decided (the training loop and the GPU throughput probe,
+    ``benchmarks/train_throughput.py``, share it so the probe times exactly what training runs)."""
+    x = model.embed(carry.tokens)
+    z_H, z_L = model.recur(carry.z_H, carry.z_L, x, noise, grad_last_only=True)
+    logits, q_halt = model.heads(z_H)
+    loss, stats = supervision_loss(logits, q_halt, carry.labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    ema.update(model)
+
+    with torch.no_grad():
+        rows, max_steps = carry.tokens.shape[0], model.cfg.halt_max_steps
+        carry.z_H, carry.z_L = z_H.detach(), z_L.detach()
+        carry.steps += 1
+        halted = carry.steps >= max_steps
+        # learned halting with exploration: sometimes force a random minimum number of steps
+        explore = torch.rand(rows, generator=gen) < halt_exploration_prob
+        min_steps = torch.where(explore, torch.randint(2, max_steps + 1, (rows,), generator=gen), 0)
+        carry.halted = halted | ((q_halt.detach() > 0) & (carry.steps >= min_steps.to(carry.steps.device)))
+    return loss, stats
+
+
 def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[str, float]:
     out = {}
     for name, (tokens, labels) in eval_sets.items():
@@ -211,25 +245,7 @@ def train(
         lr = lr_at(step, tc)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = model.embed(carry.tokens)
-        z_H, z_L = model.recur(carry.z_H, carry.z_L, x, noise, grad_last_only=True)
-        logits, q_halt = model.heads(z_H)
-        loss, stats = supervision_loss(logits, q_halt, carry.labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(model)
-
-        with torch.no_grad():
-            carry.z_H, carry.z_L = z_H.detach(), z_L.detach()
-            carry.steps += 1
-            halted = carry.steps >= cfg.arch.halt_max_steps
-            # learned halting with exploration: sometimes force a random minimum number of steps
-            explore = torch.rand(tc.batch_size, generator=gen) < tc.halt_exploration_prob
-            min_steps = torch.where(
-                explore, torch.randint(2, cfg.arch.halt_max_steps + 1, (tc.batch_size,), generator=gen), 0
-            ).to(device)
-            carry.halted = halted | ((q_halt.detach() > 0) & (carry.steps >= min_steps))
+        loss, stats = supervised_step(model, opt, ema, carry, noise, tc.halt_exploration_prob, gen)
         step += 1
         elapsed += time.time() - t0
         bar.update(1)

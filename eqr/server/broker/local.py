@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from eqr.server.engine.interface import EngineStats
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class LocalJob(FutureJob):
@@ -160,6 +163,9 @@ class LocalBroker:
             )
             engines.append(engine)
             accuracy[name] = meta.get("accuracy")
+            # which step serves the model, so a GPU deployment shows it really runs the GPU path
+            step = type(engine.runner.stepper).__name__
+            log.info("model %s: %d slots on %s, step %s", name, config.slots, config.device, step)
         return cls(
             engines,
             accuracy=accuracy,
