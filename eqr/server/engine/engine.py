@@ -131,6 +131,8 @@ class Engine:
             "budget": config.max_budget,
         }
         device = torch.device(config.device)
+        if device.type == "cuda" and device.index is None:  # "cuda" is the current device, as tensors say it
+            device = torch.device("cuda", torch.cuda.current_device())
         params = next(model.parameters(), None) if hasattr(model, "parameters") else None
         if params is not None and params.device != device:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
