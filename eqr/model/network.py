@@ -80,8 +80,8 @@ class SwiGLU(nn.Module):
 
     def over_positions(self, h: torch.Tensor) -> torch.Tensor:
         """Apply along the sequence axis of ``h`` [B, S, D] without transposing it (token mixing)."""
-        gu = torch.matmul(self.gate_up_proj.weight.to(h.dtype), h)  # [B, 2I, D]
-        return torch.matmul(self.down_proj.weight.to(h.dtype), kernels.swiglu(gu, dim=-2))  # [B, S, D]
+        gu = kernels.token_mix(self.gate_up_proj.weight.to(h.dtype), h)  # [B, 2I, D]
+        return kernels.token_mix(self.down_proj.weight.to(h.dtype), kernels.swiglu(gu, dim=-2))  # [B, S, D]
 
 
 def rope_tables(seq: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ replay, so every replay draws that iteration's fresh numbers. Anything that prev
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 
@@ -25,6 +26,7 @@ from eqr.model.network import EqRNetwork
 from eqr.model.step import StepBatch, StepOutput
 
 log = logging.getLogger(__name__)
+_CAPTURE_LOCK = threading.Lock()  # one capture at a time in the process (see GraphStep._capture)
 _WARMUP = 2  # eager runs on a side stream before capture: compile the kernels, create cuBLAS handles
 
 
@@ -67,17 +69,23 @@ class GraphStep:
 
     def _capture(self, bucket: int) -> tuple[torch.cuda.CUDAGraph, StepOutput]:
         batch = self.buffers.rows(bucket)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(_WARMUP):
-                self.model.iterate(batch)
-        torch.cuda.current_stream().wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = self.model.iterate(batch)
+        # Several engines (one per served model, each on its own thread) share a GPU. In CUDA's default
+        # (global) capture mode, another thread's synchronising call during a capture fails that call
+        # and invalidates the capture: seen on an H200 serving both bundled models, where every graph
+        # fell back to the eager step. So captures take turns, and each is thread-local: other
+        # threads' steps go on meanwhile.
+        with _CAPTURE_LOCK:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(_WARMUP):
+                    self.model.iterate(batch)
+            torch.cuda.current_stream().wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                out = self.model.iterate(batch)
         return graph, out
 
     def _is_prefix_of_buffers(self, batch: StepBatch) -> bool:

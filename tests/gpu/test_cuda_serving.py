@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tests.e2e.redis_cluster import cluster
-from tests.live_server import serve
+from tests.live_server import LiveServer, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SUDOKU, MAZE = ROOT / "models" / "sudoku-small", ROOT / "models" / "maze-small"
@@ -62,9 +62,16 @@ def maze_requests(count: int) -> list[dict]:
     ]
 
 
-def solve_all(url: str, bodies: list[dict], concurrency: int = 8) -> list[dict]:
-    with httpx.Client(base_url=url, timeout=TIMEOUT) as client, ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(lambda body: client.post("/v1/solve", json=body).raise_for_status().json(), bodies))
+def solve_all(server: LiveServer, bodies: list[dict], concurrency: int = 8) -> list[dict]:
+    """Post every body at once (``concurrency`` in flight); a failed request fails with the server's log."""
+
+    def solve(client: httpx.Client, body: dict) -> dict:
+        response = client.post("/v1/solve", json=body)
+        assert response.status_code == 200, f"{response.text}\n{server.log_path.read_text()[-6000:]}"
+        return response.json()
+
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client, ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda body: solve(client, body), bodies))
 
 
 def assert_gpu_path(log: str) -> None:
@@ -89,7 +96,7 @@ def device_server(tmp_path_factory):
 
 def test_the_gpu_answers_what_the_cpu_solves(cpu_server, device_server) -> None:
     bodies = sudoku_requests(24) + maze_requests(24)
-    on_cpu, on_gpu = solve_all(cpu_server.url, bodies), solve_all(device_server.url, bodies)
+    on_cpu, on_gpu = solve_all(cpu_server, bodies), solve_all(device_server, bodies)
     solved = [i for i, r in enumerate(on_cpu) if r["valid"]]
     assert len(solved) >= len(bodies) // 2, "the CPU server should solve most of these"
     differ = [bodies[i]["puzzle"] for i in solved if on_gpu[i]["answer"] != on_cpu[i]["answer"]]
@@ -100,9 +107,9 @@ def test_the_gpu_answers_what_the_cpu_solves(cpu_server, device_server) -> None:
 
 def test_a_seeded_request_is_the_same_alone_and_batched(device_server) -> None:
     body = {"model": "sudoku-small", "puzzle": README_SUDOKU, "depth": 64, "breadth": 8, "seed": 11}
-    alone = solve_all(device_server.url, [body])[0]
+    alone = solve_all(device_server, [body])[0]
     crowd = [*sudoku_requests(15), body, *maze_requests(16)]  # other work fills other rows and buckets
-    batched = solve_all(device_server.url, crowd, concurrency=32)[15]
+    batched = solve_all(device_server, crowd, concurrency=32)[15]
     assert (batched["answer"], batched["iterations"]) == (alone["answer"], alone["iterations"])
     assert alone["valid"]
 
@@ -110,7 +117,7 @@ def test_a_seeded_request_is_the_same_alone_and_batched(device_server) -> None:
 def test_a_redis_worker_on_cuda_answers_as_the_cpu_server(tmp_path, monkeypatch, cpu_server) -> None:
     monkeypatch.setenv("EQR_DEVICE", DEVICE)  # the worker's slot pool and model (the API node loads none)
     body = {"puzzle": README_SUDOKU, "depth": 64, "breadth": 4, "seed": 5}
-    expected = solve_all(cpu_server.url, [{**body, "model": "sudoku-small"}])[0]
+    expected = solve_all(cpu_server, [{**body, "model": "sudoku-small"}])[0]
     with cluster(tmp_path, SUDOKU, ["gpu0"], persistent=False) as c:
         assert c.api is not None
         got = httpx.post(f"{c.api.url}/v1/solve", json=body, timeout=TIMEOUT).raise_for_status().json()

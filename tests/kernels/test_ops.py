@@ -9,7 +9,7 @@ bf16, the kernels only their stores, and the interpreter truncates rather than r
 import pytest
 import torch
 
-from eqr.kernels import reference, rng
+from eqr.kernels import dispatch, reference, rng
 from eqr.kernels import triton_ops as ops
 from eqr.kernels.reference import SlotNoise
 
@@ -128,3 +128,14 @@ def test_step_deltas(dtype: torch.dtype, cells: int, vocab: int, device: torch.d
     ref_pred, ref_change, ref_delta = reference.step_deltas(logits, prev, prev_pred)
     assert torch.equal(pred, ref_pred) and torch.equal(change, ref_change)
     torch.testing.assert_close(delta, ref_delta, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("positions", "out"), [(97, 512), (81, 24), (16, 7)])
+def test_token_mix_is_the_matmul(positions: int, out: int, device: torch.device) -> None:
+    """The GPU's token-mixing GEMM (stride-0 weight batch, positions zero-padded to 8) is torch.matmul's product."""
+    torch.manual_seed(8)
+    w, x = torch.randn(out, positions, device=device), torch.randn(3, positions, 10, device=device)
+    expected = torch.matmul(w, x)
+    for actual in (dispatch.aligned_batched_matmul(w, x), dispatch.token_mix(w, x)):
+        assert actual.is_contiguous()
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-4)
