@@ -1,7 +1,8 @@
-"""The alert rules (deploy/prometheus/alerts.yml): promtool accepts them, their unit tests
-(alerts.test.yml) pass, every alert is tested firing and has a runbook, and the compose stack's
-Prometheus loads them. That the metrics they read are exported is checked against a live stack in
-tests/e2e/test_prometheus_dashboard.py, which loads these rules into a real Prometheus."""
+"""The alert rules (deploy/prometheus/alerts.yml) and the autoscaling recording rule
+(autoscaling.yml): promtool accepts them, their unit tests (rules.test.yml) pass, every alert is
+tested firing and quiet and has a runbook, and the compose stack's Prometheus loads them. That they
+evaluate against what a live stack exports is checked by tests/e2e/test_prometheus_dashboard.py,
+which loads them into a real Prometheus."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from tests.requires import os_command
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy/prometheus"
 RULES = PROMETHEUS / "alerts.yml"
-RULE_TESTS = PROMETHEUS / "alerts.test.yml"
+RULE_FILES = [PROMETHEUS / "alerts.yml", PROMETHEUS / "autoscaling.yml"]
+RULE_TESTS = PROMETHEUS / "rules.test.yml"
 RUNBOOKS = ROOT / "docs/operations/runbooks.md"
 
 
@@ -29,19 +31,21 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_checks_the_rules():
-    run = promtool("check", "rules", str(RULES))
+    run = promtool("check", "rules", *map(str, RULE_FILES))
     assert run.returncode == 0 and f"{len(alerts())} rules found" in run.stdout, run.stdout + run.stderr
 
 
 def test_promtool_unit_tests_of_the_rules_pass():
     run = promtool("test", "rules", str(RULE_TESTS))
     assert run.returncode == 0, run.stdout + run.stderr
+    assert yaml.safe_load(RULE_TESTS.read_text())["rule_files"] == [f.name for f in RULE_FILES]
 
 
 def test_every_alert_is_tested_firing():
     tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired = {case["alertname"] for test in tests for case in test["alert_rule_test"] if case["exp_alerts"]}
-    quiet = {case["alertname"] for test in tests for case in test["alert_rule_test"] if not case["exp_alerts"]}
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    fired = {case["alertname"] for case in cases if case["exp_alerts"]}
+    quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}
     names = {rule["alert"] for rule in alerts()}
     assert names == fired, "every alert has a case where it fires"
     assert names == quiet, "and one where it stays quiet"
@@ -61,5 +65,6 @@ def test_prometheus_loads_the_rules_in_the_compose_stack():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./"))
     config_dir = Path(mounts["/etc/prometheus/prometheus.yml"]).parent
-    assert config["rule_files"] == ["alerts.yml"]
-    assert Path(mounts["/etc/prometheus/alerts.yml"]) == config_dir / "alerts.yml"  # beside the config, as it names it
+    assert config["rule_files"] == [f.name for f in RULE_FILES]
+    for name in config["rule_files"]:  # mounted beside the config, as it names them
+        assert Path(mounts[f"/etc/prometheus/{name}"]) == config_dir / name

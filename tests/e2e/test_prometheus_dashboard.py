@@ -1,7 +1,8 @@
 """The Grafana dashboard and the alert rules, evaluated for real: a Prometheus server scrapes a live
 Redis-mode stack (redis-server, ``eqr api``, two ``eqr worker`` processes serving the bundled Sudoku
 model) under a short load, and every panel query of deploy/grafana/dashboards/eqr-serve.json must
-return data through Prometheus's HTTP API, as Grafana would ask for it.
+return data through Prometheus's HTTP API, as Grafana would ask for it; so must the recording rule
+the HPA of deploy/k8s/autoscaling/hpa scales on.
 
 Prometheus runs the scrape jobs of deploy/prometheus/prometheus.yml (their names are what the
 dashboard and the rules select on) with static targets instead of the compose DNS, every second,
@@ -120,7 +121,7 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(stack: tupl
     time.sleep(2 * SCRAPE_S)  # the last scrape of the load's end, and a rule evaluation after it
 
     empty = []
-    for title, expr in panel_queries():
+    for title, expr in [*panel_queries(), ("the HPA's metric (a recording rule)", "eqr:unfinished_jobs")]:
         result = prometheus.api("query_range", query=expr, start=start, end=end + SCRAPE_S, step=SCRAPE_S)["result"]
         values = [float(v) for series in result for _, v in series["values"]]
         if not any(math.isfinite(v) for v in values):
@@ -128,7 +129,8 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(stack: tupl
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
 
     rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
-    deployed = yaml.safe_load((PROMETHEUS_CONFIG.parent / "alerts.yml").read_text())["groups"]
+    files = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+    deployed = [g for f in files for g in yaml.safe_load((PROMETHEUS_CONFIG.parent / f).read_text())["groups"]]
     assert len(rules) == sum(len(g["rules"]) for g in deployed)
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     firing = [a["labels"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"]
