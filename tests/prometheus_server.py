@@ -7,15 +7,13 @@ alert rule is judged by the program that runs it in production, not by a regular
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
-from tests.live_server import free_port
+from tests.live_server import free_port, stop_process, wait_http_ok
 from tests.requires import os_command
 
 START_TIMEOUT_S = 30.0
@@ -42,18 +40,8 @@ class PrometheusServer:
         args += [f"--web.listen-address=127.0.0.1:{self.port}"]
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready within {START_TIMEOUT_S} s:\n{self.log_path.read_text()}")
-            time.sleep(0.1)
+        wait_http_ok(self.process, f"{self.url}/-/ready", self.log_path, "prometheus", START_TIMEOUT_S)
+        return self
 
     def api(self, path: str, **params: Any) -> Any:
         """``GET /api/v1/{path}``'s ``data``; a PromQL error fails the test with Prometheus's message."""
@@ -62,10 +50,4 @@ class PrometheusServer:
         return body["data"]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
