@@ -108,17 +108,33 @@ def serve(
                 proc.wait()
 
 
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(base_url=url, timeout=5) as client:
+    wait_http_ok(proc, f"{url}/readyz", log_path, "eqr serve", START_TIMEOUT_S)
+
+
+def wait_http_ok(proc: subprocess.Popen, url: str, log_path: Path, name: str, timeout_s: float) -> None:
+    """Until ``GET url`` answers 200; raises with the process's log if it exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5) as client:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"eqr serve exited with {proc.returncode}:\n{log_path.read_text()}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
-                if client.get("/readyz").status_code == 200:
+                if client.get(url).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"eqr serve not ready after {START_TIMEOUT_S} s:\n{log_path.read_text()}")
+                raise RuntimeError(f"{name} not ready after {timeout_s} s:\n{log_path.read_text()}")
             time.sleep(0.1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.live_server import free_port
+from tests.live_server import free_port, stop_process
 from tests.requires import os_command
 
 START_TIMEOUT_S = 10.0
@@ -63,9 +63,4 @@ class RedisServer:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)

@@ -1,6 +1,6 @@
-"""The READMEs' examples run: every ```python block of client/README.md and README.md, against a live
-``eqr serve`` of the bundled models (Sudoku and maze), which is what the examples are written for
-(``eqr serve``'s default)."""
+"""The documented examples run: every ```python block and every curl command of README.md,
+client/README.md and the documentation site's pages (docs/), against a live ``eqr serve`` of the
+bundled models (Sudoku and maze), which is what the examples are written for (``eqr serve``'s default)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.live_server import LiveServer, serve
 from tests.requires import os_command
 
 ROOT = Path(__file__).resolve().parents[2]
-READMES = [ROOT / "client" / "README.md", ROOT / "README.md"]
+READMES = [ROOT / "client" / "README.md", ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 README_URL = "http://127.0.0.1:8000"
 BUNDLED_MODELS = [ROOT / "models" / "sudoku-small", ROOT / "models" / "maze-small"]
 BLOCKS = [
@@ -59,16 +59,61 @@ def test_the_streaming_example_shows_the_model_converging(
     assert lines[-1].startswith("result: converged"), lines
 
 
-CURLS = re.findall(r"^```bash\n(curl .*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+CURLS = [
+    pytest.param(block, id=f"{page.relative_to(ROOT)}#{n + 1}")
+    for page in READMES
+    for n, block in enumerate(re.findall(r"^```bash\n(curl .*?)^```", page.read_text(), flags=re.S | re.M))
+]
 
 
-@pytest.mark.parametrize("command", CURLS, ids=["sudoku", "maze"][: len(CURLS)])
-def test_readme_curl_examples_work_verbatim(command: str, bundled_server: LiveServer):
-    """The README's curl examples, as written but for the address: each answers its puzzle, solved."""
+def _json_documents(text: str) -> list[dict]:
+    """The JSON bodies a block printed, one per curl command."""
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while at < len(text.rstrip()):
+        doc, end = decoder.raw_decode(text, at)
+        docs.append(doc)
+        at = end + len(text[end:]) - len(text[end:].lstrip())
+    return docs
+
+
+def _check_answer(body: dict) -> None:
+    """A finished solve: a valid answer (converged, or halted by the paper's learned halting)."""
+    assert body.get("error") is None, body
+    assert body["status"] in ("converged", "halted") and body["valid"] is True, body
+
+
+def test_the_readme_shows_a_sudoku_and_a_maze_request():
+    readme = [c.values[0] for c in CURLS if c.id.startswith("README.md#")]
+    assert len(readme) == 2 and '"model": "maze-small"' in readme[1], readme
+
+
+@pytest.mark.parametrize("command", CURLS)
+def test_curl_examples_work_verbatim(command: str, bundled_server: LiveServer):
+    """Each curl example, as written but for the address: a solve answers its puzzle, a stream ends in
+    its result, a job is accepted and then found."""
 
     os_command("curl", "curl")
-    assert len(CURLS) == 2 and "localhost:8000" in command
+    assert "localhost:8000" in command
     host = bundled_server.url.removeprefix("http://")
     out = subprocess.run(["bash", "-c", command.replace("localhost:8000", host)], capture_output=True, text=True)
-    body = json.loads(out.stdout)
-    assert out.returncode == 0 and body["status"] == "converged" and body["valid"] is True, body
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    if '"stream": true' in command:
+        events = [block for block in out.stdout.split("\n\n") if block.strip()]
+        assert "event: iteration" in events[0] and "event: result" in events[-1], out.stdout
+        _check_answer(json.loads(events[-1].split("data: ", 1)[1]))
+        return
+    bodies = _json_documents(out.stdout)
+    assert len(bodies) == command.count("curl "), out.stdout
+    for body in bodies:
+        if "/v1/jobs" in command:
+            assert body["status"] in ("pending", "running", "done") and body["id"], body
+        else:
+            _check_answer(body)
+
+
+def test_readme_is_a_front_page_whose_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README.md links to a missing {target}"

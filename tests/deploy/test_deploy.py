@@ -1,8 +1,8 @@
 """Static checks of the deployment files, since no Docker engine runs here: the compose file, the
 Prometheus config (with ``promtool``, from the OS package), Grafana provisioning and the Dockerfile.
 
-That every metric the dashboard queries is really exported needs running servers: it is checked in
-tests/e2e/test_redis_mode.py against a live API and live workers.
+That every query of the dashboard returns data needs running servers and a Prometheus: it is checked in
+tests/e2e/test_prometheus_dashboard.py against a live API and live workers.
 """
 
 from __future__ import annotations
