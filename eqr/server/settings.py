@@ -88,10 +88,12 @@ class Settings(BaseSettings):
     @field_validator("model", "model_name", mode="before")
     @classmethod
     def _listed(cls, value: object) -> object:
-        """One value, or several separated by commas (environment variables), is a list."""
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return [value] if isinstance(value, Path) else value
+        """One value, or several separated by commas (an environment variable, or one flag), is a list;
+        so is a list of such values (a repeated flag: ``--model a,b --model c``)."""
+        items = [value] if isinstance(value, (str, Path)) else value
+        if not isinstance(items, list):
+            return value
+        return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
     @model_validator(mode="after")
     def _one_name_per_model(self) -> Settings:

@@ -117,6 +117,10 @@ def test_several_models_by_flag_or_environment(served, tmp_path: Path, monkeypat
     a, b = (save_model(tmp_path / name, EqRNetwork(TINY)) for name in ("first", "second"))
     assert main(["serve", "--model", str(a), "--model", str(b), "--model-name", "one"]) == 0
     assert served[-1].model == [a, b] and served[-1].served_names == ["one", "second"]
+    # one flag may list several, separated by commas, as its help says (and as EQR_MODEL does)
+    assert main(["serve", "--model", f"{a},{b}", "--model-name", "one,two"]) == 0
+    assert served[-1].model == [a, b] and served[-1].served_names == ["one", "two"]
+    assert main(["serve", "--model", f"{a}, {b}", "--model", str(tmp_path / "third")]) == 2  # each folder checked
     monkeypatch.setenv("EQR_MODEL", f"{a}, {b}")
     assert Settings().model == [a, b]
     with pytest.raises(ValueError, match="both named 'first'"):
