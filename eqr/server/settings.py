@@ -29,11 +29,16 @@ class Settings(BaseSettings):
         default_factory=default_model_dirs,
         min_length=1,
         description="model folder(s) to serve (config.json + weights); repeat the flag or separate with commas; "
-        "the first is the default model",
+        "the first is the default model unless --default-model names another",
     )
     model_name: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="names clients use in the `model` field, one per model folder in order; default: folder names",
+    )
+    default_model: str | None = Field(
+        None,
+        description="the model of a request that names none, in eqr serve and eqr api alike; default: the name "
+        "of the first model folder (--model, else $EQR_MODEL, else the bundled sudoku-small)",
     )
     device: str = Field("cpu", description="torch device of the slot pool")
     slots: int | None = Field(
@@ -121,6 +126,12 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split(self.cors_origins)
+
+    @property
+    def default_model_name(self) -> str:
+        """The default model: ``default_model``, else the first of :attr:`served_names`. The same rule in
+        both modes, so it never depends on which worker happens to answer first or what it is named."""
+        return self.default_model or self.served_names[0]
 
     @property
     def served_names(self) -> list[str]:
