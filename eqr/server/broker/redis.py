@@ -2,13 +2,8 @@
 
 No model is loaded here. The served models are those the live workers advertise in their
 heartbeats; a job is validated against its model's card and appended to that model's jobs stream
-(``ENQUEUE``: bounded, atomic), so only a worker that loaded the model reads it. A model whose last
-worker is gone stays known for ``model_memory_s`` (in Redis, so every API node agrees): requests for
-it get 503 ``model_unavailable`` with ``Retry-After`` instead of 404, a synchronous caller waiting on
-it gets 504 ``worker_timeout`` after ``unserved_wait_s`` (its job cancelled), and a cancel of a job no
-live worker holds is answered here, at once. The default model is the API node's setting, never a
-worker's. Its answer comes back
-on this node's reply channel, where workers publish iteration events and the stored result. The
+(``ENQUEUE``: bounded, atomic), so only a worker that loaded the model reads it. Its answer comes
+back on this node's reply channel, where workers publish iteration events and the stored result. The
 channel is the fast path only: a sweep reads the result keys of everything still waiting, so an
 announcement missed while Redis was restarting, or while this node was reconnecting, costs a sweep
 period, never the answer.
@@ -20,7 +15,13 @@ yes``, ``appendfsync always``, as the compose stack runs it). If Redis comes bac
 the sweep notices that the job has neither entry nor result and fails the caller with 503 instead of
 leaving it waiting forever. Layout and scripts: :mod:`eqr.server.broker.redis_protocol`.
 
-Why one file of ~500 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
+A model whose last worker is gone stays known for ``model_memory_s`` (recorded in Redis, so every API
+node agrees): requests for it get 503 ``model_unavailable`` with ``Retry-After`` instead of 404, a
+synchronous caller waiting on it gets 504 ``worker_timeout`` after ``unserved_wait_s`` (its job
+cancelled), and a cancel of a job no live worker holds is answered here, at once. The default model
+is the API node's setting, never a worker's (docs/redis-mode.md).
+
+Why one file of ~650 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
 reply listener, and the broker's bookkeeping exists only for its handles; the two are one
 mechanism seen from both ends.
 """
@@ -397,7 +398,10 @@ class RedisBroker:
         found = await self._client.xrange(stream, min=entry.id, max=entry.id, count=1)
         if not found:
             return  # completed meanwhile: the sweep brings its result
-        delivery = decode_entry(found[0][1])
+        try:
+            delivery = decode_entry(found[0][1])
+        except (ValueError, KeyError, TypeError):
+            return  # unreadable: the worker that takes it dead-letters it
         result = unstarted_result(delivery.job, Status.CANCELLED)
         envelope = encode_result(result, worker=f"api-{self.node}", deliveries=0, kept=delivery.keep)
         keys = [self.keys.result(handle.id), self.keys.kept(handle.id), stream]
