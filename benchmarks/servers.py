@@ -104,7 +104,8 @@ def distributed(
         redis = stack.enter_context(process([redis_server, "--port", str(rport), *persistence], tmp / "redis.log"))
         deployment = Deployment(url, {"redis": redis.pid}, {"redis": tmp / "redis.log"})
         api_log = tmp / "api.log"
-        api = stack.enter_context(process([*CLI, "api", "--redis", redis_url, "--port", str(aport)], api_log, env))
+        api_args = ["api", "--redis", redis_url, "--port", str(aport), "--default-model", model.name]
+        api = stack.enter_context(process([*CLI, *api_args], api_log, env))
         deployment.pids["api"], deployment.logs["api"] = api.pid, api_log
         for i in range(workers):
             name, log, mport = f"worker-{i}", tmp / f"worker-{i}.log", free_port()

@@ -129,9 +129,13 @@ class ModelInfo(_View):
     defaults: dict[str, Any]
     caps: dict[str, Any]
     accuracy: dict[str, Any] | None = None
+    workers: int = Field(
+        1, description="processes serving it now (Redis mode: live workers; 0: none live, requests get 503)"
+    )
 
 
 class ModelList(_View):
+    default: str = Field("", description="the model of a request that names none")
     models: list[ModelInfo]
 
 
@@ -149,3 +153,4 @@ class Readiness(_View):
     live_slots: int
     capacity: int
     in_flight: int
+    models: dict[str, int] = Field(default_factory=dict, description="live workers per model (embedded: 1)")

@@ -50,16 +50,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[EqRNetwork, dict[str, Any]]:
-    """Load a model folder; every tensor of the network must be present with the right shape."""
+    """Load a model folder; every tensor of the network must be present with the right shape, and finite."""
     doc = read_config(path)
-    model = EqRNetwork(EqRConfig.from_dict(doc["arch"]))
+    try:
+        model = EqRNetwork(EqRConfig.from_dict(doc["arch"]))
+    except (TypeError, ValueError) as exc:  # a hand-edited arch: unknown values, wrong types
+        raise CheckpointError(f"{Path(path) / CONFIG}: not a valid architecture ({exc})") from exc
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: no such file")
     try:
         state = load_file(str(weights))
     except SafetensorError as exc:  # e.g. a pickle renamed: refused by the header parser, never unpickled
-        raise CheckpointError(f"{weights}: not a safetensors file ({exc})") from exc
+        raise CheckpointError(f"{weights}: cut short, or not a safetensors file ({exc})") from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -70,5 +73,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Eq
             raise CheckpointError(
                 f"{weights}: {name} has shape {list(tensor.shape)}, config expects {list(expected[name].shape)}"
             )
+    if (bad := first_non_finite(state)) is not None:
+        raise CheckpointError(f"{weights}: {bad}; the file is corrupted")
     model.load_state_dict(state)
     return model.to(device).eval(), doc
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with the first tensor holding a NaN or an infinity (in name order), or None.
+
+    A flipped bit in an exponent turns a weight into NaN, inf or a huge number; the first two would
+    only show as NaN answers, so loading and converting refuse them, naming the tensor.
+    """
+    for name in sorted(tensors):
+        finite = torch.isfinite(tensors[name])
+        if not bool(finite.all()):
+            count = int((~finite).sum())
+            return f"tensor {name} holds {count} non-finite value{'s' if count > 1 else ''} (NaN or infinity)"
+    return None

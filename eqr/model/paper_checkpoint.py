@@ -28,9 +28,10 @@ from typing import IO, Any
 import torch
 
 from eqr.model import restricted_pickle
-from eqr.model.checkpoint import CheckpointError, save_model
+from eqr.model.checkpoint import CheckpointError, first_non_finite, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
+from eqr.model.tasks.registry import task_for
 
 SUDOKU_CELLS = 81  # S_in of a model with Sudoku's 11-token vocabulary, when nothing else gives the board size
 SUDOKU_VOCAB = 11
@@ -91,7 +92,9 @@ def check_plain_pickle(src: Path, file: IO[bytes]) -> None:
     head = file.read(4)
     try:
         if head == b"PK\x03\x04":  # the test torch.load uses to take its zip path
-            _check_torch_save_zip(src, zipfile.ZipFile(file).namelist())
+            archive = zipfile.ZipFile(file)
+            _check_torch_save_zip(src, archive.namelist())
+            _check_crcs(src, archive)
         elif head[:1] != pickle.PROTO:  # a tar (torch's pre-1.0 format) or anything else
             raise PaperCheckpointError(f"{src}: not a pickled torch checkpoint (neither a torch.save zip nor a pickle)")
     except zipfile.BadZipFile as exc:
@@ -112,6 +115,16 @@ def _check_torch_save_zip(src: Path, names: list[str]) -> None:
         raise PaperCheckpointError(
             f"{src}: not a pickled torch checkpoint (a zip whose records are not those torch.save writes: "
             f"{', '.join(odd or names)})"
+        )
+
+
+def _check_crcs(src: Path, archive: zipfile.ZipFile) -> None:
+    """Every record against the CRC its zip entry carries: torch's own reader never checks them, so a
+    flipped byte inside a weight record would load as a wrong (often enormous) weight."""
+    bad = archive.testzip()
+    if bad is not None:
+        raise PaperCheckpointError(
+            f"{src}: record {bad} fails its zip CRC check: the file is corrupted (download or copy it again)"
         )
 
 
@@ -285,21 +298,30 @@ def detect_layout(
     evidence.append(
         f"{BUFFER} {list(state[BUFFER].shape)} present -> prefix" if has_buffer else f"no {BUFFER} -> no prefix"
     )
-    agree = (p_cfg > 0) == has_buffer
+    prefix_agrees = (p_cfg > 0) == has_buffer
 
     s_in, s_from = board_cells(arch, state, p_cfg, seq_len, s_total)
+    spans: dict[str, int] = {}  # what spans S_total positions: the carry, the token-mixing MLP
     if s_total is not None:
         evidence.append(f"carry z_H spans {s_total} positions, S_in {s_in} ({s_from}) + P_len {p_cfg}")
-        agree = agree and s_total == s_in + p_cfg
+        spans["the carry z_H"] = s_total
     mixer = "L_level.layers.0.mlp_t.gate_up_proj.weight"
     if mixer in state:
-        s_total = int(state[mixer].shape[1])
-        p_mlp = s_total - s_in
-        evidence.append(f"{mixer} spans {s_total} positions, S_in {s_in} ({s_from}) -> P_len {p_mlp}")
-        agree = agree and p_mlp == p_cfg
-    if not agree:
-        raise PaperCheckpointError("prefix layout evidence disagrees: " + "; ".join(evidence))
-    return Layout(prefix=p_cfg > 0, puzzle_emb_len=p_cfg, seq_len=s_in, evidence=tuple(evidence))
+        width = int(state[mixer].shape[1])
+        evidence.append(f"{mixer} spans {width} positions, S_in {s_in} ({s_from}) -> P_len {width - s_in}")
+        spans[mixer] = width
+    if prefix_agrees and all(n == s_in + p_cfg for n in spans.values()):
+        return Layout(prefix=p_cfg > 0, puzzle_emb_len=p_cfg, seq_len=s_in, evidence=tuple(evidence))
+    implied = {n - p_cfg for n in spans.values()}
+    if prefix_agrees and len(implied) == 1 and not s_from.startswith("carry"):
+        # config and buffer agree on the prefix and the spans agree with each other: only the board is off
+        spanned = " and ".join(f"{what} spans {n} positions" for what, n in spans.items())
+        raise PaperCheckpointError(
+            f"wrong board size: S_in {s_in} ({s_from}), but {spanned}, so with the P_len {p_cfg} that "
+            f"config.arch and the weights agree on, the board has {implied.pop()} cells; evidence: "
+            + "; ".join(evidence)
+        )
+    raise PaperCheckpointError("prefix layout evidence disagrees: " + "; ".join(evidence))
 
 
 def arch_to_config(
@@ -383,6 +405,9 @@ def merge_weights(
                 )
     if problems:
         raise PaperCheckpointError("tensors do not match the architecture (canonical names): " + "; ".join(problems))
+    for origin, tensors in (("model", state), ("ema.shadow", shadow or {})):
+        if (bad := first_non_finite(dict(tensors))) is not None:
+            raise PaperCheckpointError(f"{origin} {bad}: the file is corrupted")
     return merged
 
 
@@ -506,6 +531,9 @@ def convert(
     ckpt = load_paper_checkpoint(src, trust, arch=arch, seq_len=seq_len, vocab_size=vocab_size)
     try:
         task = task_meta(ckpt.config, ckpt.meta["arch"])
+        task_for(task)  # a folder eqr serve would refuse is refused now, before anything is written
     except PaperCheckpointError as exc:
         raise PaperCheckpointError(f"{src}: {exc}") from exc
+    except ValueError as exc:  # the task registry's refusal
+        raise PaperCheckpointError(f"{src}: eqr serve could not serve the converted folder: {exc}") from exc
     return save_model(out_dir, ckpt.network, meta={**task, "source": ckpt.meta})

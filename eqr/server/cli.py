@@ -267,6 +267,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings("serve", args)
     if settings is None or not _model_readable("serve", settings):
         return 2
+    if settings.default_model_name not in settings.served_names:
+        served = ", ".join(map(repr, settings.served_names))
+        print(f"eqr serve: --default-model {settings.default_model!r} is not served here ({served})", file=sys.stderr)
+        return 2
     return run(settings)
 
 
@@ -384,6 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="redis_max_jobs",
         type=_positive_int,
         help="unfinished jobs of one model before its new work gets 429 (10000)",
+    )
+    p.add_argument(
+        "--model-memory",
+        dest="redis_model_memory_s",
+        type=float,
+        help="seconds a model whose last worker left stays known: 503 model_unavailable, not 404 (3600)",
+    )
+    p.add_argument(
+        "--unserved-wait",
+        dest="redis_unserved_wait_s",
+        type=float,
+        help="seconds a synchronous request waits while its model has no live worker, then 504 (30)",
     )
     _add_redis_options(p)
     p.set_defaults(func=_api)

@@ -18,6 +18,7 @@ from eqr.server.settings import Settings
 ENGINE = ("model", "device", "slots", "max_queue", "max_depth", "max_breadth", "threads")
 # the HTTP API's settings (eqr serve, eqr api)
 API = (
+    "default_model",
     "host",
     "port",
     "job_ttl_s",

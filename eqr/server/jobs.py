@@ -93,10 +93,16 @@ class SolveResult:
 def bare_failure(job: Job, error: str, seed: int | None = None) -> SolveResult:
     """A ``failed`` result built without aggregation, for when even that cannot run: no iterations,
     the puzzle itself as the answer."""
+    return unstarted_result(job, Status.FAILED, error, seed)
+
+
+def unstarted_result(job: Job, status: Status, error: str | None = None, seed: int | None = None) -> SolveResult:
+    """The result of a job that never ran (failed before it could, or cancelled while queued): no
+    iterations, the puzzle itself as the answer."""
     tokens = job.tokens if isinstance(job.tokens, list) and all(isinstance(t, int) for t in job.tokens) else []
     return SolveResult(
         request_id=job.id,
-        status=Status.FAILED,
+        status=status,
         answer=list(tokens),
         valid=False,
         iterations=[0] * (breadth if isinstance(breadth := job.params.breadth, int) and breadth > 0 else 1),

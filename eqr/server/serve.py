@@ -14,6 +14,7 @@ import contextlib
 import copy
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
@@ -21,13 +22,15 @@ import uvicorn
 from fastapi import FastAPI
 
 from eqr.server.api import create_app, drain
+from eqr.server.api.app import load_models
 from eqr.server.api.request_id import RequestIdFilter
 from eqr.server.read_timeouts import timed_h11
 from eqr.server.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
-STARTUP_FAILURE = 3  # uvicorn's own exit status when the lifespan start-up fails
+STARTUP_FAILURE = 2  # any start-up failure, as for a bad flag: models that cannot load, a port in use, ...
 GRACEFUL_CLOSE_S = 5.0  # after the drain: time for connections to deliver their last responses
+log = logging.getLogger("eqr.server")
 
 
 class DrainingServer(uvicorn.Server):
@@ -74,12 +77,21 @@ def _uvicorn_log_config() -> dict:
 
 
 def run(settings: Settings, app: FastAPI | None = None) -> int:
-    """Serve ``app`` (default: the embedded app of ``settings``) until SIGTERM/SIGINT; the exit status
-    (0 after a drain, 3 when start-up failed)."""
+    """Serve ``app`` (default: the embedded app of ``settings``, its models loaded first) until
+    SIGTERM/SIGINT; the exit status (0 after a drain, 2 when start-up failed, with one line saying why)."""
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    app = app or create_app(settings)
+    if app is None:
+        from eqr.model.checkpoint import CheckpointError  # torch: only the embedded server loads models
+
+        app = create_app(settings)
+        log.info("loading %s", ", ".join(map(str, settings.model)))
+        try:
+            load_models(app)
+        except CheckpointError as exc:
+            print(f"eqr serve: {exc}", file=sys.stderr)
+            return STARTUP_FAILURE
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -91,6 +103,10 @@ def run(settings: Settings, app: FastAPI | None = None) -> int:
         timeout_graceful_shutdown=GRACEFUL_CLOSE_S,
     )
     server = DrainingServer(config, drain=lambda: drain(app))
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn already shut down; exit quietly
-        server.run()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn already shut down; exit quietly
+            server.run()
+    except SystemExit:  # uvicorn exits 1 when it cannot bind, after logging why in one line
+        if server.started:
+            raise
     return 0 if server.started else STARTUP_FAILURE

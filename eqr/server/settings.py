@@ -29,11 +29,16 @@ class Settings(BaseSettings):
         default_factory=default_model_dirs,
         min_length=1,
         description="model folder(s) to serve (config.json + weights); repeat the flag or separate with commas; "
-        "the first is the default model",
+        "the first is the default model unless --default-model names another",
     )
     model_name: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="names clients use in the `model` field, one per model folder in order; default: folder names",
+    )
+    default_model: str | None = Field(
+        None,
+        description="the model of a request that names none, in eqr serve and eqr api alike; default: the name "
+        "of the first model folder (--model, else $EQR_MODEL, else the bundled sudoku-small)",
     )
     device: str = Field("cpu", description="torch device of the slot pool")
     slots: int | None = Field(
@@ -88,10 +93,12 @@ class Settings(BaseSettings):
     @field_validator("model", "model_name", mode="before")
     @classmethod
     def _listed(cls, value: object) -> object:
-        """One value, or several separated by commas (environment variables), is a list."""
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return [value] if isinstance(value, Path) else value
+        """One value, or several separated by commas (an environment variable, or one flag), is a list;
+        so is a list of such values (a repeated flag: ``--model a,b --model c``)."""
+        items = [value] if isinstance(value, (str, Path)) else value
+        if not isinstance(items, list):
+            return value
+        return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
     @model_validator(mode="after")
     def _one_name_per_model(self) -> Settings:
@@ -119,6 +126,12 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split(self.cors_origins)
+
+    @property
+    def default_model_name(self) -> str:
+        """The default model: ``default_model``, else the first of :attr:`served_names`. The same rule in
+        both modes, so it never depends on which worker happens to answer first or what it is named."""
+        return self.default_model or self.served_names[0]
 
     @property
     def served_names(self) -> list[str]:

@@ -53,7 +53,7 @@ def test_compose_runs_the_stack_with_healthchecks():
 
 def test_compose_commands_are_the_ones_the_tests_run():
     """Same subcommand; every flag compose passes is one the Redis tests pass too, and argparse takes it."""
-    tested = {"api": api_args("redis://r", "h", 1), "worker": worker_args("redis://r", "m", "n", "h", 1)}
+    tested = {"api": api_args("redis://r", "h", 1, "m"), "worker": worker_args("redis://r", "m", "n", "h", 1)}
     for service in ("api", "worker"):
         command = SERVICES[service]["command"]
         assert command[0] == "eqr" and command[1] == service

@@ -27,12 +27,14 @@ from tests.redis_server import RedisServer
 
 START_TIMEOUT_S = 60.0
 TIMING = ["--heartbeat", "0.5", "--claim-idle", "2"]
+UNSERVED_WAIT_S = 3  # a synchronous request waits this long for a worker of its model to come back
 SLOTS, PREFETCH, MAX_DELIVERIES = 4, 2, 3
 
 
-def api_args(redis_url: str, host: str, port: int) -> list[str]:
+def api_args(redis_url: str, host: str, port: int, default_model: str) -> list[str]:
     """``eqr api`` arguments (after the program name)."""
-    return ["api", "--redis", redis_url, "--host", host, "--port", str(port), *TIMING]
+    api = ["--default-model", default_model, "--unserved-wait", str(UNSERVED_WAIT_S)]
+    return ["api", "--redis", redis_url, "--host", host, "--port", str(port), *api, *TIMING]
 
 
 def worker_args(redis_url: str, model: str | Sequence[str], name: str, host: str, metrics_port: int) -> list[str]:
@@ -90,7 +92,7 @@ class Proc:
 @dataclass
 class Cluster:
     redis: RedisServer
-    model_dir: Path  # what a worker serves unless told otherwise
+    model_dir: Path  # what a worker serves unless told otherwise, and the API's default model
     folder: Path
     api: Proc | None = None
     workers: dict[str, Proc] = field(default_factory=dict)
@@ -104,7 +106,8 @@ class Cluster:
 
     def start_api(self) -> Proc:
         port = free_port()
-        self.api = self._spawn("api", api_args(self.redis.url, "127.0.0.1", port), f"http://127.0.0.1:{port}")
+        args = api_args(self.redis.url, "127.0.0.1", port, default_model=self.model_dir.name)
+        self.api = self._spawn("api", args, f"http://127.0.0.1:{port}")
         return self.api
 
     def start_worker(self, name: str, metrics_port: int | None = None, models: Sequence[Path] = ()) -> Proc:

@@ -285,11 +285,12 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
         return ready.status_code == 503 and "no live worker" in ready.json()["error"]["message"]
 
     _until(no_worker, 3, "the API to notice that no worker is left")  # at once: w2 removed its heartbeat
-    assert api.get("/v1/models").json()["models"] == []  # the models are the live workers' ones
-    refused = api.post("/v1/solve", json={"puzzle": PUZZLE})
-    assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
-    refused = api.post("/v1/solve", json={"puzzle": PUZZLE, "model": "tiny"})
-    assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found"
+    # served a moment ago: still known, with no live worker, and unavailable (503) rather than unknown (404)
+    assert [(m["name"], m["workers"]) for m in api.get("/v1/models").json()["models"]] == [("tiny", 0)]
+    for body in ({"puzzle": PUZZLE}, {"puzzle": PUZZLE, "model": "tiny"}):
+        refused = api.post("/v1/solve", json=body)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
 
     c.wait_healthy(c.start_worker("w3"), "/healthz")
     [result] = _wait_done(api, [long], timeout=15).values()
@@ -300,10 +301,10 @@ def test_graceful_worker_stop_finishes_what_it_can_and_hands_back_the_rest(c: Cl
 
 
 def test_each_job_reaches_a_worker_that_serves_its_model(tmp_path: Path):
-    """w1 serves the tiny Sudoku model, w2 the tiny 5x5 maze model: the API node lists both (w1's
-    first: workers in name order), each job is computed by the worker that has its model, and a model
-    nobody serves is a 404 naming the served ones. Then one worker started with both folders serves
-    both alone, and its first folder is the default model."""
+    """w1 serves the tiny Sudoku model, w2 the tiny 5x5 maze model: the API node lists both (its default
+    first), each job is computed by the worker that has its model, and a model nobody serves is a 404
+    naming the served ones. Then one worker started with both folders serves both alone, and the
+    default model is still the API node's, not that worker's first folder."""
     tiny, maze = save_tiny_model(tmp_path / "tiny"), save_tiny_maze_model(tmp_path / "maze-tiny")
     with cluster(tmp_path, tiny, ["w1", "w2"], persistent=False, models={"w2": [maze]}) as c:
         assert c.api is not None
@@ -339,17 +340,21 @@ def test_each_job_reaches_a_worker_that_serves_its_model(tmp_path: Path):
 
         for name in ("w1", "w2"):
             assert c.workers[name].terminate(timeout=60) == 0
-        _until(lambda: api.get("/v1/models").json()["models"] == [], 5, "the models to leave with their workers")
+
+        def workers() -> list[tuple[str, int]]:
+            return [(m["name"], m["workers"]) for m in api.get("/v1/models").json()["models"]]
+
+        _until(lambda: workers() == [("tiny", 0), ("maze-tiny", 0)], 5, "the models to have no live worker")
         c.wait_healthy(c.start_worker("w3", models=[maze, tiny]), "/healthz")
         c.wait_capacity(2 * SLOTS)  # one engine per model
-        assert [m["name"] for m in api.get("/v1/models").json()["models"]] == ["maze-tiny", "tiny"]
+        assert workers() == [("tiny", 1), ("maze-tiny", 1)]  # the API node's default first, whatever w3 lists first
         heartbeat = json.loads(c.redis.client().get(KEYS.worker("w3")))
         assert [card["name"] for card in heartbeat["cards"]] == ["maze-tiny", "tiny"]
-        default = api.post("/v1/solve", json={"puzzle": MAZE, "depth": 5})
-        sudoku = api.post("/v1/solve", json={"model": "tiny", "puzzle": PUZZLE, "depth": 5})
-        assert default.status_code == sudoku.status_code == 200, default.text + sudoku.text
-        assert (default.json()["model"], sudoku.json()["model"]) == ("maze-tiny", "tiny")
-        assert {_envelope(c, r.json()["id"])["worker"] for r in (default, sudoku)} == {"w3"}
+        default = api.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 5})
+        maze_solve = api.post("/v1/solve", json={"model": "maze-tiny", "puzzle": MAZE, "depth": 5})
+        assert default.status_code == maze_solve.status_code == 200, default.text + maze_solve.text
+        assert (default.json()["model"], maze_solve.json()["model"]) == ("tiny", "maze-tiny")
+        assert {_envelope(c, r.json()["id"])["worker"] for r in (default, maze_solve)} == {"w3"}
 
         # each model has its own room on the worker (its slots + prefetch): a full one leaves the other's open
         body = {"model": "tiny", "puzzle": PUZZLE, "depth": 1_000_000, "breadth": 2}

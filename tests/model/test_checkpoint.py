@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from eqr.model.checkpoint import CONFIG, FORMAT, WEIGHTS, CheckpointError, load_model, read_config, save_model
 from eqr.model.config import EqRConfig
@@ -87,6 +89,25 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
         load_model(folder)
     _edit_config(folder, L_layers=1, mlp_t=False, num_heads=4)
     with pytest.raises(CheckpointError, match=r"unexpected tensors \['L_level\.layers\.0\.mlp_t\."):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_weight_is_refused_naming_the_tensor(tmp_path, bad):
+    _, folder = _saved(tmp_path)
+    tensors = load_file(str(folder / WEIGHTS))
+    tensors["lm_head.weight"][2, 3] = bad
+    tensors["lm_head.weight"][4, 1] = -bad
+    save_file(tensors, str(folder / WEIGHTS))
+    message = "lm_head.weight holds 2 non-finite values (NaN or infinity); the file is corrupted"
+    with pytest.raises(CheckpointError, match=re.escape(f"{WEIGHTS}: tensor {message}")):
+        load_model(folder)
+
+
+def test_an_invalid_architecture_is_a_checkpoint_error(tmp_path):
+    _, folder = _saved(tmp_path)
+    _edit_config(folder, pos_encodings="alibi")
+    with pytest.raises(CheckpointError, match=r"config\.json: not a valid architecture \(pos_encodings must be"):
         load_model(folder)
 
 

@@ -6,8 +6,11 @@ import json
 import os
 import pickle
 import random
+import re
+import struct
 import sys
 import types
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -335,6 +338,23 @@ def test_mixer_width_disagreeing_with_config_and_buffer_fails(tmp_path):
         load_paper_checkpoint(src, trust=True)
 
 
+@pytest.mark.parametrize("claim", ["board", "seq_len"])
+def test_a_wrong_board_claim_is_called_a_wrong_board_size(tmp_path, claim):
+    """The prefix is confirmed twice (config.arch and the buffer) and the token-mixing MLP spans 97
+    positions: a board claimed as 10x10 (or --seq-len 100) is what is wrong, and the message says so."""
+    ref = reference(SUDOKU_ARCH)
+    arch = {**SUDOKU_ARCH, "board_height": 10, "board_width": 10} if claim == "board" else SUDOKU_ARCH
+    src = write_container(tmp_path / "eqr.pth", ref, arch, trimmed=True)
+    source = "board_height*board_width" if claim == "board" else "given"
+    headline = (
+        f"wrong board size: S_in 100 ({source}), but L_level.layers.0.mlp_t.gate_up_proj.weight spans 97 "
+        "positions, so with the P_len 16 that config.arch and the weights agree on, the board has 81 cells"
+    )
+    with pytest.raises(PaperCheckpointError, match=re.escape(headline)) as info:
+        load_paper_checkpoint(src, trust=True, seq_len=100 if claim == "seq_len" else None)
+    assert "prefix layout" not in str(info.value)
+
+
 # -- every tensor mapped -------------------------------------------------------------------------
 def _drop(key):
     def edit(ckpt):
@@ -385,6 +405,44 @@ def test_missing_arch_keys_are_listed(tmp_path):
     src = write_container(tmp_path / "eqr.pth", reference(HEAD_ARCH), arch, trimmed=True)
     with pytest.raises(PaperCheckpointError, match=r"config.arch lacks \['H_cycles', 'lambda_'\]"):
         load_paper_checkpoint(src, trust=True)
+
+
+# -- corrupted files ---------------------------------------------------------------------------------
+def _flip_a_byte_in_the_largest_record(path: Path) -> str:
+    """Flip the high bits of one byte in the middle of the biggest data record (a weight), in place,
+    leaving the zip's CRCs as they were; returns the record's name."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2 + 3] ^= 0x7F  # the top byte of a little-endian fp32: its exponent
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_a_record_with_flipped_bytes_fails_its_crc_at_convert(tmp_path, capsys):
+    src = write_container(tmp_path / "eqr.pth", reference(SUDOKU_ARCH), SUDOKU_ARCH, trimmed=True)
+    record = _flip_a_byte_in_the_largest_record(src)
+    with pytest.raises(PaperCheckpointError, match=f"record {record} fails its zip CRC check: the file is corrupted"):
+        convert(src, tmp_path / "out", trust=True)
+    assert main(["convert", str(src), str(tmp_path / "out"), "--trust"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"record {record} fails its zip CRC check" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("origin", ["model", "ema.shadow"])
+def test_a_non_finite_weight_is_refused_at_convert_naming_the_tensor(tmp_path, origin):
+    def poison(ckpt):
+        tensors = ckpt["model"] if origin == "model" else ckpt["ema"]["shadow"]
+        tensors[COMPILED + "lm_head.weight"][1, 2] = float("inf")
+
+    src = write_container(tmp_path / "eqr.pth", reference(SUDOKU_ARCH), SUDOKU_ARCH, trimmed=True, edit=poison)
+    message = f"{origin} tensor lm_head.weight holds 1 non-finite value (NaN or infinity): the file is corrupted"
+    with pytest.raises(PaperCheckpointError, match=re.escape(message)):
+        convert(src, tmp_path / "out", trust=True)
+    assert not (tmp_path / "out").exists()
 
 
 # -- unpickling safety -------------------------------------------------------------------------
@@ -483,7 +541,9 @@ def test_cli_convert_end_to_end(tmp_path, capsys):
     ("board", "seq_len", "expect"),
     [
         ((None, None), 36, {"rows": 6, "cols": 6}),  # no board size: the square of S_in, as for the 30x30 release
-        ((4, 9), None, {"rows": 4, "cols": 9}),  # config.arch's board, as it says
+        ((9, 9), None, {"rows": 9, "cols": 9}),  # config.arch's board, as it says
+        # a board eqr serve's maze task cannot take: refused at convert, not at serve
+        ((4, 9), None, "eqr serve could not serve the converted folder: a maze model folder must give its square"),
         ((None, None), 40, "a maze of 40 cells is not square"),
         ((6, 6), 40, "board 6x6 has 36 cells, but the model's S_in is 40"),
     ],

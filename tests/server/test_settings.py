@@ -113,10 +113,25 @@ def test_read_timeouts_and_cors_come_from_flags(served, tmp_path: Path, capsys: 
     assert "scheme://host" in capsys.readouterr().err
 
 
+def test_a_default_model_that_is_not_served_fails_before_serving(served, tmp_path: Path, capsys):
+    folder = save_model(tmp_path / "only", EqRNetwork(TINY))
+    assert main(["serve", "--model", str(folder), "--default-model", "other"]) == 2
+    err = capsys.readouterr().err
+    assert err == "eqr serve: --default-model 'other' is not served here ('only')\n" and served == []
+
+
 def test_several_models_by_flag_or_environment(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     a, b = (save_model(tmp_path / name, EqRNetwork(TINY)) for name in ("first", "second"))
     assert main(["serve", "--model", str(a), "--model", str(b), "--model-name", "one"]) == 0
     assert served[-1].model == [a, b] and served[-1].served_names == ["one", "second"]
+    # one flag may list several, separated by commas, as its help says (and as EQR_MODEL does)
+    assert main(["serve", "--model", f"{a},{b}", "--model-name", "one,two"]) == 0
+    assert served[-1].model == [a, b] and served[-1].served_names == ["one", "two"]
+    assert main(["serve", "--model", f"{a}, {b}", "--model", str(tmp_path / "third")]) == 2  # each folder checked
+    # the default model: the first folder's, unless --default-model names another served one
+    assert served[-1].default_model_name == "one"
+    assert main(["serve", "--model", f"{a},{b}", "--default-model", "second"]) == 0
+    assert served[-1].default_model_name == "second"
     monkeypatch.setenv("EQR_MODEL", f"{a}, {b}")
     assert Settings().model == [a, b]
     with pytest.raises(ValueError, match="both named 'first'"):

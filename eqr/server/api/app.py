@@ -40,6 +40,16 @@ def _load_local_broker(settings: Settings, metrics: Metrics) -> Broker:
     return LocalBroker.from_settings(settings, metrics)
 
 
+def load_models(app: FastAPI) -> None:
+    """Load the app's model folders now, in the calling thread, rather than in the lifespan.
+
+    ``eqr serve`` calls this before it binds its port, so a folder that cannot be loaded (weights
+    missing, truncated, corrupted) stops it with the loader's one-line ``CheckpointError`` instead
+    of a failed start-up inside uvicorn.
+    """
+    app.state.injected_broker = _load_local_broker(app.state.settings, app.state.metrics)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start-up: load the model off the event loop, start the broker. Shutdown: stop it.

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from eqr.server.api.errors import ApiError, model_not_found
+from eqr.server.api.errors import ApiError
 from eqr.server.broker.base import Broker, ModelCard
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
@@ -70,14 +70,6 @@ def allow_priority(request: Request, priority: int) -> None:
 
 
 def model_card(requested: str | None, broker: Broker) -> ModelCard:
-    """The card of the model a request names (404 naming the served ones otherwise); none named: the default."""
-    cards = broker.cards
-    if requested is None:
-        card = next(iter(cards.values()), None)
-        if card is None:  # Redis mode with no live worker: say why, as /readyz does
-            reason = broker.readiness().reason
-            raise ApiError(503, "not_ready", f"no model is served yet: {reason}", headers={"Retry-After": "1"})
-        return card
-    if requested not in cards:
-        raise model_not_found(requested, list(cards))
-    return cards[requested]
+    """The card of the model a request names (none: the default) if it can take work: the broker's
+    ``UnknownModel`` (404 naming the known ones) or ``Unavailable`` (503) otherwise."""
+    return broker.card(requested)

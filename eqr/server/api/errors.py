@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eqr.model.tasks.errors import PuzzleError
 from eqr.server.api.schemas import ErrorBody, ErrorResponse
-from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable, UnknownModel
+from eqr.server.broker.base import InvalidParam, Overloaded, Unavailable, UnknownModel, WorkerTimeout
 from eqr.server.jobs import SolveResult
 from eqr.server.metrics import Metrics
 
@@ -38,6 +38,7 @@ REJECTIONS = frozenset(
         "not_ready",
         "draining",
         "model_not_found",
+        "model_unavailable",
         "unauthorized",
         "forbidden",
         "rate_limited",
@@ -122,7 +123,12 @@ def as_api_error(exc: BaseException) -> ApiError:
         retry = max(1, math.ceil(exc.retry_after_s))
         return ApiError(429, "queue_full", f"{exc}; retry in {retry} s", headers={"Retry-After": str(retry)})
     if isinstance(exc, Unavailable):
-        return ApiError(503, exc.code, str(exc), headers={"Retry-After": "1"})
+        retry = max(1, math.ceil(exc.retry_after_s))
+        field = "model" if exc.code == "model_unavailable" else None
+        return ApiError(503, exc.code, str(exc), field=field, headers={"Retry-After": str(retry)})
+    if isinstance(exc, WorkerTimeout):
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return ApiError(504, "worker_timeout", str(exc), field="model", headers={"Retry-After": retry})
     if isinstance(exc, InvalidParam):
         return ApiError(422, "invalid_request", exc.message, field=exc.field)
     if isinstance(exc, UnknownModel):
@@ -199,6 +205,7 @@ def install_error_handlers(app: FastAPI) -> None:
         Unavailable,
         InvalidParam,
         UnknownModel,
+        WorkerTimeout,
         RequestValidationError,
         ClientGone,
         StarletteHTTPException,

@@ -317,11 +317,16 @@ class ModelInfo(BaseModel):
     defaults: dict[str, Any] = Field(description="values used when a request omits them")
     caps: dict[str, Any] = Field(description="server limits (depth, breadth, slots, queue)")
     accuracy: dict[str, Any] | None = Field(None, description="measured at training time, if recorded")
+    workers: int = Field(
+        description="processes serving it now: live workers in Redis mode, 1 in embedded mode; 0: served "
+        "recently but no worker is live now, so requests for it get 503 model_unavailable until one is back"
+    )
 
     @classmethod
-    def from_card(cls, card: ModelCard) -> ModelInfo:
+    def from_card(cls, card: ModelCard, workers: int) -> ModelInfo:
         task = card.solver_task
         return cls(
+            workers=workers,
             name=card.name,
             task=card.task,
             board=task.render(),
@@ -334,6 +339,7 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
+    default: str = Field(description="the model of a request that names none (listed first when known here)")
     models: list[ModelInfo]
 
 
@@ -347,3 +353,6 @@ class Ready(BaseModel):
     live_slots: int
     capacity: int
     in_flight: int
+    models: dict[str, int] = Field(
+        description="live workers per model (embedded mode: 1); 0: served recently, no worker live now"
+    )

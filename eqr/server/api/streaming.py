@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from eqr.server.api.errors import ClientGone, as_api_error, engine_failed
 from eqr.server.api.schemas import ErrorResponse, IterationData, SolveResponse
-from eqr.server.broker.base import JobHandle, ModelCard
+from eqr.server.broker.base import BrokerError, JobHandle, ModelCard
 from eqr.server.jobs import IterationEvent, SolveResult, Status
 
 T = TypeVar("T")
@@ -101,7 +101,10 @@ async def solve_events(handle: JobHandle, card: ModelCard, form: str, heartbeat_
         else:
             yield sse("result", SolveResponse.from_result(result, card), count + 1)
     except Exception as exc:  # the status line is sent already: report in-band, never a traceback
-        log.exception("stream of request %s failed", handle.id)
+        if isinstance(exc, BrokerError):  # an expected end (e.g. no worker in time): no traceback in the log
+            log.warning("stream of request %s ended: %s", handle.id, exc)
+        else:
+            log.exception("stream of request %s failed", handle.id)
         yield sse("error", ErrorResponse(error=as_api_error(exc).body()), count + 1)
     finally:
         if upcoming is not None:

@@ -85,11 +85,23 @@ class Overloaded(BrokerError):
 
 
 class Unavailable(BrokerError):
-    """The broker takes no work: ``code`` is ``draining`` (shutting down) or ``not_ready``."""
+    """No work can be taken (or finished) now: ``code`` is ``draining`` (shutting down), ``not_ready``, or
+    ``model_unavailable`` (Redis mode: the model was served recently, but no live worker serves it now);
+    a retry after ``retry_after_s`` seconds may succeed."""
 
-    def __init__(self, message: str, code: str = "not_ready") -> None:
+    def __init__(self, message: str, code: str = "not_ready", retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s = retry_after_s
+
+
+class WorkerTimeout(BrokerError):
+    """An accepted job waited longer than allowed with no live worker for its model; it was cancelled, so
+    a retry runs it once (Redis mode: its only worker died and none came back in time)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UnknownModel(BrokerError):
@@ -141,11 +153,25 @@ class JobHandle(Protocol):
 class Broker(Protocol):
     """Accepts jobs, tracks them to a result, keeps async jobs' results for a TTL.
 
-    ``cards``: the served models by name, the default (a job naming none) first. A job reaches an
-    engine serving its ``model``; one naming an unknown model raises :class:`UnknownModel`.
+    ``cards``: the models a client may name, the default (a job naming none) first when it is among
+    them: the served ones and, in Redis mode, those served recently whose workers are all gone
+    (:meth:`live_workers` tells them apart). A job reaches an engine serving its ``model``.
     """
 
     cards: dict[str, ModelCard]
+    default_model: str  # the model of a request naming none (the API node's setting, else its rule)
+
+    def card(self, name: str | None) -> ModelCard:
+        """The card of model ``name`` (None: the default), if it can take work now.
+
+        Raises :class:`UnknownModel` for a model that is not known here, and :class:`Unavailable`
+        (``model_unavailable``) for one that is known but has no live engine now.
+        """
+        ...
+
+    def live_workers(self) -> dict[str, int]:
+        """For each card, the processes serving it now: Redis-mode workers (0: none live), 1 when embedded."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -105,13 +105,14 @@ class LocalJob(FutureJob):
 
 
 class LocalBroker:
-    """Submits to in-process engines (one per model, the first the default); keeps async jobs' results
-    for ``job_ttl_s``."""
+    """Submits to in-process engines (one per model; the default ``default_model``, else the first);
+    keeps async jobs' results for ``job_ttl_s``."""
 
     def __init__(
         self,
         engines: Engine | list[Engine],
         *,
+        default_model: str | None = None,
         accuracy: dict[str, dict[str, Any] | None] | None = None,
         job_ttl_s: float = 600.0,
         stall_timeout_s: float = 30.0,
@@ -122,7 +123,11 @@ class LocalBroker:
         self._engines = {e.model_name: e for e in engines}
         if len(self._engines) != len(engines):
             raise ValueError("two engines serve models of the same name")
-        self.cards = {e.model_name: _card(e, (accuracy or {}).get(e.model_name)) for e in engines}
+        self.default_model = default_model or engines[0].model_name
+        if self.default_model not in self._engines:
+            raise ValueError(f"default model {self.default_model!r} is not one of the served {list(self._engines)}")
+        first = sorted(engines, key=lambda e: e.model_name != self.default_model)  # the default first, stable
+        self.cards = {e.model_name: _card(e, (accuracy or {}).get(e.model_name)) for e in first}
         self._ttl = job_ttl_s
         self._stall = stall_timeout_s
         self._error_window = error_window_s
@@ -168,6 +173,7 @@ class LocalBroker:
             log.info("model %s: %d slots on %s, step %s", name, config.slots, config.device, step)
         return cls(
             engines,
+            default_model=settings.default_model_name,
             accuracy=accuracy,
             job_ttl_s=settings.job_ttl_s,
             stall_timeout_s=settings.stall_timeout_s,
@@ -186,9 +192,7 @@ class LocalBroker:
             raise Unavailable("the server is shutting down and accepts no new work", code="draining")
         if not self._running or self._loop is None:
             raise Unavailable("the engine is not running")
-        engine = self._engines.get(job.model) if job.model else next(iter(self._engines.values()))
-        if engine is None:
-            raise UnknownModel(job.model, list(self._engines))
+        engine = self._engines[self.card(job.model or None).name]
         handle = LocalJob(job, self._loop, cancel=engine.cancel, on_settled=self._finished, stream=stream)
         # events are only produced for jobs that use them: streams, and kept jobs (to tell pending from running)
         on_event = handle.on_engine_event if (stream or keep) else None
@@ -208,6 +212,16 @@ class LocalBroker:
             self._kept[job.id] = handle
         future.add_done_callback(handle.on_engine_done)
         return handle
+
+    def card(self, name: str | None) -> ModelCard:
+        card = self.cards.get(name or self.default_model)
+        if card is None:
+            raise UnknownModel(name or self.default_model, list(self.cards))
+        return card
+
+    def live_workers(self) -> dict[str, int]:
+        """One process serves every model: this one."""
+        return dict.fromkeys(self.cards, 1)
 
     async def get(self, job_id: str) -> LocalJob | None:
         self._purge()

@@ -2,8 +2,8 @@
 
 No model is loaded here. The served models are those the live workers advertise in their
 heartbeats; a job is validated against its model's card and appended to that model's jobs stream
-(``ENQUEUE``: bounded, atomic), so only a worker that loaded the model reads it. Its answer comes back
-on this node's reply channel, where workers publish iteration events and the stored result. The
+(``ENQUEUE``: bounded, atomic), so only a worker that loaded the model reads it. Its answer comes
+back on this node's reply channel, where workers publish iteration events and the stored result. The
 channel is the fast path only: a sweep reads the result keys of everything still waiting, so an
 announcement missed while Redis was restarting, or while this node was reconnecting, costs a sweep
 period, never the answer.
@@ -15,7 +15,13 @@ yes``, ``appendfsync always``, as the compose stack runs it). If Redis comes bac
 the sweep notices that the job has neither entry nor result and fails the caller with 503 instead of
 leaving it waiting forever. Layout and scripts: :mod:`eqr.server.broker.redis_protocol`.
 
-Why one file of ~500 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
+A model whose last worker is gone stays known for ``model_memory_s`` (recorded in Redis, so every API
+node agrees): requests for it get 503 ``model_unavailable`` with ``Retry-After`` instead of 404, a
+synchronous caller waiting on it gets 504 ``worker_timeout`` after ``unserved_wait_s`` (its job
+cancelled), and a cancel of a job no live worker holds is answered here, at once. The default model
+is the API node's setting, never a worker's (docs/deployment/redis-workers.md).
+
+Why one file of ~650 lines: a :class:`RedisJob` is settled only by its broker's poll, sweep and
 reply listener, and the broker's bookkeeping exists only for its handles; the two are one
 mechanism seen from both ends.
 """
@@ -27,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -46,6 +53,7 @@ from eqr.server.broker.base import (
     Readiness,
     Unavailable,
     UnknownModel,
+    WorkerTimeout,
 )
 from eqr.server.broker.redis_health import RedisHealth
 from eqr.server.broker.redis_protocol import (
@@ -53,18 +61,23 @@ from eqr.server.broker.redis_protocol import (
     EVENT,
     GROUP,
     RESULT,
+    STORE,
     Delivery,
     Entry,
     Keys,
     RedisOptions,
     decode_cards,
+    decode_entry,
     decode_event,
+    decode_marker,
     decode_result,
+    encode_cards,
     encode_entry,
+    encode_result,
 )
 from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
 from eqr.server.engine.validation import check_job
-from eqr.server.jobs import IterationEvent, Job, SolveResult
+from eqr.server.jobs import IterationEvent, Job, SolveResult, Status, unstarted_result
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +103,15 @@ async def ensure_group(client: Redis, stream: str) -> None:
 class RedisJob(FutureJob):
     """One job seen from this API node: a future for the result and, when streaming, an event queue."""
 
-    def __init__(self, broker: RedisBroker, job_id: str, *, stream: bool, keep: bool) -> None:
+    def __init__(
+        self, broker: RedisBroker, job_id: str, *, stream: bool, keep: bool, entry: Entry | None = None
+    ) -> None:
         self._broker = broker
         self._id = job_id
         self.stream = stream
         self.keep = keep
-        self.entry: Entry | None = None  # its stream entry, once accepted by this node
+        self.entry = entry  # its stream entry: once accepted by this node, or read from a kept job's marker
+        self.since = time.time()  # when this node started waiting for it
         self.swept = False  # the sweep has seen its result once (streams wait one period for the channel)
         super().__init__(asyncio.get_running_loop(), stream)
 
@@ -114,7 +130,7 @@ class RedisJob(FutureJob):
 
     def cancel(self) -> None:
         if not self._result.done():
-            self._broker._cancel_soon(self.id)
+            self._broker.cancel_soon(self)
 
     # -- fed by the broker ----------------------------------------------------------------------------
 
@@ -142,24 +158,31 @@ class RedisJob(FutureJob):
 class RedisBroker:
     """The Broker interface over Redis streams; workers (``eqr worker``) do the computing.
 
-    ``cards`` are the live workers' models, refreshed every poll: workers in name order, each one's
-    models in its own order (its first ``--model`` first), a model listed once, with the card of the
-    first worker that lists it. So with workers started alike the default model is the one they all
-    list first; a model whose last worker is gone drops out (its jobs wait in its stream for the next).
-    Workers of one model are expected to share its settings: jobs are checked against that first card.
+    ``cards``, refreshed every poll: the models live workers serve, and those served within
+    ``model_memory_s`` whose workers are all gone (their jobs wait in their streams for the next
+    worker); ``default_model`` first, the others in name order, so the order never depends on which
+    workers run or what they are called. A model served by several workers gets the card of the first
+    in name order: workers of one model are expected to share its settings.
     """
 
     cards: dict[str, ModelCard]
 
-    def __init__(self, options: RedisOptions, *, client: Redis | None = None) -> None:
+    def __init__(
+        self, options: RedisOptions, *, default_model: str, job_ttl_s: float = 600.0, client: Redis | None = None
+    ) -> None:
         self.options = options
+        self.default_model = default_model
         self.keys = Keys(options.prefix)
         self.node = uuid.uuid4().hex[:12]
         self._reply = self.keys.reply(self.node)
         self._client = client or connect(options.url)
         self._enqueue = self._client.register_script(ENQUEUE)
+        self._store = self._client.register_script(STORE)
+        self._result_ttl_ms = int(job_ttl_s * 1000)  # of a cancelled result this node stores itself
         self._poll_s = min(0.5, options.heartbeat_s / 2)
         self.cards = {}
+        self._live: dict[str, int] = {}  # live workers per card
+        self._served_at: dict[str, float] = {}  # per card: when a live worker last served it (epoch s)
         self._workers: list[dict[str, Any]] = []
         self._unreadable: set[str] = set()  # workers whose heartbeat this version cannot read (warned once)
         self._backlog = 0  # jobs in the served models' streams not yet delivered to any worker
@@ -188,7 +211,7 @@ class RedisBroker:
     async def submit(self, job: Job, *, stream: bool = False, keep: bool = False) -> RedisJob:
         if self._draining or self._closed:
             raise Unavailable("the server is shutting down and accepts no new work", code="draining")
-        card = self._serving_card(job.model)
+        card = self.card(job.model or None)
         try:
             task = card.solver_task
             check_job(job, model=card.name, cells=task.seq_len, vocab=task.vocab_size, caps=card.caps)
@@ -199,7 +222,7 @@ class RedisBroker:
         # the entry names its model even when the job named none: a worker serving several runs it on that one
         fields = encode_entry(Delivery(dataclasses.replace(job, model=card.name), self._reply, stream, keep))
         kept_ttl_ms = int(PENDING_TTL_S * 1000) if keep else 0
-        args = [self.options.max_jobs, kept_ttl_ms, *(x for kv in fields.items() for x in kv)]
+        args = [self.options.max_jobs, kept_ttl_ms, card.name, *(x for kv in fields.items() for x in kv)]
         try:
             entry_id = await self._enqueue(keys=[self.keys.jobs(card.name), self.keys.kept(job.id)], args=args)
         except REDIS_ERRORS as exc:
@@ -228,8 +251,9 @@ class RedisBroker:
             return handle
         if kept is None:
             return handle if handle is not None and handle.keep else None
-        handle = handle or RedisJob(self, job_id, stream=False, keep=True)
-        if kept == "running":
+        marker = decode_marker(kept)
+        handle = handle or RedisJob(self, job_id, stream=False, keep=True, entry=marker.entry)
+        if marker.state == "running":
             handle.mark_started()
         return handle
 
@@ -265,6 +289,35 @@ class RedisBroker:
             in_flight=len(self._submitted),
         )
 
+    def card(self, name: str | None) -> ModelCard:
+        """The card of model ``name`` (None: the default), if Redis is up and a live worker serves it."""
+        if not self.health.ok:
+            raise Unavailable(self.health.reason)
+        wanted = name or self.default_model
+        card = self.cards.get(wanted)
+        if card is None and not self.cards:
+            raise Unavailable("no live worker to run the job; start one with `eqr worker --redis URL`")
+        if card is None and name is None:
+            served = ", ".join(repr(c) for c in self.cards)
+            raise Unavailable(
+                f"the default model {wanted!r} has no live worker (served here: {served}); name a model in "
+                "`model`, or start this API node with --default-model"
+            )
+        if card is None:
+            raise UnknownModel(wanted, list(self.cards))
+        if not self._live.get(wanted):
+            retry = self.options.worker_ttl_s
+            raise Unavailable(
+                f"model {wanted!r} has no live worker now (one served it {self._unserved_for(wanted):.0f} s ago); "
+                f"retry in {retry:.0f} s, or start `eqr worker` with its folder",
+                code="model_unavailable",
+                retry_after_s=retry,
+            )
+        return card
+
+    def live_workers(self) -> dict[str, int]:
+        return {name: self._live.get(name, 0) for name in self.cards}
+
     def readiness(self) -> Readiness:
         if self._draining:
             return Readiness(
@@ -275,7 +328,8 @@ class RedisBroker:
         if not self._subscription.is_set():
             return Readiness(False, "not_ready", "not yet subscribed to this node's reply channel")
         if not self._workers:
-            return Readiness(False, "not_ready", "no live worker: start one with `eqr worker --redis URL`")
+            lost = f" (recently served, none live now: {', '.join(map(repr, self.cards))})" if self.cards else ""
+            return Readiness(False, "not_ready", f"no live worker{lost}: start one with `eqr worker --redis URL`")
         return Readiness(True)
 
     def collector(self) -> Collector:
@@ -283,17 +337,6 @@ class RedisBroker:
         return _StateCollector(self)
 
     # -- bookkeeping ------------------------------------------------------------------------------------
-
-    def _serving_card(self, model: str) -> ModelCard:
-        """The card of the job's ``model`` (empty: the default one), if Redis is up and a live worker serves it."""
-        if not self.health.ok:
-            raise Unavailable(self.health.reason)
-        if not self.cards:
-            raise Unavailable("no live worker to run the job; start one with `eqr worker --redis URL`")
-        card = self.cards.get(model) if model else next(iter(self.cards.values()))
-        if card is None:
-            raise UnknownModel(model, list(self.cards))
-        return card
 
     def _track(self, handle: RedisJob, *, submitted: bool) -> None:
         self._waiting[handle.id] = handle
@@ -318,11 +361,52 @@ class RedisBroker:
         self.health.down(exc)
         self._recovering = True
 
-    def _cancel_soon(self, job_id: str) -> None:
-        """``JobHandle.cancel`` must not block: the messages go out from a task of their own."""
-        task = asyncio.get_running_loop().create_task(self._send_cancel(job_id))
+    def _unserved_for(self, model: str) -> float:
+        """Seconds since a live worker last served ``model`` (0 while one does)."""
+        return 0.0 if self._live.get(model) else max(0.0, time.time() - self._served_at.get(model, time.time()))
+
+    def cancel_soon(self, handle: RedisJob) -> None:
+        """``JobHandle.cancel`` must not block: the cancel goes out from a task of its own."""
+        task = asyncio.get_running_loop().create_task(self._cancel(handle))
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
+
+    async def _cancel(self, handle: RedisJob) -> None:
+        await self._send_cancel(handle.id)
+        try:
+            await self._cancel_unheld(handle)
+        except REDIS_ERRORS as exc:  # the cancel key stays: a worker taking the job later cancels it
+            log.warning("could not settle the cancel of job %s here: %s", handle.id, exc)
+
+    async def _cancel_unheld(self, handle: RedisJob) -> None:
+        """Store the cancelled result here when no live worker holds the job (it is still queued, or the
+        worker that took it died), so the caller hears at once rather than when a worker next looks.
+
+        The entry goes with it (STORE acks and deletes it). A worker that takes the entry in between
+        finds the cancel key, and its own result loses to the stored one: one answer either way.
+        """
+        entry = handle.entry
+        if entry is None:  # a kept job found by id before this node knew where it waits
+            kept = await self._client.get(self.keys.kept(handle.id))
+            entry = None if kept is None else decode_marker(kept).entry
+        if entry is None:
+            return  # finished (its result is stored) or expired
+        stream = self.keys.jobs(entry.model)
+        owner = await self._client.xpending_range(stream, GROUP, min=entry.id, max=entry.id, count=1)
+        if owner and owner[0]["consumer"] in {w.get("name") for w in self._workers}:
+            return  # a live worker has it: its cancelled result (with the iterations it ran) is the answer
+        found = await self._client.xrange(stream, min=entry.id, max=entry.id, count=1)
+        if not found:
+            return  # completed meanwhile: the sweep brings its result
+        try:
+            delivery = decode_entry(found[0][1])
+        except (ValueError, KeyError, TypeError):
+            return  # unreadable: the worker that takes it dead-letters it
+        result = unstarted_result(delivery.job, Status.CANCELLED)
+        envelope = encode_result(result, worker=f"api-{self.node}", deliveries=0, kept=delivery.keep)
+        keys = [self.keys.result(handle.id), self.keys.kept(handle.id), stream]
+        stored = await self._store(keys=keys, args=[envelope, self._result_ttl_ms, delivery.reply, GROUP, entry.id])
+        handle._settle(decode_result(stored)[0])
 
     async def _send_cancel(self, job_id: str) -> None:
         """A key for workers that pick the job up later, and a message for the one running it now."""
@@ -398,18 +482,73 @@ class RedisBroker:
         if gone:
             await c.srem(k.workers, *gone)
         workers: list[dict[str, Any]] = []
-        cards: dict[str, ModelCard] = {}
+        live: dict[str, ModelCard] = {}
+        counts: dict[str, int] = {}
         for name, doc in zip(names, docs, strict=True):
             served = None if doc is None else self._read_heartbeat(name, doc)
             if served is not None:
                 workers.append(served[0])
                 for card in served[1]:
-                    cards.setdefault(card.name, card)
-        backlog = await self._undelivered(list(cards))
-        self._workers, self.cards, self._backlog = workers, cards, backlog
+                    live.setdefault(card.name, card)
+                    counts[card.name] = counts.get(card.name, 0) + 1
+        known = await self._remember(live)
+        backlog = await self._undelivered(list(known))
+        order = sorted(known, key=lambda n: (n != self.default_model, n))
+        self.cards = {n: known[n][0] for n in order}
+        self._served_at = {n: known[n][1] for n in order}
+        self._workers, self._live, self._backlog = workers, counts, backlog
         self.health.up(f"{len(workers)} live worker(s)")
+        self._expire_unserved_waits()
         recovering, self._recovering = self._recovering, False
         await self._sweep(check_lost=recovering)
+
+    async def _remember(self, live: dict[str, ModelCard]) -> dict[str, tuple[ModelCard, float]]:
+        """Record the live models as served now, and read back every model served within ``model_memory_s``
+        (by any API node's account): name → its card (a live worker's, else the last one recorded) and when
+        it was last served. Older ones are forgotten."""
+        now = time.time()
+        async with self._client.pipeline(transaction=False) as pipe:
+            if live:
+                cards = encode_cards(live)
+                pipe.hset(self.keys.models, mapping={c["name"]: json.dumps({"card": c, "at": now}) for c in cards})
+            pipe.hgetall(self.keys.models)
+            recorded = (await pipe.execute())[-1]
+        known: dict[str, tuple[ModelCard, float]] = {}
+        forgotten = []
+        for name, doc in recorded.items():
+            try:
+                record = json.loads(doc)
+                card, served_at = decode_cards([record["card"]])[0], float(record["at"])
+            except (ValueError, KeyError, TypeError):
+                forgotten.append(name)  # unreadable: another version's record; a live worker rewrites it
+                continue
+            if name not in live and now - served_at > self.options.model_memory_s:
+                forgotten.append(name)
+            else:
+                known[name] = (live.get(name, card), served_at)
+        if forgotten:
+            await self._client.hdel(self.keys.models, *forgotten)
+        return known
+
+    def _expire_unserved_waits(self) -> None:
+        """Synchronous callers of a model without a live worker wait ``unserved_wait_s`` at most (counted
+        from when it was last served, or from the job's arrival here if later); then they get 504 and the
+        job is cancelled, so it does not run later for nobody. Async jobs wait on for the next worker."""
+        limit = self.options.unserved_wait_s
+        for handle in list(self._waiting.values()):
+            model = handle.entry.model if handle.entry is not None else None
+            if handle.done or handle.keep or model is None or self._live.get(model):
+                continue
+            waited = time.time() - max(self._served_at.get(model, handle.since), handle.since)
+            if waited >= limit:
+                handle._fail(
+                    WorkerTimeout(
+                        f"model {model!r} has had no live worker for {waited:.0f} s (limit {limit:g} s, "
+                        f"--unserved-wait): job {handle.id} was cancelled; retry once a worker serves it again",
+                        retry_after_s=self.options.worker_ttl_s,
+                    )
+                )
+                self.cancel_soon(handle)
 
     def _read_heartbeat(self, name: str, doc: str) -> tuple[dict[str, Any], list[ModelCard]] | None:
         """A worker's heartbeat and its cards; None (warned once) for one this version cannot read."""
@@ -486,6 +625,14 @@ class _StateCollector(Collector):
             "eqr_redis_up", "1 when this API node reached Redis at its last poll", value=b.health.ok
         )
         yield GaugeMetricFamily("eqr_workers_live", "Workers with a live heartbeat", value=len(b._workers))
+        per_model = GaugeMetricFamily(
+            "eqr_model_workers",
+            "Live workers serving each model known to this API node (0: served recently, none live now)",
+            labels=["model"],
+        )
+        for model, count in b.live_workers().items():
+            per_model.add_metric([model], count)
+        yield per_model
         yield GaugeMetricFamily(
             "eqr_stream_backlog", "Jobs in the served models' Redis streams not yet read by a worker", value=b._backlog
         )

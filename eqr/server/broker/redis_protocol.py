@@ -12,11 +12,14 @@ key                           type           meaning
 ``P:dead``                    stream         dead letters of every model: the entry's fields plus
                                              ``model``, ``entry_id``, ``deliveries``, ``reason``, ``worker``
 ``P:result:{id}``             string, TTL    the result envelope; first writer wins (``SET NX``)
-``P:kept:{id}``               string, TTL    ``pending``/``running`` for async jobs until the result
+``P:kept:{id}``               string, TTL    an async job's marker until the result: its state
+                                             (``pending``/``running``), its entry, the worker running it
 ``P:cancel:{id}``             string, TTL    a cancellation, for workers that pick the job up later
 ``P:worker:{name}``           string, TTL    a worker's heartbeat: the cards of every model it serves,
                                              in its order, and its load
 ``P:workers``                 set            names of workers that sent a heartbeat (pruned by the API)
+``P:models``                  hash           model → its card and when a live worker last served it,
+                                             written by the API nodes; forgotten after ``model_memory_s``
 ``P:reply:{node}``            channel        one per API process: ``E``+event and ``R``+result messages
 ``P:cancel``                  channel        job ids to cancel, heard by every worker
 ============================  =============  ========================================================
@@ -70,6 +73,18 @@ class RedisOptions(BaseSettings):
     claim_idle_s: float = Field(15.0, gt=0, description="a pending job idle this long belongs to a dead worker")
     max_deliveries: int = Field(3, ge=1, description="deliveries of one job before it is dead-lettered")
     dead_maxlen: int = Field(10_000, ge=1, description="dead letters kept (oldest trimmed)")
+    model_memory_s: float = Field(
+        3600.0,
+        gt=0,
+        description="how long a model whose last worker left stays known: its requests get 503 model_unavailable "
+        "(with Retry-After) meanwhile, 404 model_not_found after",
+    )
+    unserved_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="how long a synchronous request (solve, batch, stream) waits while its model has no live "
+        "worker before it gets 504 worker_timeout and its job is cancelled",
+    )
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> RedisOptions:
@@ -93,6 +108,29 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """An async job's kept key: ``pending`` (written at admission) or ``running`` (by the worker computing
+    it, which names itself), and its entry: what an API node needs to cancel it without a worker."""
+
+    state: str
+    entry: Entry | None = None
+    worker: str = ""
+
+
+def encode_marker(state: str, entry: Entry, worker: str = "") -> str:
+    return json.dumps({"state": state, "model": entry.model, "entry": entry.id, "worker": worker})
+
+
+def decode_marker(value: str) -> Marker:
+    """The marker; one that is no JSON object (a bare state) has no entry."""
+    try:
+        doc = json.loads(value)
+        return Marker(str(doc["state"]), Entry(str(doc["model"]), str(doc["entry"])), str(doc.get("worker", "")))
+    except (ValueError, KeyError, TypeError):
+        return Marker(value)
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str
 
@@ -107,6 +145,10 @@ class Keys:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
 
     @property
     def cancel_channel(self) -> str:
@@ -130,13 +172,16 @@ class Keys:
 
 # -- scripts ---------------------------------------------------------------------------------------
 
-# KEYS: stream, kept key. ARGV: max_jobs, kept ttl ms (0: not kept), then the entry's field/value pairs.
-# The bound is checked and the entry appended in one step, so concurrent API nodes can never overfill
-# the model's stream; MAXLEN is then a belt-and-braces cap that trims nothing.
+# KEYS: stream, kept key. ARGV: max_jobs, kept ttl ms (0: not kept), model, then the entry's field/value
+# pairs. The bound is checked and the entry appended in one step, so concurrent API nodes can never
+# overfill the model's stream; MAXLEN is then a belt-and-braces cap that trims nothing. An async job's
+# marker (see :class:`Marker`) records where its entry is, so any API node can cancel it.
 ENQUEUE = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 3))
-if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2]) end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 4))
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[2], cjson.encode({state='pending', model=ARGV[3], entry=id}), 'PX', ARGV[2])
+end
 return id
 """
 

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
+from eqr.model.checkpoint import CheckpointError
 from eqr.server.broker.local import LocalBroker
 from eqr.server.broker.redis import REDIS_ERRORS, connect
 from eqr.server.broker.redis_health import RedisHealth
@@ -138,7 +139,8 @@ def default_name() -> str:
 def run_worker(
     settings: Settings, options: RedisOptions, *, name: str, prefetch: int, metrics_host: str, metrics_port: int
 ) -> int:
-    """Load the model, serve /metrics and /healthz, and work until SIGTERM/SIGINT; exit status 0."""
+    """Load the models, serve /metrics and /healthz, and work until SIGTERM/SIGINT; exit status 0 (2: a
+    model folder that cannot be loaded, or a metrics port in use)."""
     from eqr.server.ops_http import serve_ops
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -159,7 +161,12 @@ def run_worker(
         )
         return 2
     log.info("loading models from %s", ", ".join(map(str, settings.model)))
-    local = LocalBroker.from_settings(settings, metrics)
+    try:
+        local = LocalBroker.from_settings(settings, metrics)
+    except CheckpointError as exc:  # one line, as for a bad flag: weights missing, truncated, corrupted
+        ops.shutdown()
+        print(f"eqr worker: {exc}", file=sys.stderr)
+        return 2
     metrics.track(lambda: local.stats().in_flight)
 
     async def main() -> None:

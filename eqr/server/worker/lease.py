@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 
 from eqr.server.broker.redis import REDIS_ERRORS
-from eqr.server.broker.redis_protocol import GROUP, RENEW, Entry, encode_cards
+from eqr.server.broker.redis_protocol import GROUP, RENEW, Entry, encode_cards, encode_marker
 from eqr.server.worker.assignments import Assignment, WorkerContext
 from eqr.server.worker.intake import Intake
 
@@ -82,7 +82,8 @@ class Lease:
         if running:
             async with self.ctx.client.pipeline(transaction=False) as pipe:
                 for a in running:
-                    pipe.set(self.ctx.keys.kept(a.job.id), "running", xx=True, keepttl=True)
+                    marker = encode_marker("running", a.entry, self.ctx.name)
+                    pipe.set(self.ctx.keys.kept(a.job.id), marker, xx=True, keepttl=True)
                 await pipe.execute()
             for a in running:
                 a.marked_running = True

@@ -43,7 +43,8 @@ async def test_health_and_readiness(client: httpx.AsyncClient):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     r = await client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "queue_depth": 0, "live_slots": 0, "capacity": 8, "in_flight": 0}
+    ready = {"status": "ready", "queue_depth": 0, "live_slots": 0, "capacity": 8, "in_flight": 0, "models": {"tiny": 1}}
+    assert r.json() == ready
 
 
 async def test_models_describe_the_served_model(client: httpx.AsyncClient):

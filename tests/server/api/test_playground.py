@@ -27,6 +27,7 @@ from tests.live_server import API_KEY, GRID, MAZE, MAZE_SIZE, LiveServer, serve
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "artifacts"
 BUNDLED_MODEL = ROOT / "models" / "sudoku-small"
+BUNDLED_MAZE = ROOT / "models" / "maze-small"
 CONFLICT = "5" + "." * 8 + "5" + "." * 71  # two 5s in column 1: cells (0, 0) and (1, 0)
 MAZE_MODEL = "maze-tiny"  # the live server's second model
 # records each board the page draws while solving, with the iteration it shows: how a test sees the
@@ -222,10 +223,38 @@ def test_playground_sends_the_key_the_user_enters(browser, keyed_server: LiveSer
     browser.execute_script("sessionStorage.clear()")
 
 
-def test_playground_with_the_bundled_model(browser, tmp_path: Path):
+@pytest.fixture(scope="module")
+def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Both bundled models, as ``eqr serve`` serves them by default."""
+    with serve([BUNDLED_MODEL, BUNDLED_MAZE], "--slots", "8", log_dir=tmp_path_factory.mktemp("bundled")) as server:
+        yield server
+
+
+def test_playground_with_the_bundled_model(browser, bundled_server: LiveServer):
     """The real model, for the screenshot: still asserts rendering only, never the answer's quality."""
-    with serve(BUNDLED_MODEL, "--slots", "8", log_dir=tmp_path) as server:
-        solve_and_check_rendering(browser, server.url, "Easy (36 givens)", "64", "playground-sudoku-small.png")
+    solve_and_check_rendering(browser, bundled_server.url, "Easy (36 givens)", "64", "playground-sudoku-small.png")
+
+
+def test_the_maze_editor_leaves_no_empty_band_beside_the_settings(browser, bundled_server: LiveServer):
+    """maze-small's puzzle editor is 11 lines tall. The model and example menus stay at the top of the
+    controls, level with the editor (they sat at its bottom edge, under an empty band), and every other
+    setting fits beside it: the editor alone sets the controls' height."""
+    open_playground(browser, bundled_server.url)
+    choose_model(browser, BUNDLED_MAZE.name)
+    wait_for(browser, lambda d: d.find_element(By.ID, "board").get_attribute("data-kind") == "maze")
+    assert browser.find_element(By.ID, "rows-text").get_attribute("rows") == "11"
+    browser.save_screenshot(str(ARTIFACTS / "playground-maze-small.png"))
+
+    def box(element_id: str) -> dict:
+        return browser.find_element(By.ID, element_id).rect
+
+    editor = box("rows-text")
+    for menu in ("model", "example"):
+        assert abs(box(menu)["y"] - editor["y"]) <= 16, (menu, box(menu), editor)
+    controls, editor_label = box("controls"), box("rows-text-label")
+    assert controls["height"] <= editor_label["height"] + 32, (controls, editor_label)  # padding, no band
+    solve = box("solve")
+    assert solve["y"] + solve["height"] <= editor["y"] + editor["height"] + 4  # beside the editor, not below
 
 
 def test_playground_switches_to_the_maze_model_and_back(browser, live_server: LiveServer):

@@ -70,6 +70,19 @@ async def test_streams_carry_the_maze_board_in_the_puzzles_form(both: httpx.Asyn
     assert boards and all('"board":"' in line and "\\n" in line for line in boards)  # one string, rows on lines
 
 
+async def test_the_default_model_is_the_servers_setting(model_dir: Path, maze_dir: Path):
+    """``--default-model`` picks the model of a request naming none (the same setting as ``eqr api``'s);
+    it is listed first and named as ``default``, and /readyz and /v1/models count this process as its worker."""
+    app = create_app(make_settings([model_dir, maze_dir], default_model=MAZE_NAME))
+    async with serving(app) as client:
+        listed = (await client.get("/v1/models")).json()
+        assert listed["default"] == MAZE_NAME
+        assert [(m["name"], m["workers"]) for m in listed["models"]] == [(MAZE_NAME, 1), (MODEL_NAME, 1)]
+        default = (await client.post("/v1/solve", json={"puzzle": MAZE, "depth": 2})).json()
+        assert default["model"] == MAZE_NAME and isinstance(default["answer"], list)
+        assert (await client.get("/readyz")).json()["models"] == {MAZE_NAME: 1, MODEL_NAME: 1}
+
+
 async def test_metrics_are_labelled_by_model(both: httpx.AsyncClient):
     await both.post("/v1/solve", json={"model": MAZE_NAME, "puzzle": MAZE})
     await both.post("/v1/solve", json={"puzzle": PUZZLE})

@@ -17,7 +17,15 @@ import pytest
 
 from eqr.model.tasks.maze import MazeTask
 from eqr.model.tasks.sudoku import SudokuTask
-from eqr.server.broker.base import InvalidParam, JobState, ModelCard, Overloaded, Unavailable, UnknownModel
+from eqr.server.broker.base import (
+    InvalidParam,
+    JobState,
+    ModelCard,
+    Overloaded,
+    Unavailable,
+    UnknownModel,
+    WorkerTimeout,
+)
 from eqr.server.broker.redis import RedisBroker, connect, ensure_group
 from eqr.server.broker.redis_protocol import (
     GROUP,
@@ -91,7 +99,7 @@ async def _until(predicate, timeout: float = 5.0) -> None:
 
 @pytest.fixture
 async def broker(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
-    b = RedisBroker(_options(redis_server, max_jobs=3))
+    b = RedisBroker(_options(redis_server, max_jobs=3), default_model="fake")
     await b.start()
     try:
         yield b
@@ -183,59 +191,125 @@ async def test_readiness_validation_and_admission_per_model(broker: RedisBroker,
 
 
 async def test_the_models_are_the_live_workers_models(broker: RedisBroker, redis_server: RedisServer):
-    """The union of the live workers' cards: workers in name order, each one's models in its order; a
-    model leaves with its last worker, and a heartbeat this version cannot read is skipped, not fatal."""
+    """The live workers' cards, the API node's default first and the rest in name order, whatever the
+    workers are called; a model served by several workers has the first one's (in name order) card; a
+    heartbeat this version cannot read is skipped, not fatal."""
     other_maze = dataclasses.replace(MAZE_CARD, caps={**CAPS, "depth": 9})  # another worker, another --max-depth
     await _announce_worker(redis_server, broker.options, "a", cards=[MAZE_CARD])
-    await _announce_worker(redis_server, broker.options, "b", cards=[CARD, other_maze])
+    await _announce_worker(redis_server, broker.options, "b", cards=[other_maze, CARD])
     client = redis_server.client()
     client.set(broker.keys.worker("old"), json.dumps({"name": "old", "card": {"name": "x"}}), px=60_000)
     client.sadd(broker.keys.workers, "old")
     await _until(lambda: len(broker.cards) == 2)
-    assert list(broker.cards) == ["maze", "fake"] and broker.cards["maze"] == MAZE_CARD  # worker a's, first
-    maze = await broker.submit(Job(MAZE_TOKENS, SolveParams(depth=20)))  # the default is now the maze model
-    assert maze.entry is not None and maze.entry.model == "maze"
-    client.delete(broker.keys.worker("a"))  # a is gone (heartbeat expired): b's order, b's card
-    await _until(lambda: list(broker.cards) == ["fake", "maze"])
+    assert list(broker.cards) == ["fake", "maze"] and broker.cards["maze"] == MAZE_CARD  # worker a's card
+    assert broker.live_workers() == {"fake": 1, "maze": 2}
+    default = await broker.submit(Job(PUZZLE, SolveParams(depth=5)))  # the node's default, not worker a's first
+    assert default.entry is not None and default.entry.model == "fake"
+    client.delete(broker.keys.worker("a"))  # a is gone (heartbeat expired): b's card
+    await _until(lambda: broker.live_workers() == {"fake": 1, "maze": 1})
     assert broker.cards["maze"] == other_maze
     with pytest.raises(InvalidParam, match="depth"):
         await broker.submit(Job(MAZE_TOKENS, SolveParams(depth=20), model="maze"))
-    client.delete(broker.keys.worker("b"))
-    await _announce_worker(redis_server, broker.options, "c", cards=[CARD])
-    await _until(lambda: list(broker.cards) == ["fake"])
-    with pytest.raises(UnknownModel, match="'maze' is not served here; this server serves 'fake'"):
-        await broker.submit(Job(MAZE_TOKENS, model="maze"))
     assert broker.readiness().ready and len(broker._workers) == 1  # "old" counts as no worker
 
 
-async def test_result_reaches_the_caller_and_kept_jobs_by_id(broker: RedisBroker, redis_server: RedisServer):
-    await _announce_worker(redis_server, broker.options, cards=[CARD, MAZE_CARD])
+async def test_a_model_whose_workers_are_gone_is_unavailable_then_forgotten(
+    broker: RedisBroker, redis_server: RedisServer
+):
+    """The maze model's only worker dies: the model stays listed with 0 workers and its requests get
+    ``model_unavailable`` (503, Retry-After) rather than ``UnknownModel`` (404), on every API node, until
+    ``model_memory_s`` has passed since a worker last served it."""
+    await _announce_worker(redis_server, broker.options, "sudoku", cards=[CARD])
+    await _announce_worker(redis_server, broker.options, "maze", cards=[MAZE_CARD])
+    await _until(lambda: broker.live_workers() == {"fake": 1, "maze": 1})
+    redis_server.client().delete(broker.keys.worker("maze"))  # its heartbeat expired: it died
+    await _until(lambda: broker.live_workers() == {"fake": 1, "maze": 0})
+    assert list(broker.cards) == ["fake", "maze"] and broker.readiness().ready
+    with pytest.raises(Unavailable, match="model 'maze' has no live worker now") as refused:
+        await broker.submit(Job(MAZE_TOKENS, model="maze"))
+    assert refused.value.code == "model_unavailable" and refused.value.retry_after_s == broker.options.worker_ttl_s
+    # an API node started after the worker died knows the model as well (the record is in Redis) ...
+    late = RedisBroker(_options(redis_server, model_memory_s=1.5), default_model="fake")
+    await late.start()
+    try:
+        assert late.live_workers() == {"fake": 1, "maze": 0}
+        # ... until the model has gone unserved for model_memory_s: then it is unknown, a 404
+        await _until(lambda: list(late.cards) == ["fake"], timeout=5)
+        with pytest.raises(UnknownModel, match="'maze' is not served here; this server serves 'fake'"):
+            await late.submit(Job(MAZE_TOKENS, model="maze"))
+    finally:
+        await late.close()
+
+
+async def test_the_default_model_is_the_api_nodes_setting(broker: RedisBroker, redis_server: RedisServer):
+    """Never a worker's: with the default ('fake') unserved, a request naming no model is told so."""
+    await _announce_worker(redis_server, broker.options, "a-maze-worker", cards=[MAZE_CARD])
     await _until(lambda: broker.readiness().ready)
-    job = Job(MAZE_TOKENS, SolveParams(seed=1), model="maze", form="text")
-    handle = await broker.submit(job, stream=True, keep=True)
+    with pytest.raises(Unavailable, match=r"the default model 'fake' has no live worker .*--default-model"):
+        await broker.submit(Job(MAZE_TOKENS))
+    assert (await broker.submit(Job(MAZE_TOKENS, model="maze"))).entry is not None
+
+
+async def test_a_synchronous_wait_for_a_model_without_workers_is_bounded(redis_server: RedisServer):
+    """A solve whose model loses its last worker fails with WorkerTimeout once the model has gone
+    ``unserved_wait_s`` without one, and its job leaves the stream (cancelled, not run for nobody)."""
+    b = RedisBroker(_options(redis_server, unserved_wait_s=1.0), default_model="fake")
+    await b.start()
+    try:
+        await _announce_worker(redis_server, b.options, "maze", cards=[MAZE_CARD])
+        await _until(lambda: b.live_workers() == {"maze": 1})
+        handle = await b.submit(Job(MAZE_TOKENS, model="maze"))
+        kept = await b.submit(Job(MAZE_TOKENS, model="maze"), keep=True)
+        redis_server.client().delete(b.keys.worker("maze"))
+        with pytest.raises(WorkerTimeout, match=f"model 'maze' has had no live worker for 1 s .* job {handle.id} was"):
+            await asyncio.wait_for(handle.result(), 5)
+        await _until(lambda: redis_server.client().xlen(b.keys.jobs("maze")) == 1)  # only the async job waits on
+        assert kept.state is JobState.PENDING
+        stored, _ = decode_result(redis_server.client().get(b.keys.result(handle.id)))
+        assert stored.status is Status.CANCELLED and stored.iterations == [0]
+    finally:
+        await b.close()
+
+
+async def test_cancel_of_a_job_no_live_worker_holds_is_answered_at_once(
+    broker: RedisBroker, redis_server: RedisServer
+):
+    """Queued, or taken by a worker that died: the API node stores the cancelled result itself (any API
+    node: the job's marker says where its entry is); one a live worker holds is left to that worker."""
+    await _announce_worker(redis_server, broker.options, "w", cards=[CARD])
+    await _until(lambda: broker.readiness().ready)
+    taken, held, queued = [await broker.submit(Job(PUZZLE, SolveParams(seed=i)), keep=True) for i in range(3)]
     client = redis_server.client()
-    stream = broker.keys.jobs("maze")
-    # play the worker: read the entry from the maze stream, publish an event, store the result
-    [[_, [(entry, fields)]]] = client.xreadgroup(GROUP, "w", {stream: ">"}, count=1)
-    delivery = decode_entry(fields)
-    assert delivery.job == job
-    client.publish(delivery.reply, encode_event(IterationEvent(job.id, 1, MAZE_TOKENS, 0.5, 1)))
-    envelope = encode_result(_result(job), worker="w", deliveries=1, kept=True)
-    keys = [broker.keys.result(job.id), broker.keys.kept(job.id), stream]
-    client.register_script(STORE)(keys=keys, args=[envelope, 60_000, delivery.reply, GROUP, entry])
-    events = [e async for e in handle.events()]
-    assert [e.iteration for e in events] == [1]
-    assert await asyncio.wait_for(handle.result(), 5) == _result(job)
-    assert broker.stats().in_flight == 0
-    # another API node (a fresh broker) finds the kept job by id, with its result
-    other = RedisBroker(broker.options)
+    stream = broker.keys.jobs("fake")
+    client.xreadgroup(GROUP, "dead-worker", {stream: ">"}, count=1)  # taken: by a worker with no heartbeat
+    client.xreadgroup(GROUP, "w", {stream: ">"}, count=1)  # held: by the live worker w
+
+    queued.cancel()
+    result = await asyncio.wait_for(queued.result(), 2)
+    assert result.status is Status.CANCELLED and result.iterations == [0] and result.answer == PUZZLE
+    assert client.xlen(stream) == 2 and client.get(broker.keys.kept(queued.id)) is None  # its entry is gone
+
+    other = RedisBroker(broker.options, default_model="fake")  # another API node: it knows the job by id only
     await other.start()
     try:
-        found = await other.get(job.id)
-        assert found is not None and found.state is JobState.DONE and found.peek() == _result(job)
-        assert await other.get("no-such-job") is None
+        found = await other.get(taken.id)
+        assert found is not None and found.entry == taken.entry and found is not taken
+        found.cancel()
+        result = await asyncio.wait_for(found.result(), 2)
+        assert result.status is Status.CANCELLED and await asyncio.wait_for(taken.result(), 2) == result
+        assert client.xlen(stream) == 1 and client.xpending(stream, GROUP)["pending"] == 1
     finally:
         await other.close()
+
+    held.cancel()  # w is alive: it gets the cancel (key and message) and answers with what it computed
+    await _until(lambda: client.exists(broker.keys.cancel(held.id)) == 1)
+    await asyncio.sleep(0.3)
+    assert held.peek() is None and client.xlen(stream) == 1
+    job = decode_entry(client.xrange(stream)[0][1]).job
+    envelope = encode_result(_result(job, Status.CANCELLED), worker="w", deliveries=1, kept=True)
+    keys = [broker.keys.result(job.id), broker.keys.kept(job.id), stream]
+    client.register_script(STORE)(keys=keys, args=[envelope, 60_000, "", GROUP, held.entry.id])
+    assert (await asyncio.wait_for(held.result(), 5)).iterations == [6]
 
 
 async def test_redis_outage_turns_unready_and_lost_jobs_fail(broker: RedisBroker, redis_server: RedisServer):

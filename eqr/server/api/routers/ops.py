@@ -32,7 +32,11 @@ async def readyz(request: Request) -> Ready | Response:
         return error_response(ApiError(503, readiness.code, readiness.reason))
     stats = broker.stats()
     return Ready(
-        queue_depth=stats.queue_depth, live_slots=stats.live_slots, capacity=stats.capacity, in_flight=stats.in_flight
+        queue_depth=stats.queue_depth,
+        live_slots=stats.live_slots,
+        capacity=stats.capacity,
+        in_flight=stats.in_flight,
+        models=broker.live_workers(),
     )
 
 

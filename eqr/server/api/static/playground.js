@@ -20,10 +20,11 @@ const MAZE_PATH = "o"; // how a maze answer marks its path; the other maze chara
 const MAZE_OPEN = " ";
 // what a maze cell shows as text (its colour says the rest); a generic grid shows every character
 const MAZE_GLYPHS = { "#": "", " ": "", o: "", S: "S", G: "G" };
+const MAX_EDITOR_ROWS = 12; // the rows editor's height, in lines: a taller board scrolls in it
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  models: [], // GET /v1/models: the first is the server's default
+  models: [], // GET /v1/models (its `default` names the server's default model)
   model: null, // the selected model (null until the list arrives: the page starts as a Sudoku)
   board: SUDOKU_BOARD, // the board drawn: {kind, rows, cols}
   examples: [], // [name, puzzle] of the example menu, for the board's task
@@ -79,7 +80,8 @@ function buildBoard(board) {
   }
   $("puzzle-text-label").hidden = !isSudoku();
   $("rows-text-label").hidden = isSudoku();
-  $("rows-text").rows = board.rows;
+  $("rows-text").rows = Math.min(board.rows, MAX_EDITOR_ROWS); // a taller board scrolls (the board shows it all)
+  $("controls").dataset.editor = isSudoku() ? "line" : "rows"; // rows: the settings stack beside the editor
 }
 
 function cells() {
@@ -474,13 +476,16 @@ async function loadModels() {
       return;
     }
     if (!response.ok) return;
-    state.models = (await response.json()).models || [];
+    const listed = await response.json();
+    state.models = listed.models || [];
     if (!state.models.length) return;
     const menu = $("model");
-    menu.replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.task})`, m.name)));
+    // Redis mode lists a model whose workers are all gone with 0 workers: its solves get 503 until one is back
+    const label = (m) => `${m.name} (${m.task})${m.workers === 0 ? ", no live worker" : ""}`;
+    menu.replaceChildren(...state.models.map((m) => new Option(label(m), m.name)));
     $("model-label").hidden = false;
-    const kept = state.model && state.models.find((m) => m.name === state.model.name);
-    selectModel(kept || state.models[0], false);
+    const named = (name) => name && state.models.find((m) => m.name === name);
+    selectModel(named(state.model && state.model.name) || named(listed.default) || state.models[0], false);
   } catch (_) {
     /* the playground still works with the server's defaults */
   }
