@@ -85,7 +85,7 @@ def test_caps_and_parameters_are_enforced(make_engine, job, field):
 
 def test_defaults_are_capped_and_duplicate_ids_refused(make_engine):
     engine = make_engine(max_depth=8)
-    assert engine.defaults["depth"] == 8 and engine.caps["depth"] == 8
+    assert engine.defaults.depth == 8 and engine.caps["depth"] == 8
     job = Job(puzzle(9))
     engine.submit(job)
     with pytest.raises(InvalidParam, match="in flight"):
