@@ -195,7 +195,7 @@ def main() -> None:
     mix = load_mix(args.puzzles, args.data, args.seed)
     config = EngineConfig(slots=args.slots, max_queue=len(mix), max_depth=args.depth, threads=args.threads)
     engine = Engine(model, config, task=SUDOKU, defaults=inference)
-    noise, rule = engine.defaults["noise"], engine.rule
+    noise, rule = engine.defaults.noise, engine.rule
     n_easy = sum(e for _, e in mix)
     steps = meta.get("training", {}).get("steps", "?")
     print(

@@ -17,21 +17,23 @@ accuracy through aggregation, not to this trade-off. Writes a PNG of accuracy ag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from puzzle_sets import BUNDLED, SHARED, shown
+from tqdm import tqdm
 
 from eqr.kernels import rng
 from eqr.model.bundled import default_model_dir
 from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.solve import inference_defaults
-from eqr.model.step import StepOutput
+from eqr.model.step import fresh_batch
 from eqr.model.tasks.sudoku import SudokuTask
-from eqr.runtime.rollout import rollout
+from eqr.offline.solve import offline_engine
+from eqr.runtime.step import make_step
 
 SETS = ("easy50.csv", "printable30.csv", "printable25.csv", "top95.csv")
 
@@ -51,15 +53,20 @@ def record(model, path: Path, depth: int, noise: float, limit: int | None) -> di
     residual = torch.zeros(depth, n)
     right = torch.zeros(depth, n, dtype=torch.bool)
 
-    def observe(rows: np.ndarray, its: np.ndarray, out: StepOutput) -> None:
-        idx, t = torch.from_numpy(rows), torch.from_numpy(its)
-        changed[t, idx] = out.pred_change.cpu() != 0
-        residual[t, idx] = out.residual.float().cpu()
-        right[t, idx] = (out.pred.cpu() == labels[idx]).all(dim=1)
-
-    never = ConvergenceRule(window=depth + 1)  # every trajectory runs the whole depth: replay() judges the rules
-    seeds = [rng.trajectory_seed(0, rng.puzzle_key(row), 0) for row in tokens.numpy()]  # as `eqr eval --seed 0`
-    rollout(model, tokens, seeds, depth, noise, rule=never, progress=True, observe=observe)
+    # every trajectory runs the whole depth (replay() judges the rules), seeded as `eqr eval --seed 0`
+    seeds = torch.tensor([rng.trajectory_seed(0, rng.puzzle_key(row), 0) for row in tokens.numpy()])
+    for start in range(0, n, 256):
+        rows = slice(start, min(start + 256, n))
+        state = fresh_batch(model, tokens[rows], seeds[rows], noise)
+        stepper = make_step(model, state)
+        for t in tqdm(range(depth), desc=f"{path.name} {start}", leave=False):
+            out = stepper.iterate(state)
+            changed[t, rows] = out.pred_change.cpu() != 0
+            residual[t, rows] = out.residual.float().cpu()
+            right[t, rows] = (out.pred.cpu() == labels[rows]).all(dim=1)
+            state = dataclasses.replace(
+                state, z_H=out.z_H, z_L=out.z_L, steps=state.steps + 1, prev_logits=out.logits, prev_pred=out.pred
+            )
     return {"changed": changed, "residual": residual, "right": right}
 
 
@@ -121,8 +128,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model, meta = load_model(args.model)
-    defaults = inference_defaults(model, meta)
-    current = defaults.rule
+    engine = offline_engine(model, SudokuTask(), meta)  # the model folder's defaults, as served
+    defaults, current = engine.defaults, engine.rule
     rules = [ConvergenceRule(int(w), float(t)) for w in args.windows.split(",") for t in args.tols.split(",")]
     if current not in rules:
         rules.append(current)

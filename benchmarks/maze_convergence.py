@@ -1,7 +1,7 @@
 """Adaptive compute on mazes: iterations to convergence against shortest-path length.
 
 One trajectory per maze of a held-out set (the seed derivation of a server request with ``--seed``),
-run by the engine's own rollout until the model's convergence rule holds or ``--depth`` is spent.
+run by the serving engine in-process until the model's convergence rule holds or ``--depth`` is spent.
 Prints, per path-length bucket, how many mazes, the share answered exactly, and the mean and median
 iteration at which the answer appeared; writes a PNG of the same (and every maze as a dot). A model
 that spends compute where it is needed spends it on the mazes it finds hard, whatever their length.
@@ -21,12 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from eqr.kernels.rng import puzzle_key, trajectory_seed
 from eqr.model.checkpoint import load_model
-from eqr.model.solve import inference_defaults
 from eqr.model.tasks.maze import read_jsonl
 from eqr.model.tasks.registry import task_for
-from eqr.runtime.rollout import rollout
+from eqr.offline.solve import offline_engine, run_jobs
+from eqr.server.engine import Job, SolveParams
 
 
 def main() -> None:
@@ -42,17 +41,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model, meta = load_model(args.model)
-    task, defaults = task_for(meta), inference_defaults(model, meta)
+    task = task_for(meta)
+    engine = offline_engine(model, task, meta)  # the served engine: one trajectory a maze, seeded as eqr eval
+    defaults = engine.defaults
     puzzles, solutions = task.read_set(args.data)
     lengths = [int(m["length"]) for m in read_jsonl(args.data)[2]]  # the set records each shortest path
-    tokens = torch.from_numpy(puzzles)
-    seeds = [trajectory_seed(args.seed, puzzle_key(t), 0) for t in puzzles]
-    r = rollout(model, tokens, seeds, args.depth, defaults.noise, rule=defaults.rule, progress=True)
-    exact = (r.preds[-1] == torch.from_numpy(solutions)).all(dim=1).tolist()
-    at = r.converged_at.tolist()  # depth + 1: never converged
+    params = SolveParams(depth=args.depth, breadth=1, seed=args.seed)
+    results = run_jobs(engine, [Job([int(t) for t in p], params) for p in puzzles])
+    exact = [r.answer == s.tolist() for r, s in zip(results, solutions, strict=True)]
+    # where its answer settled; depth + 1: never converged
+    at = [args.depth + 1 if r.iterations_to_convergence is None else r.iterations_to_convergence for r in results]
 
     print(f"{len(lengths)} mazes of {args.data.name}, {args.model.name}, depth {args.depth}, seed {args.seed}, "
-          f"noise {defaults.noise:g}, rule window {defaults.rule.window} tol {defaults.rule.tol:g}")  # fmt: skip
+          f"noise {defaults.noise:g}, rule window {defaults.window} tol {defaults.tol:g}")  # fmt: skip
     header = f"{'path length':>12}{'mazes':>7}{'exact':>8}{'converged':>11}{'mean it.':>10}{'median it.':>12}"
     print(header)
     print("-" * len(header))

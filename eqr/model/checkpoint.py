@@ -21,6 +21,8 @@ from eqr.model.network import EqRNetwork
 FORMAT = "eqr-serve/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+
+
 class CheckpointError(ValueError):
     """A model folder that cannot be loaded; the message says which file and why."""
 

@@ -1,18 +1,22 @@
-"""The model runner: one iteration on every live slot of a pool, and the verdict of who leaves.
+"""The model runner: applies the scheduler's decisions to the slot pool and runs one iteration on it.
 
-One call runs the step on the live prefix of the slot pool, writes the new state back into the
-pool and folds the step into the pool's convergence tracker. It returns one :class:`Leave` code
-per slot on the host, the one device-to-host copy of a step that nothing leaves. The engine and
-the offline rollouts both drive it; what to do with the codes is theirs.
+:meth:`Runner.apply` evicts and admits what a :class:`~eqr.runtime.decisions.Decision` says (reading
+the state of the evicted trajectories that asked for it first); :meth:`Runner.run` runs the step on
+the live prefix of the pool, writes the new state back and folds it into the pool's convergence
+tracker, and reports the trajectories that leave with their :class:`Leave` codes, the one
+device-to-host copy of a step that nothing leaves; :meth:`Runner.read` copies the state of some
+trajectories to the host in one copy. What to do with them is the scheduler's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from eqr.model.step import StepOutput, Stepper
+from eqr.runtime.decisions import Decision, Leave, State
 from eqr.runtime.slots import SlotPool
 
 
@@ -23,8 +27,26 @@ class Runner:
         self.stepper = stepper
         self.pool = pool
 
-    def run(self, observe: Callable[[StepOutput], None] | None = None) -> np.ndarray:
-        """Advance rows ``[0, live)`` by one iteration; their :class:`Leave` codes (int8, host).
+    def apply(self, decision: Decision) -> State | None:
+        """Evict, then admit; the state of ``decision.read`` as it was before they left (None: none asked)."""
+        p = self.pool
+        state = self.read(decision.read) if decision.read else None
+        if decision.evict:
+            p.release([o.slot for o in decision.evict])
+        if decision.admit:
+            a = decision.admit
+            p.assign(
+                [x.owner for x in a],
+                [x.seed for x in a],
+                np.stack([x.tokens for x in a]),
+                [x.noise for x in a],
+                [x.depth for x in a],
+                [x.halt_on_q for x in a],
+            )
+        return state
+
+    def run(self, observe: Callable[[StepOutput], None] | None = None) -> list[tuple[Any, Leave]]:
+        """Advance every live trajectory by one iteration; those that leave, with why.
 
         ``observe`` sees the step's output before the pool takes it in (studies of whole trajectories).
         """
@@ -36,4 +58,9 @@ class Runner:
         p.z_L[:n] = out.z_L
         p.prev_logits[:n] = out.logits
         p.prev_pred[:n] = out.pred
-        return p.tracker.update(n, out).cpu().numpy()
+        codes = p.tracker.update(n, out).cpu().numpy()
+        return [(p.owners[row], Leave(int(codes[row]))) for row in np.flatnonzero(codes).tolist()]
+
+    def read(self, owners: Sequence[Any]) -> State:
+        """The current state of ``owners`` on the host, in their order (one device-to-host copy)."""
+        return self.pool.snapshot([o.slot for o in owners])

@@ -14,25 +14,17 @@ row record); the pool only keeps their ``slot`` attribute up to date.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.step import StepBatch
+from eqr.runtime.decisions import State
 from eqr.runtime.tracker import ConvergenceTracker
 
 InitState = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class Snapshot(NamedTuple):
-    """The current state of some slots, on the host: what a trajectory would answer now."""
-
-    preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
-    scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (0 after one, inf before any)
-    residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
-    changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
 
 
 class SlotPool:
@@ -134,22 +126,26 @@ class SlotPool:
                 self.owners[h] = owner
         del self.owners[keep:]
 
-    def snapshot(self, rows: Sequence[int]) -> Snapshot:
+    def snapshot(self, rows: Sequence[int]) -> State:
         """Latest prediction, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         t = self.tracker
         # token ids, iteration counts and fp32 scores are all exact in float64: pack, copy once, split
-        packed = torch.cat(
-            [
-                self.prev_pred[idx].double(),
-                t.scores(idx).double().unsqueeze(1),
-                t.residual[idx].double().unsqueeze(1),
-                t.changed_at[idx].double().unsqueeze(1),
-            ],
-            dim=1,
-        ).cpu().numpy()
+        packed = (
+            torch.cat(
+                [
+                    self.prev_pred[idx].double(),
+                    t.scores(idx).double().unsqueeze(1),
+                    t.residual[idx].double().unsqueeze(1),
+                    t.changed_at[idx].double().unsqueeze(1),
+                ],
+                dim=1,
+            )
+            .cpu()
+            .numpy()
+        )
         s = self.prev_pred.shape[1]
-        return Snapshot(
+        return State(
             packed[:, :s].astype(np.int64),
             packed[:, s].astype(np.float32),
             packed[:, s + 1].astype(np.float32),

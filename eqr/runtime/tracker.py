@@ -9,26 +9,13 @@ per-slot Python and a single device-to-host copy of ``live`` bytes.
 
 from __future__ import annotations
 
-import enum
 import math
 
 import torch
 
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.step import StepOutput
-
-
-class Leave(enum.IntEnum):
-    """Why a slot leaves after this iteration (``STAY``: it does not); also the eviction reason label."""
-
-    STAY = 0
-    CONVERGED = 1  # the convergence rule held (prediction stable for `window` iterations, residual < tol)
-    HALTED = 2  # learned halting: q_halt > 0 (requests with halt="q_halt")
-    DEPTH = 3  # used its depth budget
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+from eqr.runtime.decisions import Leave
 
 
 class ConvergenceTracker:

@@ -77,9 +77,10 @@ def _eval(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from eqr.model.evaluate import evaluate_file, format_table, plot_records, write_json
-    from eqr.model.solve import inference_defaults
     from eqr.model.tasks.registry import task_for
+    from eqr.offline.evaluate import evaluate_file, format_table, plot_records, write_json
+    from eqr.server.engine import InvalidParam, SolveParams
+    from eqr.server.flags import request_fields
 
     missing = [f for f in args.data if not os.path.isfile(f)]
     if missing:
@@ -90,26 +91,29 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     model, meta = loaded
     task = task_for(meta)
-    defaults = inference_defaults(model, meta)
-    noise = defaults.noise if args.noise is None else args.noise
-    print(f"noise {noise:g}, seed {args.seed}, convergence window {defaults.rule.window} tol {defaults.rule.tol:g}")
+    grid = ("depth", "breadth", "aggregate")  # lists: one cell each
+    params = SolveParams(**{k: v for k, v in request_fields(args).items() if k not in grid})
+    shown = ", ".join(f"{k} {v}" for k, v in vars(params).items() if v is not None)
+    print(f"request fields: {shown}; the rest the model's defaults")
     records = []
     for path in args.data:
         try:
             records += evaluate_file(
                 model,
+                meta,
                 path,
                 task,
                 limit=args.limit,
                 depths=args.depth,
                 breadths=args.breadth,
                 rules=args.aggregate,
-                noise=noise,
-                seed=args.seed,
-                rule=defaults.rule,
+                params=params,
                 batch_size=args.batch_size,
                 progress=True,
             )
+        except InvalidParam as exc:
+            print(f"eqr eval: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
+            return 2
         except ValueError as exc:  # unreadable CSV rows and invalid puzzles (PuzzleError)
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             print(f"eqr eval: {message}", file=sys.stderr)
@@ -139,9 +143,11 @@ def _solve_offline(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from eqr.model.solve import inference_defaults, solve_offline
     from eqr.model.tasks.errors import PuzzleError
     from eqr.model.tasks.registry import task_for
+    from eqr.offline.solve import solve_offline
+    from eqr.server.engine import InvalidParam, SolveParams
+    from eqr.server.flags import request_fields
 
     loaded = _load("solve", args.model)
     if loaded is None:
@@ -153,33 +159,28 @@ def _solve_offline(args: argparse.Namespace) -> int:
     except PuzzleError as exc:
         print(f"eqr solve: invalid puzzle: {exc}", file=sys.stderr)
         return 2
-    defaults = inference_defaults(model, meta)
-    result = solve_offline(
-        model,
-        task,
-        puzzle,
-        depth=args.depth or defaults.depth,
-        breadth=args.breadth,
-        rule_name=args.aggregate or defaults.aggregate,
-        noise=defaults.noise if args.noise is None else args.noise,
-        seed=args.seed,
-        rule=defaults.rule,
-    )
+    try:
+        result = solve_offline(model, task, meta, puzzle, SolveParams(**request_fields(args)))
+    except InvalidParam as exc:
+        print(f"eqr solve: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
+        return 2
     answer = np.asarray(result.answer)
     if args.json:
         shown = {"puzzle": task.board(puzzle), "solution": task.board(answer)}
-        print(json.dumps({**shown, **result.to_dict()}))
+        fields = ("status", "valid", "iterations", "iterations_to_convergence", "agreement", "convergence_score",
+                  "seed", "verified", "restarts")  # fmt: skip
+        print(json.dumps({**shown, **{k: getattr(result, k) for k in fields}, "breadth": len(result.iterations)}))
         return 0
-    when = f" (converged at {result.converged_at})" if result.converged_at is not None else ""
+    converged = result.iterations_to_convergence
+    when = f" (converged at {converged})" if converged is not None else ""
     print(task.text(answer))
     compact = task.board(answer)
     if isinstance(compact, str) and "\n" not in compact:  # a one-line form (Sudoku's 81 characters) to copy
         print(compact)
     valid = {True: "yes", False: "no", None: "n/a"}[result.valid]
     print(
-        f"status: {result.status}  iterations: {max(result.iterations)}{when}  "
-        f"valid: {valid}  breadth: {result.breadth} "
-        f"({result.converged_trajectories} converged, agreement {result.agreement:.2f})"
+        f"status: {result.status.value}  iterations: {max(result.iterations, default=0)}{when}  "
+        f"valid: {valid}  breadth: {len(result.iterations)} (agreement {result.agreement:.2f})"
     )
     return 0
 
@@ -313,7 +314,7 @@ def _add_redis_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from eqr.server import flags  # Settings (pydantic): torch-free, but not needed to import this module
-    from eqr.server.flags import add_settings_flags
+    from eqr.server.flags import add_request_flags, add_settings_flags
 
     parser = argparse.ArgumentParser(prog="eqr", description="Equilibrium Reasoner serving and tooling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (overrides the config's train.threads)")
     p.set_defaults(func=_train)
 
-    from eqr.model.aggregate import AGGREGATES
-
-    p = sub.add_parser("eval", help="accuracy of a model on puzzle CSVs for every depth x breadth x aggregate rule")
+    p = sub.add_parser(
+        "eval", help="accuracy and cost of a model on labelled sets for every depth x breadth x aggregate rule"
+    )
     p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
     p.add_argument(
         "--data",
@@ -338,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_int_list, default=[1, 4, 16, 64], help="iteration budgets (default 1,4,16,64)")
     p.add_argument("--breadth", type=_int_list, default=[1, 4, 16], help="trajectories per puzzle (default 1,4,16)")
     p.add_argument("--aggregate", type=_rule_list, default=["converged", "vote"], help="rules (default converged,vote)")
-    p.add_argument("--noise", type=float, help="latent noise sigma (default: the model's inference noise)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the trajectories")
+    p.add_argument("--seed", type=int, default=0, help="the request seed of every puzzle (default 0)")
+    add_request_flags(p, skip=("depth", "breadth", "aggregate", "seed"))
     p.add_argument("--limit", type=_positive_int, help="use only the first N puzzles of each file")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="trajectories per forward batch")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="engine slots: trajectories per step")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--json", help="write the records to this JSON file")
     p.add_argument("--plot", help="accuracy-vs-depth PNG (default: next to --json, else eval.png)")
@@ -355,11 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         "grid its rows, one per line",
     )
     p.add_argument("--model", help="model folder (default: bundled, or $EQR_MODEL); with --server: a model name")
-    p.add_argument("--depth", type=_positive_int, help="iteration budget (default: the model's inference depth)")
-    p.add_argument("--breadth", type=_positive_int, default=1, help="trajectories from random initial latents")
-    p.add_argument("--aggregate", choices=AGGREGATES, help="how breadth picks the answer (default: the model's)")
-    p.add_argument("--noise", type=float, help="latent noise sigma (default: the model's inference noise)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the trajectories")
+    p.add_argument("--seed", type=int, default=0, help="the request seed (default 0)")
+    add_request_flags(p, skip=("seed",))
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--server", metavar="URL", help="solve on a running eqr serve, e.g. http://127.0.0.1:8000")
     p.add_argument("--stream", action="store_true", help="with --server: print the board as it converges")

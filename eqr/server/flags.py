@@ -80,3 +80,28 @@ def add_settings_flags(parser: argparse.ArgumentParser, *groups: tuple[str, ...]
                 metavar=None if choices else name.upper(),
                 help=f"{info.description or name.replace('_', ' ')} ({shown}$EQR_{name.upper()})",
             )
+
+
+def add_request_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """A flag for every request field of :class:`~eqr.server.jobs.SolveParams` (but ``skip``), from its
+    declaration: ``--breadth-mode on_demand``, ``--verify``/``--no-verify``, ``--budget 2000``... Each
+    defaults to None (unset: the preset's or the model's value); the engine validates the values."""
+    from eqr.server.jobs import field_specs
+
+    for name, spec in field_specs().items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if spec.kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=spec.doc)
+        else:
+            kind = str if spec.choices else spec.kind
+            parser.add_argument(flag, dest=name, type=kind, choices=spec.choices, default=None, help=spec.doc)
+
+
+def request_fields(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The request fields the command line set (flags from :func:`add_request_flags` and any the command
+    declares itself under the same names)."""
+    from eqr.server.jobs import field_specs
+
+    return {name: getattr(args, name) for name in field_specs() if getattr(args, name, None) is not None}

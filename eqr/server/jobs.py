@@ -8,11 +8,13 @@ threads, processes and Redis unchanged and an API node that never loads a model 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 class Status(str, enum.Enum):
@@ -23,23 +25,124 @@ class Status(str, enum.Enum):
     FAILED = "failed"  # the engine raised; ``error`` says why
 
 
+# -- the request fields: declared once ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What every layer knows of one request field: the API schema, the validation, the CLI flags and
+    the SDK's options follow from (or are checked against) it. A field's value is ``None`` until a
+    request, its preset or the model folder sets it; ``default`` is what it then resolves to when none
+    of them does (``None``: the plan resolves it from the model, see ``eqr.server.engine.plan``)."""
+
+    kind: type  # int, float, bool or str
+    doc: str
+    default: Any = None
+    lo: float | None = None  # smallest value (numbers)
+    hi: float | None = None  # largest value anywhere (numbers); an engine cap may be lower
+    cap: str | None = None  # the engine cap (``Engine.caps``) that bounds it: depth, breadth, budget
+    choices: tuple[str, ...] | None = None  # the allowed words (kind str)
+
+
+def _field(spec: FieldSpec) -> Any:
+    return field(default=None, metadata={"spec": spec})
+
+
+# named sets of request fields: a request naming a preset gets its values for every field it leaves out.
+# ``paper``: the official Sudoku evaluation protocol of the EqR paper (the ACT-streaming configs at
+# ``locuslab/EqR`` ``e993482``; docs/paper-protocol.md): depth 64, 128 random starts, noise 0.5, learned
+# halting (``q_halt > 0``), the most-converged trajectory's answer (the first of the evaluator's top-k).
+# Meant for converted paper checkpoints; the small bundled models were not trained for noise 0.5.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"depth": 64, "breadth": 128, "noise": 0.5, "halt": "q_halt", "aggregate": "converged"},
+}
+AGGREGATES = ("converged", "vote")  # most-converged trajectory (the paper's), or a majority over whole boards
+BREADTH_MODES = ("fixed", "on_demand")  # fixed: all of breadth starts; on_demand: breadth is a cap
+HALTS = ("convergence", "q_halt")  # the convergence rule, or the learned halting head
+
+
 @dataclass(frozen=True)
 class SolveParams:
-    """Per-request budgets and knobs; ``None`` means the model's / server's default."""
+    """A request's fields, as the client set them (``None``: not set). The one declaration of them:
+    each carries its :class:`FieldSpec` (:func:`field_specs`). Adding a field here, with its policy
+    in ``eqr.server.engine.policies``, is all a new knob takes."""
 
-    depth: int | None = None
-    breadth: int = 1
-    aggregate: str | None = None  # "converged" (most-converged) or "vote"; None: the model's default
-    quorum: int | None = None  # stop remaining siblings once this many trajectories agree
-    noise: float | None = None
-    seed: int | None = None
-    timeout_ms: int | None = None
-    priority: int = 0  # higher runs first; aging prevents starvation
-    halt: str = "convergence"  # "convergence" or "q_halt" (learned halting)
-    stream_every: int = 1
-    verify: bool | None = None  # verified mode (restart what fails the task's verify, stop at a verified answer)
-    budget: int | None = None  # most iterations of all the request's trajectories, restarts included
-    breadth_mode: str | None = None  # "fixed" or "on_demand" (breadth is a cap); None: the model's default
+    preset: str | None = _field(
+        FieldSpec(
+            str,
+            "named values for every field the request leaves out: `paper` is the EqR paper's Sudoku protocol "
+            "(depth 64, breadth 128, noise 0.5, learned halting, most-converged answer), for converted paper "
+            "checkpoints",
+            choices=tuple(PRESETS),
+        )
+    )
+    depth: int | None = _field(
+        FieldSpec(int, "max iterations per trajectory (server-capped)", lo=1, hi=1_000_000, cap="depth")
+    )
+    breadth: int | None = _field(
+        FieldSpec(int, "trajectories from independent random starts (server-capped)", 1, lo=1, hi=4096, cap="breadth")
+    )
+    aggregate: str | None = _field(
+        FieldSpec(
+            str,
+            "how breadth picks the answer: the most-converged trajectory (the paper's rule) or a majority vote "
+            "over whole boards; default: the model's (GET /v1/models, `defaults.aggregate`)",
+            choices=AGGREGATES,
+        )
+    )
+    quorum: int | None = _field(
+        FieldSpec(int, "stop remaining trajectories once this many agree (at most the breadth)", lo=1, hi=4096)
+    )
+    noise: float | None = _field(FieldSpec(float, "latent noise scale; default from the model", lo=0, hi=10))
+    seed: int | None = _field(
+        FieldSpec(int, "same seed, same answer (alone or batched); default: drawn at random", lo=0, hi=2**63 - 1)
+    )
+    timeout_ms: int | None = _field(
+        FieldSpec(int, "answer best-so-far after this long (the deadline)", lo=1, hi=3_600_000)
+    )
+    priority: int | None = _field(FieldSpec(int, "higher runs first; waiting raises priority", 0, lo=-1000, hi=1000))
+    halt: str | None = _field(FieldSpec(str, "convergence rule or learned halting", "convergence", choices=HALTS))
+    stream_every: int | None = _field(
+        FieldSpec(int, "streaming: an event every this many iterations", 1, lo=1, hi=1_000_000)
+    )
+    breadth_mode: str | None = _field(
+        FieldSpec(
+            str,
+            "fixed: every trajectory of `breadth` runs; on_demand: `breadth` is a cap, `quorum` (default 2) "
+            "trajectories start and one more joins only while the finished ones cannot agree; default: the model's",
+            choices=BREADTH_MODES,
+        )
+    )
+    verify: bool | None = _field(
+        FieldSpec(
+            bool,
+            "verified mode: a trajectory whose answer fails the task's rules is followed by a fresh one (a "
+            "restart) while the budget lasts, the first verified answer ends the request, and the answer never "
+            "changes a given; without a `depth` each trajectory gets the model's verify_depth (its restart "
+            "schedule); default: the model's (off: pure EqR)",
+        )
+    )
+    budget: int | None = _field(
+        FieldSpec(
+            int,
+            "most iterations of all the request's trajectories together, restarts included (server-capped); "
+            "shared equally by the breadth; default: none, or in verified mode the model's verify_budget "
+            "(else 32 × depth × breadth)",
+            lo=1,
+            hi=1_000_000,
+            cap="budget",
+        )
+    )
+
+    def with_preset(self) -> SolveParams:
+        """These fields with the preset's values for those left out (the request's own win)."""
+        preset = PRESETS.get(self.preset, {}) if self.preset is not None else {}
+        return dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+
+
+def field_specs() -> dict[str, FieldSpec]:
+    """Every request field's name and spec, in declaration order."""
+    return {f.name: f.metadata["spec"] for f in fields(SolveParams)}
 
 
 @dataclass

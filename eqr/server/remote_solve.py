@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from eqr.server.flags import request_fields
 from eqr_client import Client, EqrError, IterationEvent, NotFound, SolveResult, format_board
 from eqr_client.errors import BadRequest, PuzzleError
 
@@ -19,14 +20,7 @@ CLEAR_FRAME = "\x1b[{lines}F\x1b[J"  # cursor up to the frame's first line, eras
 def solve_remote(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Solve ``args.puzzle`` on ``args.server``; exit status 2 for a bad request, 1 when the server failed."""
     out = out or sys.stdout
-    options: dict[str, Any] = {
-        "model": args.model,
-        "depth": args.depth,
-        "breadth": args.breadth,
-        "aggregate": args.aggregate,
-        "noise": args.noise,
-        "seed": args.seed,
-    }
+    options: dict[str, Any] = {"model": args.model, **request_fields(args)}
     try:
         with Client(args.server, api_key=args.api_key) as client:
             if args.stream:

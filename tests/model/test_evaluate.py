@@ -9,11 +9,12 @@ import torch
 from eqr.kernels import rng
 from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
-from eqr.model.evaluate import RECORD_KEYS, accuracy, evaluate_file, grid_records, iteration_stats
 from eqr.model.network import EqRNetwork
-from eqr.model.solve import solve_offline
 from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, read_csv, to_tokens
+from eqr.offline.evaluate import RECORD_KEYS, accuracy, cell_record, evaluate_file, iteration_stats
+from eqr.offline.solve import solve_offline
 from eqr.server.cli import main
+from eqr.server.engine import SolveParams, SolveResult, Status
 
 TINY = EqRConfig(hidden_size=16, expansion=2.0, multiple_of=16, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=4)
 SOLUTION = "417369825632158947958724316825437169791586432346912758289643571573291684164875293"
@@ -45,67 +46,33 @@ def csv_file(tmp_path_factory):
     return path
 
 
-# -- metric computation on hand-built rollouts -------------------------------------------------
+# -- metric computation on hand-built results ---------------------------------------------------
 
-LABELS = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+LABELS = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
 RIGHT0, WRONG0 = [1, 2, 3, 4], [1, 2, 3, 9]  # puzzle 0: wrong answer has 3/4 cells right
 RIGHT1, WRONG1 = [5, 6, 7, 8], [5, 6, 0, 0]  # puzzle 1: wrong answer has 2/4 cells right
 
 
-def hand_built():
-    """Depths (1, 2); 3 trajectories per puzzle. Convergence and vote disagree at breadth 3."""
-    preds = torch.tensor([[WRONG0, RIGHT0, RIGHT0], [RIGHT1, WRONG1, WRONG1]])
-    scores = torch.tensor([[0.1, 0.3, 0.4], [0.2, 0.05, 0.3]])
-    converged_at = torch.tensor([[1, 2, 1], [1, 1, 6]])  # where each answer settled
-    detected_at = torch.tensor([[2, 5, 1], [1, 3, 9]])  # where the rule fired
-    inf = torch.full_like(scores, float("inf"))  # depth 1 has no convergence score yet
-    return [1, 2], torch.stack([preds, preds]), torch.stack([inf, scores]), converged_at, detected_at
+def result(answer, iterations, converged_at):
+    return SolveResult("r", Status.CONVERGED, answer, None, iterations, converged_at, 1.0, 0.1, 0.0, 0.0)
 
 
-def cell(records, depth, breadth, rule):
-    (rec,) = [r for r in records if (r["depth"], r["breadth"], r["aggregate"]) == (depth, breadth, rule)]
-    return rec
-
-
-def test_grid_records_hand_built():
-    depths, preds, scores, conv, detected = hand_built()
-    records = grid_records(
-        depths, preds, scores, conv, detected, LABELS, [1, 2, 3], ["converged", "vote"], data="x.csv"
-    )
-    assert len(records) == 2 * 3 * 2 and all(tuple(r) == RECORD_KEYS for r in records)
-    assert all(r["data"] == "x.csv" and r["puzzles"] == 2 for r in records)
-
-    # breadth 1: both rules take trajectory 0 -> puzzle 0 wrong (3/4 cells), puzzle 1 right
-    for rule in ("converged", "vote"):
-        r = cell(records, 2, 1, rule)
-        assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
-        assert (r["mean_iterations"], r["p90_iterations"], r["mean_iterations_run"]) == (1.0, 1.0, 1.5)
-
-    # breadth 3, depth 2: lowest score picks WRONG0 and WRONG1
-    r = cell(records, 2, 3, "converged")
-    assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.0, 5 / 8)
-    # trajectory 1 of puzzle 1 settled at 1 but was confirmed at 3 > depth 2: counts as 2 for both
-    assert (r["mean_iterations"], r["mean_iterations_run"]) == (1.5, 2.0)
-    # the vote picks RIGHT0 (2 of 3) and WRONG1 (2 of 3)
-    r = cell(records, 2, 3, "vote")
-    assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 6 / 8)
-
-    # breadth 2 vote: puzzle 0 ties WRONG0/RIGHT0 -> first seen (WRONG0); puzzle 1 ties -> RIGHT1
-    r = cell(records, 2, 2, "vote")
+def test_cell_record_hand_built():
+    results = [result(WRONG0, [2, 5, 1], 1), result(RIGHT1, [3, 9], None)]
+    r = cell_record(results, LABELS, depth=8, breadth=3, rule="vote", data="x.csv")
+    assert tuple(r) == RECORD_KEYS and (r["data"], r["puzzles"], r["depth"], r["breadth"]) == ("x.csv", 2, 8, 3)
     assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
-
-    # depth 1: scores are all inf, so "converged" falls back to the first trajectory; iterations cap at 1
-    r = cell(records, 1, 3, "converged")
-    assert (r["exact_accuracy"], r["mean_iterations"], r["p90_iterations"]) == (0.5, 1.0, 1.0)
+    # one answer settled at 1, the other never: it counts its depth; every iteration of every trajectory is spent
+    assert (r["mean_iterations"], r["p90_iterations"], r["iterations_spent"]) == (4.5, 8.0, 10.0)
 
 
 def test_accuracy_and_iteration_stats():
-    assert accuracy(torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1, 2], [3, 4]])) == (0.5, 0.75)
-    detected = torch.arange(1, 11)
-    settled = (detected - 3).clamp(min=1)  # 1 1 1 1 2 3 4 5 6 7
-    assert iteration_stats(settled, detected, 100) == (pytest.approx(3.1), 6.0, 5.5)  # p90: the 9th of 10
-    # within depth 4 only the first four converged; the rest count 4 for both numbers
-    assert iteration_stats(settled, detected, 4) == (pytest.approx(2.8), 4.0, pytest.approx(3.4))
+    assert accuracy(np.array([[1, 2], [3, 0]]), np.array([[1, 2], [3, 4]])) == (0.5, 0.75)
+    settled = [1, 1, 1, 1, 2, 3, 4, 5, 6, 7]
+    results = [result(RIGHT0, [s + 3, 2], s) for s in settled]
+    assert iteration_stats(results, 100) == (pytest.approx(3.1), 6.0, pytest.approx(8.1))  # p90: the 9th of 10
+    unsettled = [result(RIGHT0, [4], None)] * 10
+    assert iteration_stats(unsettled, 4) == (4.0, 4.0, 4.0)  # never converged: its depth
 
 
 def test_trajectory_seeds_depend_on_seed_puzzle_and_index_only():
@@ -120,11 +87,12 @@ def test_trajectory_seeds_depend_on_seed_puzzle_and_index_only():
 
 def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file):
     """Breadth b of puzzle i in an evaluation seeded s runs what ``eqr solve --seed s`` runs for it."""
-    model, _ = load_model(model_dir)
+    model, meta = load_model(model_dir)
     puzzles, solutions = read_csv(str(csv_file))
-    kw = {"depths": [3], "rules": ["vote"], "noise": 0.1, "seed": 5, "batch_size": 4}
-    (record,) = evaluate_file(model, csv_file, SUDOKU, breadths=[2], **kw)
-    offline = [solve_offline(model, SUDOKU, to_tokens(p), 3, 2, "vote", 0.1, seed=5).answer for p in puzzles]
+    kw = {"depths": [3], "rules": ["vote"], "params": SolveParams(noise=0.1, seed=5), "batch_size": 4}
+    (record,) = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[2], **kw)
+    params = SolveParams(depth=3, breadth=2, aggregate="vote", noise=0.1, seed=5)
+    offline = [solve_offline(model, SUDOKU, meta, to_tokens(p), params).answer for p in puzzles]
     cells = np.mean([np.mean(np.asarray(a) == to_tokens(sol)) for a, sol in zip(offline, solutions, strict=True)])
     assert record["cell_accuracy"] == pytest.approx(cells, abs=1e-6) and 0 < cells < 1  # one cell is 1/243
 
@@ -135,19 +103,19 @@ def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file
 def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
     from eqr.model.checkpoint import load_model
 
-    model, _ = load_model(model_dir)
-    kw = {"depths": [1, 3], "rules": ["converged", "vote"], "noise": 0.1, "seed": 3, "batch_size": 4}
-    records = evaluate_file(model, csv_file, SUDOKU, breadths=[1, 2], **kw)
+    model, meta = load_model(model_dir)
+    kw = {"depths": [1, 3], "rules": ["converged", "vote"], "params": SolveParams(noise=0.1, seed=3), "batch_size": 4}
+    records = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[1, 2], **kw)
     assert len(records) == 2 * 2 * 2
     for r in records:
         assert tuple(r) == RECORD_KEYS and r["puzzles"] == 3 and r["data"] == csv_file.name  # never the absolute path
         assert 0.0 <= r["exact_accuracy"] <= r["cell_accuracy"] <= 1.0
         assert 1.0 <= r["mean_iterations"] <= r["p90_iterations"] <= r["depth"]
-        assert r["mean_iterations"] <= r["mean_iterations_run"] <= r["depth"]
+        assert r["mean_iterations"] <= r["iterations_spent"] <= r["depth"] * r["breadth"]
     # breadth 1 of a breadth-2 run is the same trajectory as a breadth-1 run, and --limit keeps trajectories
-    narrow = evaluate_file(model, csv_file, SUDOKU, breadths=[1], **kw)
+    narrow = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[1], **kw)
     assert narrow == [r for r in records if r["breadth"] == 1]
-    limited = evaluate_file(model, csv_file, SUDOKU, limit=2, breadths=[1], **kw)
+    limited = evaluate_file(model, meta, csv_file, SUDOKU, limit=2, breadths=[1], **kw)
     assert len(limited) == 4 and limited[0]["puzzles"] == 2
 
 

@@ -1,4 +1,5 @@
-"""Offline solving: early stop, agreement with the fixed-depth rollout, and the ``eqr solve`` CLI."""
+"""Offline solving: the serving engine in-process (early stop, what a converged trajectory answers), and
+the ``eqr solve`` CLI."""
 
 import dataclasses
 import json
@@ -9,16 +10,15 @@ import torch
 from eqr.kernels import rng
 from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.solve import inference_defaults, solve_offline
 from eqr.model.tasks.sudoku import SudokuTask, format_board, parse_puzzle, to_tokens
-from eqr.runtime.rollout import rollout
+from eqr.offline.solve import offline_engine, run_jobs, solve_offline
 from eqr.server.cli import main
+from eqr.server.engine import Job, SolveParams
 from tests.model.test_evaluate import SOLUTION, blanked, save_tiny_model
 
 PUZZLE = blanked(2)
 SUDOKU = SudokuTask()
 TOKENS = SUDOKU.encode(PUZZLE)
-NEVER = ConvergenceRule(window=3, tol=0.0)  # the residual is never < 0: runs the whole depth
 
 
 @pytest.fixture(scope="module")
@@ -26,43 +26,44 @@ def model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny"), {"depth": 3, "noise": 0.1, "window": 2, "tol": 0.5})
 
 
-def test_inference_defaults_come_from_the_model_folder(model_dir):
+def test_the_engine_takes_its_defaults_from_the_model_folder(model_dir):
     model, meta = load_model(model_dir)
-    d = inference_defaults(model, meta)
-    assert (d.depth, d.noise, d.rule) == (3, 0.1, ConvergenceRule(window=2, tol=0.5))
-    bare = inference_defaults(model, {})
-    assert (bare.depth, bare.noise, bare.rule) == (4, model.cfg.noise_scale, ConvergenceRule())
+    d = offline_engine(model, SUDOKU, meta).defaults
+    assert (d.depth, d.noise, d.window, d.tol) == (3, 0.1, 2, 0.5)
+    bare = offline_engine(model, SUDOKU, {}).defaults
+    rule = ConvergenceRule()
+    assert (bare.depth, bare.noise, bare.window, bare.tol) == (4, model.cfg.noise_scale, rule.window, rule.tol)
 
 
-def test_full_depth_solve_matches_the_rollout(model_dir):
-    model, _ = load_model(model_dir)
-    result = solve_offline(model, SUDOKU, TOKENS, depth=4, breadth=3, noise=0.1, seed=5, rule=NEVER)
-    assert result.iterations == [4, 4, 4] and result.status == "max_iterations" and result.converged_at is None
-    tokens = torch.from_numpy(TOKENS).repeat(3, 1)
-    r = rollout(model, tokens, rng.trajectory_seeds(5, rng.puzzle_key(tokens[0]), 3), 4, 0.1, rule=NEVER)
-    best = int(r.scores[-1].argmin())
-    assert result.trajectory == best
-    assert result.answer == r.preds[-1, best].tolist()
-    assert result.convergence_score == pytest.approx(float(r.scores[-1, best]))
+def test_a_solve_is_the_same_alone_and_batched(model_dir):
+    """``solve_offline`` and a batch of jobs on one engine run the very same trajectories."""
+    model, meta = load_model(model_dir)
+    params = SolveParams(depth=4, breadth=3, noise=0.1, seed=5, aggregate="converged")
+    alone = solve_offline(model, SUDOKU, meta, TOKENS, params)
+    others = [Job([int(t) for t in SUDOKU.encode(blanked(k))], dataclasses.replace(params, seed=k)) for k in (3, 5)]
+    batched = run_jobs(offline_engine(model, SUDOKU, meta, slots=4), [*others, Job([int(t) for t in TOKENS], params)])
+    assert (alone.answer, alone.iterations, alone.convergence_score) == (
+        batched[-1].answer,
+        batched[-1].iterations,
+        batched[-1].convergence_score,
+    )
+    assert alone.iterations == [4, 4, 4] and alone.status.value == "max_iterations"  # random weights: no settling
 
 
 def test_solve_stops_once_every_trajectory_converged(model_dir):
-    model, _ = load_model(model_dir)
+    model, meta = load_model(model_dir)
     with torch.no_grad():
         model.lm_head.weight.zero_()  # constant logits: the prediction never changes
-    rule = ConvergenceRule(window=2, tol=float("inf"))
-    result = solve_offline(model, SUDOKU, TOKENS, depth=50, breadth=2, rule_name="vote", rule=rule)
+    meta = {"inference": {"window": 2, "tol": float("inf"), "noise": 0.0}}
+    result = solve_offline(model, SUDOKU, meta, TOKENS, SolveParams(depth=50, breadth=2, aggregate="vote", seed=0))
     # iteration 1 has nothing to compare with; iterations 2 and 3 are unchanged -> the rule fires at 3,
     # and the answer it confirms appeared at iteration 1
-    assert (result.iterations, result.converged_at, result.status) == ([3, 3], 1, "converged")
-    assert result.converged_trajectories == 2 and result.agreement == 1.0 and not result.valid
-    tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
-    r = rollout(model, tokens, rng.trajectory_seeds(0, rng.puzzle_key(tokens[0]), 2), 10, 0.0, rule=rule)
-    assert r.converged_at.tolist() == [1, 1] and r.detected_at.tolist() == [3, 3]
+    assert (result.iterations, result.iterations_to_convergence, result.status.value) == ([3, 3], 1, "converged")
+    assert result.agreement == 1.0 and not result.valid
 
 
 def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir, monkeypatch):
-    monkeypatch.setenv("EQR_CPU_FAST", "0")  # rollout() then calls model.iterate, scripted below
+    monkeypatch.setenv("EQR_CPU_FAST", "0")  # the engine then calls model.iterate, scripted below
     model, _ = load_model(model_dir)
     real = model.iterate
 
@@ -79,19 +80,12 @@ def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir, mon
         return dataclasses.replace(out, pred=board, pred_change=change, residual=torch.zeros(batch.size))
 
     model.iterate = scripted
-    rule = ConvergenceRule(window=2, tol=float("inf"))
-    result = solve_offline(model, SUDOKU, TOKENS, depth=6, breadth=2, rule_name="vote", rule=rule)
+    meta = {"inference": {"window": 2, "tol": float("inf"), "noise": 0.0}}
+    result = solve_offline(model, SUDOKU, meta, TOKENS, SolveParams(depth=6, breadth=2, aggregate="vote", seed=0))
     # trajectory 0 converged at iteration 3 on the board of 3s that appeared at 1: that is its answer,
-    # as the engine would have evicted it then, not the board of 4s it drifted to afterwards
-    assert (result.iterations, result.trajectory, result.converged_at) == ([3, 6], 0, 1)
-    assert result.answer == [3] * 81 and result.status == "converged" and result.converged_trajectories == 1
-    # evaluation's rollout answers the same way at every snapshot depth
-    tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
-    seeds = rng.trajectory_seeds(0, rng.puzzle_key(tokens[0]), 2)
-    r = rollout(model, tokens, seeds, 6, 0.0, snapshots=[2, 6], rule=rule)
-    assert r.preds[:, 0].tolist() == [[3] * 81, [3] * 81]  # at 2 not converged yet, at 6 frozen since 3
-    assert r.preds[1, 1].tolist() == [6 % 5 + 2] * 81  # the unsettled one answers its last board
-    assert (r.converged_at.tolist(), r.detected_at.tolist()) == ([1, 7], [3, 7])
+    # as the engine evicted it then, not the board of 4s it would have drifted to afterwards
+    assert (result.iterations, result.iterations_to_convergence) == ([3, 6], 1)
+    assert result.answer == [3] * 81 and result.status.value == "converged"
 
 
 def test_format_board():

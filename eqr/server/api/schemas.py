@@ -8,20 +8,17 @@ with the offending cells, in the terms of that task.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from eqr.model.tasks.base import Parsed
 from eqr.server.broker.base import JobHandle, ModelCard
-from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status
-from eqr.server.presets import PRESETS
+from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status, field_specs
 
 EXAMPLE_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
 MAX_BATCH = 512
-PARAM_NAMES = {f.name for f in dataclasses.fields(SolveParams)}
 
 # from evalsets/maze/maze11-1000.jsonl: a perfect maze with a 12-step shortest path
 EXAMPLE_MAZE = ["###########", "# #G#     #", "# # # ### #", "# #     #S#", "# ####### #", "# #       #",
@@ -97,11 +94,14 @@ class ErrorResponse(BaseModel):
 # -- requests ----------------------------------------------------------------------------------------
 
 
-class SolveOptions(BaseModel):
+class _Options(BaseModel):
     """Budgets and knobs of a solve; omitted values take the served model's defaults.
 
     Strict: a value of the wrong JSON type (``"depth": "5"``, ``"breadth": true``) is a 422, not
     quietly converted, so a client's bug surfaces at the first request rather than as odd results.
+    Every field but ``model`` is a request field of :class:`~eqr.server.jobs.SolveParams`, generated
+    from its declaration (:func:`option_fields`); limits that depend on the server (the engine's caps,
+    quorum within the breadth a preset may set) come back from the plan's resolution as the same 422.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -113,64 +113,28 @@ class SolveOptions(BaseModel):
         "others get 404",
         examples=["sudoku-small", "maze-small"],
     )
-    preset: Literal["paper"] | None = Field(
-        None,
-        description="named parameters for every field the request leaves out: `paper` is the EqR paper's Sudoku "
-        "protocol (depth 64, breadth 128, noise 0.5, learned halting, most-converged answer), for converted "
-        "paper checkpoints",
-    )
-    depth: int | None = Field(None, ge=1, le=1_000_000, description="max iterations per trajectory (server-capped)")
-    breadth: int = Field(1, ge=1, le=4096, description="trajectories from independent random starts (server-capped)")
-    aggregate: Literal["converged", "vote"] | None = Field(
-        None,
-        description="how breadth picks the answer: the most-converged trajectory (the paper's rule) or a majority "
-        "vote over whole boards; default: the model's (GET /v1/models, `defaults.aggregate`)",
-    )
-    quorum: int | None = Field(None, ge=1, description="stop remaining trajectories once this many agree")
-    noise: float | None = Field(None, ge=0, le=10, description="latent noise scale; default from the model")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same answer (alone or batched)")
-    timeout_ms: int | None = Field(None, ge=1, le=3_600_000, description="answer best-so-far after this long")
-    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first; waiting raises priority")
-    halt: Literal["convergence", "q_halt"] = Field("convergence", description="convergence rule or learned halting")
-    stream_every: int = Field(1, ge=1, le=1_000_000, description="streaming: an event every this many iterations")
-    breadth_mode: Literal["fixed", "on_demand"] | None = Field(
-        None,
-        description="fixed: every trajectory of `breadth` runs; on_demand: `breadth` is a cap, `quorum` (default 2) "
-        "trajectories start and one more joins only while the finished ones cannot agree; default: the model's",
-    )
-    verify: bool | None = Field(
-        None,
-        description="verified mode: a trajectory whose answer fails the task's rules is followed by a fresh one "
-        "(a restart) while the budget lasts, the first verified answer ends the request, and the answer never "
-        "changes a given; without a `depth` each trajectory gets the model's verify_depth (its restart schedule); "
-        "default: the model's (off: pure EqR)",
-    )
-    budget: int | None = Field(
-        None,
-        ge=1,
-        le=1_000_000,
-        description="most iterations of all the request's trajectories together, restarts included (server-capped); "
-        "shared equally by the breadth; default: none, or in verified mode the model's verify_budget "
-        "(else 32 × depth × breadth)",
-    )
-
-    @field_validator("quorum")
-    @classmethod
-    def _quorum_within_breadth(cls, quorum: int | None, info: ValidationInfo) -> int | None:
-        breadth = info.data.get("breadth")
-        if info.data.get("preset") is not None:
-            return quorum  # the preset may set the breadth; the engine checks the quorum against it
-        if quorum is not None and breadth is not None and quorum > breadth:
-            raise ValueError(f"quorum ({quorum}) cannot exceed breadth ({breadth})")
-        return quorum
 
     def job(self, puzzle: Parsed, card: ModelCard, job_id: str | None = None) -> Job:
-        """The engine job for one parsed puzzle of ``card``'s model; every engine parameter comes from this request."""
-        preset = PRESETS[self.preset] if self.preset is not None else {}
-        params = SolveParams(**{**preset, **self.model_dump(include=PARAM_NAMES, exclude_unset=True)})
+        """The engine job for one parsed puzzle of ``card``'s model: every request field set is forwarded."""
+        params = SolveParams(**self.model_dump(include=set(field_specs()), exclude_unset=True))
         named = {} if job_id is None else {"id": job_id}
         tokens = [int(t) for t in puzzle.tokens]
         return Job(tokens=tokens, params=params, model=card.name, form=puzzle.form, **named)
+
+
+def option_fields() -> dict[str, Any]:
+    """The request fields as pydantic fields: type (its words as a ``Literal``), bounds, description and
+    default; a field with a declared default is never null (``null`` for it is a 422, as is any wrong type)."""
+    made: dict[str, Any] = {}
+    for name, spec in field_specs().items():
+        kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
+        if spec.default is None:
+            kind = kind | None
+        made[name] = (kind, Field(spec.default, ge=spec.lo, le=spec.hi, description=spec.doc))
+    return made
+
+
+SolveOptions = create_model("SolveOptions", __base__=_Options, __doc__=_Options.__doc__, **option_fields())
 
 
 class SolveRequest(SolveOptions):

@@ -35,7 +35,7 @@ from eqr.server.broker.base import (
 from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
 from eqr.server.engine.engine import Engine, EngineConfig, EngineStopped
 from eqr.server.engine.interface import EngineStats
-from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult
+from eqr.server.jobs import IterationEvent, Job, SolveResult
 from eqr.server.metrics import Metrics
 from eqr.server.settings import Settings
 
@@ -321,7 +321,7 @@ def _card(engine: Engine, accuracy: dict[str, Any] | None) -> ModelCard:
         task=engine.task.name,
         task_spec=engine.task.spec(),
         arch=_arch_summary(engine.model),
-        defaults={**engine.defaults, "stream_every": SolveParams.stream_every},
+        defaults=engine.defaults.as_dict(),
         caps=dict(engine.caps),
         accuracy=accuracy,
     )

@@ -76,7 +76,7 @@ from eqr.server.broker.redis_protocol import (
     encode_result,
 )
 from eqr.server.engine import interface as engine_errors  # the engine's, translated into the broker's own
-from eqr.server.engine.validation import check_job
+from eqr.server.engine.plan import ModelDefaults, plan_job
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status, unstarted_result
 
 log = logging.getLogger(__name__)
@@ -213,8 +213,8 @@ class RedisBroker:
             raise Unavailable("the server is shutting down and accepts no new work", code="draining")
         card = self.card(job.model or None)
         try:
-            task = card.solver_task
-            check_job(job, model=card.name, cells=task.seq_len, vocab=task.vocab_size, caps=card.caps)
+            defaults = ModelDefaults.from_card(card.defaults, card.caps)  # the plan the worker's engine will resolve
+            plan_job(job, model=card.name, task=card.solver_task, defaults=defaults, caps=card.caps)
         except engine_errors.InvalidParam as exc:
             raise InvalidParam(str(exc), field=exc.field) from exc
         handle = RedisJob(self, job.id, stream=stream, keep=keep)

@@ -6,9 +6,12 @@ take a short lock, put work in an inbox and return. The engine thread alone touc
 scheduler, the slot pool and the model, and it resolves futures and calls ``on_event`` callbacks
 (callers marshal them to their own loop). So the event loop never waits on the model.
 
-Where things happen: queue policy, admission and every eviction in ``scheduler.py``; a request,
-its trajectories and breadth aggregation in ``request.py``; the model call, the convergence
-tracker and the device buffers in :mod:`eqr.runtime` (``runner.py``, ``tracker.py``, ``slots.py``).
+Where things happen: a job's plan (its fields, preset and the model's defaults) in ``plan.py``;
+the compute policies (depth, breadth, quorum, verified restarts, budget, aggregation, priority,
+deadline) in ``policies.py``; a request and its trajectories in ``request.py``; queue policy,
+admission and every eviction decided in ``scheduler.py``, as data; the runner applies those
+decisions to the device buffers and runs the model (:mod:`eqr.runtime`: ``runner.py``,
+``tracker.py``, ``slots.py``).
 
 Why one file of ~370 lines: the thread-safe surface (submit, cancel, stats, drain, stop) and the
 loop it feeds share one lock and one inbox; split, each half would reach into the other's state.
@@ -25,15 +28,12 @@ from typing import Any
 
 import torch
 
-from eqr.kernels.rng import random_seed
-from eqr.model.aggregate import AGGREGATES
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.base import Task
 from eqr.runtime.runner import Runner
 from eqr.runtime.slots import SlotPool
 from eqr.server.engine.interface import (
-    BREADTH_MODES,
     EngineConfig,
     EngineObserver,
     EngineStats,
@@ -42,16 +42,13 @@ from eqr.server.engine.interface import (
     NullObserver,
     Overloaded,
 )
+from eqr.server.engine.plan import ModelDefaults, Plan, plan_job
+from eqr.server.engine.policies import deadline
 from eqr.server.engine.request import Request
 from eqr.server.engine.scheduler import Ended, Progress, Scheduler
-from eqr.server.engine.validation import check_job
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status, bare_failure
 
 log = logging.getLogger(__name__)
-
-# verified mode's budget when a request sets none: this many depth-capped trajectories per unit of
-# breadth (restarts included), so a puzzle the model cannot answer costs a bounded, known amount
-VERIFY_BUDGET_DEPTHS = 32
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> None:
@@ -79,10 +76,13 @@ class Engine:
         task: Task,
         defaults: dict[str, Any] | None = None,
         observer: EngineObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``model``: an EqRNetwork (or anything with its ``cfg``, ``initial_state`` and ``iterate``)
         already on ``config.device``; ``defaults``: the model's ``inference`` metadata (depth, noise,
-        window, tol) from its config.json; ``task``: the model folder's task (shapes and ``verify``)."""
+        window, tol, ...) from its config.json, resolved into :attr:`defaults` (a
+        :class:`~eqr.server.engine.plan.ModelDefaults`); ``task``: the model folder's task (shapes and
+        ``verify``); ``clock``: seconds, monotonic (arrival, aging, deadlines; tests pass a fake)."""
         if (task.seq_len, task.vocab_size) != (model.cfg.seq_len, model.cfg.vocab_size):
             raise ValueError(
                 f"task {task.name!r} has {task.seq_len} cells of {task.vocab_size} tokens, "
@@ -92,37 +92,15 @@ class Engine:
         self.config = config
         self.model_name = model_name
         self.task = task
-        meta, cfg = defaults or {}, model.cfg
-        rule = ConvergenceRule()
-        self.rule = ConvergenceRule(
+        meta, cfg, rule = defaults or {}, model.cfg, ConvergenceRule()
+        self.defaults = ModelDefaults.from_folder(
+            meta,
+            depth=min(int(config.default_depth or meta.get("depth") or cfg.halt_max_steps), config.max_depth),
+            noise=float(meta.get("noise", cfg.noise_scale) if config.default_noise is None else config.default_noise),
             window=config.window or meta.get("window") or rule.window,
             tol=config.tol if config.tol is not None else meta.get("tol", rule.tol),
         )
-        depth = config.default_depth or meta.get("depth") or cfg.halt_max_steps
-        noise = config.default_noise if config.default_noise is not None else meta.get("noise", cfg.noise_scale)
-        self.defaults: dict[str, Any] = {
-            "depth": min(int(depth), config.max_depth),
-            "breadth": 1,
-            # the folder's rule: a model whose most-converged trajectory is often a stable wrong board
-            # (the bundled Sudoku model) makes breadth pay only with a vote
-            "aggregate": str(meta.get("aggregate", "converged")),
-            "noise": float(noise),
-            "halt": "convergence",
-            "window": self.rule.window,
-            "tol": self.rule.tol,
-            "verify": bool(meta.get("verify", False)),
-            "breadth_mode": str(meta.get("breadth_mode", "fixed")),
-            # verified mode without a budget: this many trajectories' worth per unit of breadth
-            # verified mode's restart schedule: a trajectory not verified after verify_depth iterations makes
-            # way for a fresh one (None: the request's depth), within verify_budget iterations per puzzle
-            # (None: VERIFY_BUDGET_DEPTHS x depth x breadth); docs/eval/restart-schedule.txt measured both
-            "verify_depth": meta.get("verify_depth"),
-            "verify_budget": meta.get("verify_budget"),
-        }
-        if self.defaults["breadth_mode"] not in BREADTH_MODES:
-            raise ValueError(f"the model's inference.breadth_mode must be one of {BREADTH_MODES}")
-        if self.defaults["aggregate"] not in AGGREGATES:
-            raise ValueError(f"the model's inference.aggregate must be one of {AGGREGATES}, got {meta['aggregate']!r}")
+        self.rule = ConvergenceRule(window=self.defaults.window, tol=self.defaults.tol)
         self.caps: dict[str, int] = {
             "depth": config.max_depth,
             "breadth": min(config.max_breadth, config.max_queue),
@@ -130,6 +108,7 @@ class Engine:
             "queue": config.max_queue,
             "budget": config.max_budget,
         }
+        self.clock = clock
         device = torch.device(config.device)
         if device.type == "cuda" and device.index is None:  # "cuda" is the current device, as tensors say it
             device = torch.device("cuda", torch.cuda.current_device())
@@ -138,7 +117,7 @@ class Engine:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
         self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule, model.initial_state, device)
         self.runner = Runner(self._stepper(model, config, self.pool), self.pool)
-        self.scheduler = Scheduler(self.pool, config.aging_per_s)
+        self.scheduler = Scheduler(config.slots, config.aging_per_s)
         self._observer: EngineObserver = observer or NullObserver()
         self._cond = threading.Condition()
         # shared with other threads, guarded by _cond
@@ -270,26 +249,29 @@ class Engine:
             self._waiting += self._inbox_trajectories
             self._inbox_trajectories = 0
             cancels, self._cancels = self._cancels, set()
-        s = self.scheduler
+        s, runner = self.scheduler, self.runner
         for request in inbox:
             s.add(request)
-        ended = s.schedule(time.monotonic(), cancels)
+        decision = s.schedule(self.clock(), cancels)
+        ended = s.settle(decision, runner.apply(decision))
         progress: list[Progress] = []
-        ran = self.pool.live
+        ran = s.live
         if ran:
             try:
-                codes = self.runner.run()
+                leaving = runner.run()
             except Exception as exc:  # fail the requests of this step, keep serving the queue
                 log.exception("model step failed on %d slots", ran)
                 self._record_failure(exc)
-                ended += s.fail_live(f"model step failed: {type(exc).__name__}: {exc}")
+                decision = s.fail_live(f"model step failed: {type(exc).__name__}: {exc}")
+                ended += s.settle(decision, runner.apply(decision))
                 ran = 0
             else:
                 if self._failed_steps:  # only this thread writes it: reading without the lock is safe
                     with self._cond:
                         self._failed_steps = 0
-                done, progress = s.postprocess(codes)
-                ended += done
+                read = s.observe(leaving)
+                decision, progress = s.postprocess(leaving, runner.read(read) if read else None)
+                ended += s.settle(decision, runner.apply(decision))
         self._publish(ended, progress, ran, time.perf_counter() - t0)
 
     def _loop(self) -> None:
@@ -314,7 +296,7 @@ class Engine:
         with self._cond:
             for request, _ in ended:
                 self._in_flight.pop(request.id, None)
-            self._waiting, self._queued_requests, self._live = s.waiting, s.queued_requests, self.pool.live
+            self._waiting, self._queued_requests, self._live = s.waiting, s.queued_requests, s.live
             self._steps += 1
             self._last_step_time = time.monotonic()
             self._last_step_duration = dt
@@ -341,7 +323,8 @@ class Engine:
         try:
             for request in inbox:
                 self.scheduler.add(request)
-            ended = self.scheduler.end_all(Status.CANCELLED)
+            decision = self.scheduler.end_all(Status.CANCELLED)
+            ended = self.scheduler.settle(decision, self.runner.apply(decision))
         except Exception as exc:
             self._crash(exc)
             return
@@ -360,7 +343,7 @@ class Engine:
             self._cond.notify_all()
         self._record_failure(exc)
         self.pool.owners.clear()
-        self.scheduler = Scheduler(self.pool, self.config.aging_per_s)
+        self.scheduler = Scheduler(self.config.slots, self.config.aging_per_s)
         for request in lost:
             if not request.future.done():
                 request.future.set_result(_failed(request, error))
@@ -379,31 +362,22 @@ class Engine:
         rate = self._left_ema / self._step_s_ema if self._step_s_ema > 0 else 0.0
         return 1.0 if rate <= 0 else min(60.0, max(1.0, excess / rate))
 
+    def plan(self, job: Job) -> Plan:
+        """The plan ``job`` would run with here (validated against this engine's model and caps)."""
+        return plan_job(job, model=self.model_name, task=self.task, defaults=self.defaults, caps=self.caps)
+
     def _request(self, job: Job, on_event: Callable[[IterationEvent], None] | None) -> Request:
-        """Validate ``job`` against the caps and resolve its defaults (in the caller's thread)."""
-        check_job(job, model=self.model_name, cells=self.task.seq_len, vocab=self.task.vocab_size, caps=self.caps)
-        p = job.params
-        wall, now = time.time(), time.monotonic()
-        verify = p.verify if p.verify is not None else self.defaults["verify"]
-        depth = p.depth or (verify and self.defaults["verify_depth"]) or self.defaults["depth"]
+        """Resolve ``job`` into a request (in the caller's thread)."""
+        plan = self.plan(job)
+        now = self.clock()
         return Request(
             job,
-            depth=depth,
-            noise=float(p.noise) if p.noise is not None else self.defaults["noise"],
-            seed=p.seed if p.seed is not None else random_seed(),
-            aggregate=p.aggregate or self.defaults["aggregate"],
-            verify=verify,
-            breadth_mode=p.breadth_mode or self.defaults["breadth_mode"],
-            budget=p.budget if p.budget is not None or not verify else self._verify_budget(depth, p.breadth),
-            deadline=None if p.timeout_ms is None else now + (job.submitted_at + p.timeout_ms / 1000.0 - wall),
-            arrival=now,
-            on_event=on_event,
+            plan,
             task=self.task,
+            arrival=now,
+            deadline=deadline(plan, job.submitted_at, time.time(), now),
+            on_event=on_event,
         )
-
-    def _verify_budget(self, depth: int, breadth: int) -> int:
-        budget = self.defaults["verify_budget"] or VERIFY_BUDGET_DEPTHS * depth * breadth
-        return min(int(budget), self.caps["budget"])
 
 
 def _failed(request: Request, error: str) -> SolveResult:

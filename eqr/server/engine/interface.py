@@ -11,9 +11,6 @@ from typing import Protocol
 
 from eqr.server.jobs import Job, SolveResult
 
-# fixed: all of a request's breadth starts; on_demand: breadth is a cap, trajectories join while needed
-BREADTH_MODES = ("fixed", "on_demand")
-
 
 class Overloaded(Exception):
     """No room in the queue for the job's trajectories; retrying after ``retry_after_s`` may succeed."""

@@ -1,16 +1,11 @@
 """The engine's view of a job: a :class:`Request` and its :class:`Trajectory` objects.
 
-A request holds one trajectory per unit of breadth, each with an explicit status, and the
-breadth aggregation that turns finished trajectories into a :class:`~eqr.server.jobs.SolveResult`.
-Only the engine thread mutates them. The wire types themselves live in :mod:`eqr.server.jobs`.
-
-Policies beyond the paper, each opt-in per request (or a model's default): a **budget** caps the
-iterations of all its trajectories together (each gets a share of what is left when it starts);
-**verified mode** checks each finished answer with the task's ``verify``: one that fails is
-followed by a fresh trajectory (a restart, next in the seed sequence) while the budget lasts, and
-the first that passes ends the request; **breadth on demand** makes ``breadth`` a cap: only
-``quorum`` trajectories start, and one more is released only when those finished cannot make a
-quorum with the ones still running. Without them a request is pure EqR.
+A request holds its resolved :class:`~eqr.server.engine.plan.Plan`, the policies it turns on
+(:mod:`eqr.server.engine.policies`), one trajectory per unit of breadth started so far (restarts
+and on-demand breadth add more), each with an explicit status, and the aggregation that turns the
+finished ones into a :class:`~eqr.server.jobs.SolveResult`. Trajectory ``k`` always has seed
+``trajectory_seed(seed, puzzle, k)``, whichever policy started it. Only the engine thread mutates
+them. The wire types themselves live in :mod:`eqr.server.jobs`.
 """
 
 from __future__ import annotations
@@ -18,21 +13,17 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
-from eqr.kernels.rng import puzzle_key, trajectory_seed, trajectory_seeds
-from eqr.model.aggregate import aggregate
+from eqr.kernels.rng import puzzle_key, trajectory_seed
 from eqr.model.tasks.base import Task
+from eqr.server.engine.plan import Plan
+from eqr.server.engine.policies import Policy, pick, policies_for
 from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
-
-# breadth on demand's quorum when the request sets none: two agreeing trajectories settle it, so an
-# easy puzzle costs two trajectories whatever breadth it asked for
-ON_DEMAND_QUORUM = 2
 
 
 class TrajectoryStatus(str, enum.Enum):
@@ -50,10 +41,11 @@ class Trajectory:
     index: int
     seed: int
     status: TrajectoryStatus = TrajectoryStatus.WAITING
-    depth: int = 0  # its iteration cap, set when it gets a slot (the request's depth, or less of a budget)
+    depth: int = 0  # its iteration cap, set when it gets a slot (the policies' caps)
+    restart: bool = False  # started by verified mode after a failed answer (not part of the breadth)
     verified: bool = False  # verified mode: its answer passed the task's verify
     started: bool = False  # it got a slot (a restart queued after the request had its answer never does)
-    slot: int = -1  # row in the slot pool while RUNNING
+    slot: int = -1  # row in the slot pool while RUNNING (the runner keeps it)
     started_at_step: int = 0  # engine iteration clock when it got its slot
     iterations: int = 0  # fixed when it leaves its slot
     answer: tuple[int, ...] | None = None  # predicted token ids (a partial state for DROPPED ones)
@@ -74,95 +66,108 @@ class RequestStatus(str, enum.Enum):
 
 
 class Request:
-    """A job with its resolved parameters, its trajectories and its future.
+    """A job with its plan, its policies, its trajectories and its future.
 
-    Parameters are resolved against the server's defaults in the submitting thread, so the engine
-    thread only ever sees complete, validated requests.
+    The plan is resolved in the submitting thread, so the engine thread only ever sees complete,
+    validated requests; nothing here reads the job's raw fields.
     """
 
     def __init__(
         self,
         job: Job,
+        plan: Plan,
         *,
-        depth: int,
-        noise: float,
-        seed: int,
-        aggregate: str,
-        deadline: float | None,
-        arrival: float,
-        on_event: Callable[[IterationEvent], None] | None,
         task: Task,
-        verify: bool = False,
-        budget: int | None = None,
-        breadth_mode: str = "fixed",
+        arrival: float,
+        deadline: float | None,
+        on_event: Callable[[IterationEvent], None] | None,
     ) -> None:
-        """``task``: the model's task; its rule check is reported in every result and, with ``verify``,
-        steers the request (restarts, early end); ``budget``: the most iterations of all its trajectories."""
-        p = job.params
+        """``task``: the model's task, whose rule check every result reports (and verified mode steers by);
+        ``arrival`` and ``deadline``: on the engine's clock."""
         self.job = job
         self.id = job.id
-        self.depth = depth
-        self.noise = noise
-        self.seed = seed
-        self.aggregate = aggregate  # the breadth aggregation rule's name (the request's, else the model's)
-        self.on_demand = breadth_mode == "on_demand"
-        self.quorum = p.quorum if p.quorum is not None or not self.on_demand else min(ON_DEMAND_QUORUM, p.breadth)
-        self.priority = p.priority
-        self.halt_on_q = p.halt == "q_halt"
-        self.stream_every = p.stream_every
-        self.deadline = deadline  # time.monotonic() value, or None
-        self.arrival = arrival  # time.monotonic() at submission, for aging
+        self.plan = plan
+        self.task = task
+        self.policies: list[Policy] = policies_for(plan, task)
+        self.deadline = deadline
+        self.arrival = arrival  # for aging
         self.on_event = on_event
         self.tokens = np.asarray(job.tokens, dtype=np.int64)
-        self.task = task
-        self.verify_mode = verify
-        self.budget = budget
-        self.breadth = p.breadth
-        # trajectories that may start: all of them, or under breadth on demand a quorum's worth at first
-        self.released = min(self.quorum, p.breadth) if self.on_demand else p.breadth
         self.future: Future[SolveResult] = Future()
         self.future.set_running_or_notify_cancel()  # cancel through Engine.cancel, never the future
         self.status = RequestStatus.WAITING
         self.key = puzzle_key(self.tokens)
-        seeds = trajectory_seeds(seed, self.key, p.breadth)
-        self.trajectories = [Trajectory(self, k, s) for k, s in enumerate(seeds)]
+        self.trajectories: list[Trajectory] = []
+        self.breadth_released = 0  # trajectories of the breadth added so far (restarts aside)
         self.next_waiting = 0  # trajectories are admitted in index order
         self.live: set[Trajectory] = set()
         self.ticks = 0  # engine steps in which this request had a live trajectory (drives streaming)
         self.queue_key: tuple[float, int] = (0.0, 0)  # its place in the scheduler's queue, set once on arrival
         self.queued = False  # in the scheduler's queue now (a restart may put it back)
         self.started_wall: float | None = None
+        self.release()
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
 
     @property
     def waiting(self) -> int:
         """Trajectories still waiting for a slot."""
-        return 0 if self.status is RequestStatus.FINISHED else self.released - self.next_waiting
+        return 0 if self.status is RequestStatus.FINISHED else len(self.trajectories) - self.next_waiting
 
     @property
     def committed(self) -> int:
         """Iterations spent or promised: what ended trajectories ran plus the caps of the live ones."""
         return sum(t.depth if t.status is TrajectoryStatus.RUNNING else t.iterations for t in self.trajectories)
 
-    def take(self, n: int) -> list[Trajectory]:
-        """The next ``n`` waiting trajectories (fewer if fewer wait), marked RUNNING with their caps.
+    def add(self, *, restart: bool = False) -> Trajectory:
+        """One more trajectory, waiting: the next in the seed sequence."""
+        k = len(self.trajectories)
+        t = Trajectory(self, k, trajectory_seed(self.seed, self.key, k), restart=restart)
+        self.trajectories.append(t)
+        if not restart:
+            self.breadth_released += 1
+        return t
 
-        Under a budget each gets an equal share of what is left among the trajectories not started yet
-        (at most the request's depth), so breadth B with budget N runs B trajectories of N/B; once
-        nothing is left the waiting ones are dropped without running.
-        """
+    def release(self) -> int:
+        """Ask every policy for more trajectories (on arrival, and after one finished); how many were added."""
+        before = len(self.trajectories)
+        for p in self.policies:
+            for _ in range(p.release(self)):
+                self.add()
+        return len(self.trajectories) - before
+
+    def finished(self) -> list[Trajectory]:
+        return [t for t in self.trajectories if t.status is TrajectoryStatus.FINISHED]
+
+    def answered(self) -> bool:
+        """A policy has the request's answer (a quorum agrees, an answer verified)."""
+        return any(p.answered(self) for p in self.policies)
+
+    def exhausted(self) -> bool:
+        """A policy allows no more compute (the budget is spent)."""
+        return any(p.exhausted(self) for p in self.policies)
+
+    @property
+    def done(self) -> bool:
+        """Nothing left worth computing: every trajectory ended, the answer is in, or the budget is spent."""
+        return (not self.live and not self.waiting) or self.answered() or self.exhausted()
+
+    def take(self, n: int) -> list[Trajectory]:
+        """The next ``n`` waiting trajectories (fewer if fewer wait), marked RUNNING with the policies' caps;
+        one whose cap is 0 (no budget left) is dropped without running."""
         taken = []
-        while len(taken) < n and self.next_waiting < self.released:
+        while len(taken) < n and self.waiting:
             t = self.trajectories[self.next_waiting]
-            unstarted = self.released - self.next_waiting
+            cap = self.plan.depth
+            for p in self.policies:
+                cap = p.cap(self, cap)
             self.next_waiting += 1
-            left = self.depth
-            if self.budget is not None:
-                rest = self.budget - self.committed
-                left = min(left, max(rest // unstarted, 1) if rest > 0 else 0)
-            if left < 1:
+            if cap < 1:
                 t.status = TrajectoryStatus.DROPPED
                 continue
-            t.status, t.depth, t.started = TrajectoryStatus.RUNNING, left, True
+            t.status, t.depth, t.started = TrajectoryStatus.RUNNING, cap, True
             self.live.add(t)
             taken.append(t)
         if taken and self.status is RequestStatus.WAITING:
@@ -179,87 +184,49 @@ class Request:
         *,
         finished: bool,
         settled_at: int | None = None,
-    ) -> None:
+    ) -> int:
         """``t`` leaves its slot at iteration clock ``clock`` with its last prediction (if kept) and score;
-        ``settled_at`` is given when it converged (see :attr:`Trajectory.settled_at`)."""
+        ``settled_at`` is given when it converged (see :attr:`Trajectory.settled_at`). A finished one is
+        shown to the policies, which may add trajectories: returns how many."""
         t.status = TrajectoryStatus.FINISHED if finished else TrajectoryStatus.DROPPED
         t.iterations = clock - t.started_at_step
-        t.answer, t.score, t.settled_at, t.slot = answer, score, settled_at, -1
+        t.answer, t.score, t.settled_at = answer, score, settled_at
         self.live.discard(t)
-
-    def check(self, t: Trajectory) -> bool:
-        """Verified mode, after ``t`` finished: verify its answer; when it fails and budget is left,
-        queue a fresh trajectory. True when one was queued (the scheduler then has one more waiting)."""
-        t.verified = t.answer is not None and self.task.verify(self.tokens, np.asarray(t.answer)) is True
-        left = self.budget is None or self.committed < self.budget
-        if not left or any(s.verified for s in self.trajectories):
-            return False
-        index = len(self.trajectories)
-        self.trajectories.append(Trajectory(self, index, trajectory_seed(self.seed, self.key, index)))
-        self.released += 1
-        return True
-
-    def widen(self) -> int:
-        """Breadth on demand, after a trajectory finished: release as many more as a quorum still needs
-        beyond those running or waiting (the cap permitting). Returns how many were released."""
-        if self.quorum is None or self.done:
+        if not finished:
             return 0
-        counts = Counter(t.answer for t in self.trajectories if t.status is TrajectoryStatus.FINISHED)
-        need = self.quorum - max(counts.values(), default=0)
-        pending = len(self.live) + self.released - self.next_waiting
-        more = max(0, min(need - pending, self.breadth - self.released))
-        self.released += more
-        return more
-
-    def _listed(self, t: Trajectory) -> bool:
-        """A trajectory that never started still shows (0 iterations) when its breadth was fixed."""
-        return not self.on_demand and t.index < self.breadth
+        for p in self.policies:
+            p.finished(self, t)
+        return self.release()
 
     @property
     def restarts(self) -> int:
-        """Restarts that ran: trajectories beyond the request's breadth that got a slot."""
-        return sum(t.started for t in self.trajectories[self.breadth :])
-
-    def quorum_answer(self) -> tuple[int, ...] | None:
-        """An answer given by at least ``quorum`` finished trajectories, if any (the most given)."""
-        if self.quorum is None:
-            return None
-        counts = Counter(t.answer for t in self.trajectories if t.status is TrajectoryStatus.FINISHED)
-        best = max(counts.items(), key=lambda kv: kv[1], default=None)
-        return best[0] if best is not None and best[1] >= self.quorum else None
+        """Restarts that ran: trajectories verified mode added that got a slot."""
+        return sum(t.started and t.restart for t in self.trajectories)
 
     @property
-    def done(self) -> bool:
-        """Nothing left worth computing: every trajectory ended, a quorum agrees, or an answer is verified."""
-        ended = (TrajectoryStatus.FINISHED, TrajectoryStatus.DROPPED)
-        if all(t.status in ended for t in self.trajectories[: self.released]) and (
-            self.released == len(self.trajectories) or not self.on_demand
-        ):
-            return True
-        if not self.live and self.budget is not None and self.committed >= self.budget:
-            return True  # the waiting ones would get no iterations
-        return any(t.verified for t in self.trajectories) or self.quorum_answer() is not None
+    def spent(self) -> int:
+        """Iterations run by all its trajectories so far (restarts included): what it cost."""
+        return sum(t.iterations for t in self.trajectories)
 
     def finish(self, status: Status | None = None, error: str | None = None) -> SolveResult:
         """Mark the request finished and aggregate its answers; ``status`` overrides converged/max_iterations.
 
         Candidates are the trajectories with an answer: finished ones, plus the best-so-far state
-        of those dropped mid-run (deadline, cancel). When a quorum agrees, its answer wins and the
-        aggregation rule only picks which of the agreeing trajectories reports it.
+        of those dropped mid-run (deadline, cancel); the policies narrow them (a quorum's answer
+        wins, verified mode prefers a verified answer) and the aggregation rule picks among them.
         """
         self.status = RequestStatus.FINISHED
         now = time.time()
         started = self.started_wall if self.started_wall is not None else now
         answered = [t for t in self.trajectories if t.answer is not None]
-        quorum = self.quorum_answer()
-        agreeing = [t for t in answered if t.answer == quorum] if quorum is not None else answered
-        pool = [t for t in answered if t.verified] or agreeing  # verified mode prefers a verified answer
+        pool = answered
+        for p in self.policies:
+            pool = p.candidates(self, answered, pool)
         if pool:
-            pick = aggregate(self.aggregate, [t.answer for t in pool], [t.score for t in pool])
-            chosen = pool[pick.index]
+            chosen = pool[pick(self.plan, pool).index]
             answer = np.asarray(chosen.answer, dtype=np.int64)
-            if self.verify_mode:
-                answer = self.task.with_givens(self.tokens, answer)
+            for p in self.policies:
+                answer = p.shown(self, answer)
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)
             converged = chosen.converged
         else:  # nothing ran: the givens are the best we know
@@ -271,7 +238,7 @@ class Request:
             status=status,
             answer=[int(t) for t in answer],
             valid=self.task.verify(self.tokens, answer),
-            verified=(chosen is not None and chosen.verified) if self.verify_mode else None,
+            verified=(chosen is not None and chosen.verified) if self.plan.verify else None,
             restarts=self.restarts,
             iterations=[t.iterations for t in self.trajectories if t.started or self._listed(t)],
             iterations_to_convergence=chosen.settled_at if chosen is not None else None,
@@ -284,3 +251,7 @@ class Request:
             model=self.job.model,
             form=self.job.form,
         )
+
+    def _listed(self, t: Trajectory) -> bool:
+        """A trajectory that never started still shows (0 iterations) when its breadth was fixed."""
+        return not self.plan.on_demand and not t.restart

@@ -1,22 +1,23 @@
-"""The scheduler: who waits, who gets a slot, and who leaves. Every eviction happens here.
+"""The scheduler: who waits, who gets a slot, and who leaves. Every eviction is decided here.
 
-A step is schedule → run → postprocess:
+It never touches the device: it returns :class:`~eqr.runtime.decisions.Decision` objects (evict these,
+reading the state of those first; admit these) that the runner applies to the slot pool, and learns
+what happened from the runner's reports. A step is schedule → run → postprocess:
 
 - :meth:`Scheduler.schedule` (before the model step) ends cancelled requests and requests past
   their deadline (their live trajectories leave with their best-so-far state), then fills the
   free slots from the queue;
-- :meth:`Scheduler.postprocess` (after it) evicts the trajectories the runner flagged (converged,
-  learned halt, depth used), completes each request that has its answer (every trajectory done,
-  or a quorum agrees; the remaining siblings are evicted), samples the streaming requests due an
-  event (the engine turns them into events), and refills the freed slots in the same step, so the
-  next model step runs a full pool.
+- :meth:`Scheduler.observe` (after it) names the trajectories whose state the runner reads in one
+  copy: those leaving, and the live ones of streaming requests due an event;
+- :meth:`Scheduler.postprocess` records the leaving trajectories, lets each request's policies
+  react (a restart, more breadth), completes each request that is done (the remaining siblings
+  are evicted), samples the streams, and refills the freed slots in the same step, so the next
+  model step runs a full pool;
+- :meth:`Scheduler.settle`, once the runner applied a decision, finishes the requests it ended.
 
-Queue policy: highest effective priority first, where effective priority is
-``priority + aging_per_s × seconds waited``, then arrival order. All waiting requests age at the
-same rate, so at any instant comparing two effective priorities is the same as comparing
-``priority − aging_per_s × arrival``: the order is fixed at arrival and a heap keyed once
-implements aging. A request is overtaken only by later arrivals more than
-``aging_per_s × (their arrival − its arrival)`` higher in priority, so low priority never starves.
+Queue policy: :func:`~eqr.server.engine.policies.queue_key` (priority with aging, then arrival);
+deadlines: :func:`~eqr.server.engine.policies.deadline`. Times come from the engine's clock, so
+tests drive them without sleeping.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eqr.runtime.slots import SlotPool
-from eqr.runtime.tracker import Leave
+from eqr.runtime.decisions import Admission, Decision, Leave, State
+from eqr.server.engine.policies import queue_key
 from eqr.server.engine.request import Request, RequestStatus, Trajectory
 from eqr.server.jobs import SolveResult, Status
 
@@ -55,11 +56,12 @@ _BEST_SO_FAR = (Status.DEADLINE, Status.CANCELLED)  # endings whose live traject
 
 
 class Scheduler:
-    """Queue policy plus slot bookkeeping; owned by the engine thread (not thread-safe)."""
+    """Queue policy plus slot accounting; owned by the engine thread (not thread-safe)."""
 
-    def __init__(self, pool: SlotPool, aging_per_s: float) -> None:
-        self.pool = pool
+    def __init__(self, capacity: int, aging_per_s: float) -> None:
+        self.capacity = capacity
         self.aging_per_s = aging_per_s
+        self.live = 0  # slots held: admitted minus evicted
         self.clock = 0  # model steps run; a trajectory's iterations = clock - started_at_step
         self.active: dict[str, Request] = {}  # requests without a result
         self.waiting = 0  # trajectories waiting for a slot
@@ -68,11 +70,12 @@ class Scheduler:
         self._queue: list[tuple[float, int, Request]] = []
         self._deadlines: list[tuple[float, int, Request]] = []
         self._streaming: dict[str, Request] = {}
+        self._due: list[tuple[Request, list[Trajectory]]] = []  # streams due an event this step
         self._seq = itertools.count()
 
     def add(self, request: Request) -> None:
         seq = next(self._seq)
-        request.queue_key = (self.aging_per_s * request.arrival - request.priority, seq)
+        request.queue_key = queue_key(request.plan, request.arrival, self.aging_per_s, seq)
         self._enqueue(request)
         if request.deadline is not None:
             if len(self._deadlines) > 2 * len(self.active) + 64:  # drop entries of finished requests
@@ -85,105 +88,114 @@ class Scheduler:
         self.waiting += request.waiting
         self.queued_requests += 1
 
-    def schedule(self, now: float, cancel: Iterable[str] = ()) -> list[Ended]:
-        """Before the model step: end cancelled and expired requests (``now``: monotonic), fill free slots."""
+    def schedule(self, now: float, cancel: Iterable[str] = ()) -> Decision:
+        """Before the model step: end cancelled and expired requests (``now``: the engine's clock), fill free slots."""
         ending = {i: (self.active[i], Status.CANCELLED) for i in cancel if i in self.active}
         while self._deadlines and self._deadlines[0][0] <= now:
             r = heapq.heappop(self._deadlines)[2]
             if r.id in self.active:
                 ending.setdefault(r.id, (r, Status.DEADLINE))
-        ended = self._end(ending.values())
-        self._admit()
+        decision = self._end(ending.values())
+        decision.admit = self._admit()
+        return decision
+
+    def observe(self, leaving: list[tuple[Trajectory, Leave]]) -> list[Trajectory]:
+        """After the model step: the trajectories whose state to read (the leaving ones, then the live ones
+        of the streams due an event), for :meth:`postprocess`."""
+        self.clock += 1
+        self._due = self._due_streams({t for t, _ in leaving})
+        return [t for t, _ in leaving] + [t for _, group in self._due for t in group]
+
+    def postprocess(
+        self, leaving: list[tuple[Trajectory, Leave]], state: State | None
+    ) -> tuple[Decision, list[Progress]]:
+        """Record the leaving trajectories (``state``: what :meth:`observe` named, in its order), end the
+        requests that are done, and refill: the decision for the runner, and the streams' progress."""
+        progress, at = [], len(leaving)
+        for r, group in self._due:
+            best = at + int(np.argmin(state.scores[at : at + len(group)]))  # most settled; first on ties
+            iteration = max(self.clock - t.started_at_step for t in group)
+            progress.append(Progress(r, iteration, state.preds[best], float(state.residuals[best]), len(group)))
+            at += len(group)
+        touched: dict[str, Request] = {}
+        for i, (t, code) in enumerate(leaving):
+            settled = int(state.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
+            r = t.request
+            # more trajectories may wait now (a restart, or breadth on demand), at the request's old place
+            added = r.leave(t, self.clock, tuple(state.preds[i].tolist()), float(state.scores[i]), finished=True,
+                            settled_at=settled)  # fmt: skip
+            self.evictions[code.label] += 1
+            touched[r.id] = r
+            if added:
+                self.waiting += added
+                if not r.queued:
+                    self._enqueue(r)
+        self.live -= len(leaving)
+        decision = self._end((r, None) for r in touched.values() if r.done)
+        decision.evict = [t for t, _ in leaving] + list(decision.evict)
+        decision.admit = self._admit()
+        ended = {r.id for r, _ in decision.ending}
+        return decision, [p for p in progress if p.request.id not in ended]  # an ended request streams no more
+
+    def settle(self, decision: Decision, state: State | None) -> list[Ended]:
+        """Once the runner applied ``decision``: the requests it ends finish, with the best-so-far answers
+        of the trajectories it read (``state``, in ``decision.read``'s order)."""
+        if not decision.ending:
+            return []
+        read = {t: i for i, t in enumerate(decision.read)}
+        for r, _ in decision.ending:
+            for t in sorted(r.live, key=lambda t: t.index):
+                i = read.get(t)
+                answer = tuple(state.preds[i].tolist()) if i is not None else None
+                score = float(state.scores[i]) if i is not None else math.inf
+                r.leave(t, self.clock, answer, score, finished=False)
+        ended = []
+        for r, status in decision.ending:
+            ended.append((r, r.finish(status, decision.error)))
         return ended
 
-    def postprocess(self, codes: np.ndarray) -> tuple[list[Ended], list[Progress]]:
-        """After the model step: evict the rows whose :class:`Leave` code is set, finish, sample streams, refill.
-
-        The leaving rows and the live rows of streams due this step are read in one snapshot, before
-        any row moves: one device-to-host copy however many leave and stream.
-        """
-        self.clock += 1
-        rows = np.flatnonzero(codes).tolist()
-        leaving = {self.pool.owners[row] for row in rows}
-        due = self._due_streams(leaving)
-        streamed = [t.slot for _, group in due for t in group]
-        snap = self.pool.snapshot(rows + streamed) if rows or streamed else None
-        progress, at = [], len(rows)
-        for r, group in due:
-            best = at + int(np.argmin(snap.scores[at : at + len(group)]))  # most settled; first on ties
-            iteration = max(self.clock - t.started_at_step for t in group)
-            progress.append(Progress(r, iteration, snap.preds[best], float(snap.residuals[best]), len(group)))
-            at += len(group)
-        ended: list[Ended] = []
-        if rows:
-            touched: dict[str, Request] = {}
-            for i, (row, code) in enumerate(zip(rows, codes[rows].tolist(), strict=True)):
-                t = self.pool.owners[row]
-                settled = int(snap.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
-                answer = tuple(snap.preds[i].tolist())
-                r = t.request
-                r.leave(t, self.clock, answer, float(snap.scores[i]), finished=True, settled_at=settled)
-                self.evictions[Leave(code).label] += 1
-                touched[r.id] = r
-                # more trajectories may wait now (a restart, or breadth on demand), at the request's old place
-                added = int(r.verify_mode and r.check(t)) + (r.widen() if r.on_demand else 0)
-                if added:
-                    self.waiting += added
-                    if not r.queued:
-                        self._enqueue(r)
-            self.pool.release(rows)
-            ended = self._end((r, None) for r in touched.values() if r.done)
-        self._admit()
-        return ended, [p for p in progress if p.request.id in self.active]  # an ended request streams no more
-
-    def fail_live(self, error: str) -> list[Ended]:
+    def fail_live(self, error: str) -> Decision:
         """The model step raised: fail the requests that had a trajectory in it; the queue carries on."""
-        hit = dict.fromkeys(t.request for t in self.pool.owners)
+        hit = [r for r in self.active.values() if r.live]
         return self._end(((r, Status.FAILED) for r in hit), error)
 
-    def end_all(self, status: Status, error: str | None = None) -> list[Ended]:
+    def end_all(self, status: Status, error: str | None = None) -> Decision:
         """End every request now (engine stop: cancelled; engine fault: failed)."""
         return self._end(((r, status) for r in list(self.active.values())), error)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _end(self, items: Iterable[tuple[Request, Status | None]], error: str | None = None) -> list[Ended]:
-        """Finish requests; ``None`` status means they have their answer (converged/max_iterations).
+    def _end(self, items: Iterable[tuple[Request, Status | None]], error: str | None = None) -> Decision:
+        """Decide the end of requests; ``None`` status means they have their answer (converged/max_iterations).
 
-        Their live trajectories leave now: after a deadline or cancel with their current state as
-        a best-so-far answer; after a quorum or a failure without one. Waiting ones never start.
+        Their live trajectories leave: after a deadline or cancel with their current state (read
+        first) as a best-so-far answer; after a quorum or a failure without one. Waiting ones never
+        start. They finish in :meth:`settle`, once the runner has read that state.
         """
         items = list(items)
         leaving = [(t, s) for r, s in items for t in sorted(r.live, key=lambda t: t.index)]
-        if leaving:
-            rows = [t.slot for t, _ in leaving]
-            # a trajectory that has not run yet has no state worth reporting
-            keep = [s in _BEST_SO_FAR and self.clock > t.started_at_step for t, s in leaving]
-            snap = self.pool.snapshot(rows) if any(keep) else None
-            for i, (t, status) in enumerate(leaving):
-                answer = tuple(snap.preds[i].tolist()) if snap is not None and keep[i] else None
-                score = float(snap.scores[i]) if snap is not None and keep[i] else math.inf
-                t.request.leave(t, self.clock, answer, score, finished=False)
-                self.evictions[_DROPPED[status]] += 1
-            self.pool.release(rows)
-        ended = []
-        for r, status in items:
+        # a trajectory that has not run yet has no state worth reporting
+        read = [t for t, s in leaving if s in _BEST_SO_FAR and self.clock > t.started_at_step]
+        for _, status in leaving:
+            self.evictions[_DROPPED[status]] += 1
+        self.live -= len(leaving)
+        for r, _ in items:
             self.waiting -= r.waiting
             if r.status is RequestStatus.WAITING:
                 self.queued_requests -= 1
             del self.active[r.id]
             self._streaming.pop(r.id, None)
-            ended.append((r, r.finish(status, error)))
-        return ended
+            r.status = RequestStatus.FINISHED  # waits no more: the queue skips it
+        return Decision(evict=[t for t, _ in leaving], read=read, ending=items, error=error)
 
     def _enqueue(self, request: Request) -> None:
         """Into the queue at the request's own place (fixed at arrival: a restart does not lose it)."""
         heapq.heappush(self._queue, (*request.queue_key, request))
         request.queued = True
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[Admission]:
         """Fill free slots from the queue: best effective priority first, a request's trajectories in order."""
-        free = self.pool.free
+        free = self.capacity - self.live
         taken: list[Trajectory] = []
         while free and self._queue:
             r = self._queue[0][2]
@@ -200,16 +212,11 @@ class Scheduler:
             if not r.waiting:  # fully admitted, or ended while queued
                 heapq.heappop(self._queue)
                 r.queued = False
-        if taken:
-            requests = [t.request for t in taken]
-            self.pool.assign(
-                taken,
-                [t.seed for t in taken],
-                np.stack([r.tokens for r in requests]),
-                [r.noise for r in requests],
-                [t.depth for t in taken],
-                [r.halt_on_q for r in requests],
-            )
+        self.live += len(taken)
+        return [
+            Admission(t, t.seed, t.request.tokens, t.request.plan.noise, t.depth, t.request.plan.halt == "q_halt")
+            for t in taken
+        ]
 
     def _due_streams(self, leaving: set[Trajectory]) -> list[tuple[Request, list[Trajectory]]]:
         """Streaming requests at a multiple of their ``stream_every``, with their trajectories that stay."""
@@ -218,6 +225,6 @@ class Scheduler:
             staying = sorted((t for t in r.live if t not in leaving), key=lambda t: t.index)
             if staying:
                 r.ticks += 1
-                if r.ticks % r.stream_every == 0:
+                if r.ticks % r.plan.stream_every == 0:
                     due.append((r, staying))
         return due

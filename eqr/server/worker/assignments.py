@@ -36,7 +36,7 @@ class Assignment:
 
     @property
     def trajectories(self) -> int:
-        return self.job.params.breadth
+        return self.job.params.with_preset().breadth or 1  # unset: one (the model folder cannot change it)
 
     @property
     def started(self) -> bool:

@@ -7,8 +7,9 @@ from pathlib import Path
 import httpx
 
 from eqr.model.checkpoint import load_model
-from eqr.model.solve import inference_defaults, solve_offline
 from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, to_grid
+from eqr.offline.solve import solve_offline
+from eqr.server.engine import SolveParams
 from tests.server.api.conftest import MODEL_NAME, PUZZLE
 from tests.server.sse import parse_sse
 
@@ -45,10 +46,11 @@ async def test_breadth_reports_every_trajectory(client: httpx.AsyncClient, model
     assert r.status_code == 200 and got["iterations"] == [5, 5, 5]
     # the same seed names the same trajectories offline: their agreement is the server's
     model, meta = load_model(model_dir)
-    d = inference_defaults(model, meta)
     sudoku = SudokuTask()
-    offline = solve_offline(model, sudoku, sudoku.encode(PUZZLE), 5, 3, "vote", d.noise, seed=4, rule=d.rule)
+    params = SolveParams(depth=5, breadth=3, aggregate="vote", seed=4)
+    offline = solve_offline(model, sudoku, meta, sudoku.encode(PUZZLE), params)
     assert got["agreement"] == offline.agreement and got["answer"] == sudoku.board(offline.answer)
+    assert offline.iterations == got["iterations"]
 
 
 async def test_stream_sends_iteration_events_then_the_result(client: httpx.AsyncClient):

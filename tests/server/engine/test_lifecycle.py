@@ -75,7 +75,7 @@ def test_a_fault_outside_the_model_fails_what_is_in_flight_and_the_loop_goes_on(
     engine = make_engine(FakeModel(delay_s=0.001))
     broken = engine.scheduler
 
-    def postprocess(codes):
+    def postprocess(*report):
         raise KeyError("bookkeeping bug")
 
     broken.postprocess = postprocess

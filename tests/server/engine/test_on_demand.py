@@ -54,6 +54,6 @@ def test_the_cap_still_holds_and_fixed_breadth_is_unchanged(make_engine):
 
 def test_on_demand_is_a_model_default_and_is_validated(make_engine):
     engine = make_engine(FakeModel(variants=VARIANTS), inference={"breadth_mode": "on_demand"})
-    assert engine.defaults["breadth_mode"] == "on_demand"
+    assert engine.defaults.breadth_mode == "on_demand"
     with pytest.raises(InvalidParam, match="breadth_mode"):
         engine.submit(Job(puzzle(2), SolveParams(breadth_mode="lazy")))

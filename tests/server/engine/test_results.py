@@ -50,7 +50,7 @@ def test_breadth_aggregation(make_engine, rule):
 def test_a_request_naming_no_rule_gets_the_models(make_engine, folder_rule):
     seed, variants = mixed_seed()
     engine = make_engine(FakeModel(variants=3), slots=8, inference={"aggregate": folder_rule})
-    assert engine.defaults["aggregate"] == folder_rule
+    assert engine.defaults.aggregate == folder_rule
     given = engine.submit(Job(puzzle(2), SolveParams(breadth=BREADTH, seed=seed)))
     named = engine.submit(Job(puzzle(2), SolveParams(breadth=BREADTH, seed=seed, aggregate="converged")))
     run_until_done(engine, [given, named])

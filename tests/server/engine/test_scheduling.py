@@ -1,7 +1,5 @@
 """Queue policy and early endings: priority with aging, queue limits, caps, cancel, deadline."""
 
-import time
-
 import pytest
 
 from eqr.server.engine import EngineStopped, InvalidParam, Job, Overloaded, SolveParams, Status
@@ -28,15 +26,15 @@ def test_higher_priority_first_then_arrival(make_engine):
 
 
 @pytest.mark.parametrize("aging_per_s", [0.0, 1000.0])
-def test_aging_lets_low_priority_run_under_a_stream_of_high_priority(make_engine, aging_per_s):
+def test_aging_lets_low_priority_run_under_a_stream_of_high_priority(make_engine, clock, aging_per_s):
     """High-priority work keeps arriving as fast as it is served; only aging gets the low one a slot."""
-    engine = make_engine(slots=1, aging_per_s=aging_per_s)
+    engine = make_engine(slots=1, aging_per_s=aging_per_s, clock=clock)
     engine.submit(Job(puzzle(1), SolveParams(priority=10)))
     low = engine.submit(Job(puzzle(1), SolveParams(priority=0)))
     for step in range(60):
         if step % 4 == 0:  # one high-priority job per service time (4 iterations)
             engine.submit(Job(puzzle(1), SolveParams(priority=10)))
-        time.sleep(0.002)
+        clock.advance(0.002)
         engine.step()
     # with 1000/s, priority 10 is made up after 10 ms of waiting
     assert low.done() is (aging_per_s > 0)
@@ -85,7 +83,7 @@ def test_caps_and_parameters_are_enforced(make_engine, job, field):
 
 def test_defaults_are_capped_and_duplicate_ids_refused(make_engine):
     engine = make_engine(max_depth=8)
-    assert engine.defaults["depth"] == 8 and engine.caps["depth"] == 8
+    assert engine.defaults.depth == 8 and engine.caps["depth"] == 8
     job = Job(puzzle(9))
     engine.submit(job)
     with pytest.raises(InvalidParam, match="in flight"):
@@ -136,25 +134,25 @@ def test_cancel_before_the_first_iteration_reports_no_state(make_engine):
     assert r.status is Status.CANCELLED and r.iterations == [0] and r.answer == job.tokens
 
 
-def test_deadline_answers_with_the_best_so_far_state(make_engine):
+def test_deadline_answers_with_the_best_so_far_state(make_engine, clock):
     model = FakeModel(settle=NEVER)
-    engine = make_engine(model, slots=2)
+    engine = make_engine(model, slots=2, clock=clock)
     future = engine.submit(Job(puzzle(9), SolveParams(timeout_ms=200)))
     engine.step()
     engine.step()
-    time.sleep(0.2)
+    clock.advance(0.2)
     engine.step()  # expired before the model runs: no third iteration
     r = future.result(timeout=0)
     assert r.status is Status.DEADLINE and r.iterations == [2] and r.answer == moving_board(2)
     assert r.agreement == 1.0 and r.compute_ms > 0 and model.rows == 2
 
 
-def test_deadline_while_queued_returns_the_givens(make_engine):
-    engine = make_engine(slots=1)
+def test_deadline_while_queued_returns_the_givens(make_engine, clock):
+    engine = make_engine(slots=1, clock=clock)
     engine.submit(Job(puzzle(9)))
     job = Job(puzzle(1), SolveParams(timeout_ms=1))
     future = engine.submit(job)
-    time.sleep(0.005)
+    clock.advance(0.005)
     engine.step()
     r = future.result(timeout=0)
     assert r.status is Status.DEADLINE and r.iterations == [0] and r.answer == job.tokens and r.compute_ms == 0

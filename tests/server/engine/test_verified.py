@@ -77,7 +77,7 @@ def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
 def test_verified_mode_is_a_model_default_and_budget_is_capped(make_engine):
     inference = {"verify": True, "verify_depth": 4, "verify_budget": 10}
     engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference=inference)
-    assert engine.defaults["verify"] is True and engine.caps["budget"] == 65_536
+    assert engine.defaults.verify is True and engine.caps["budget"] == 65_536
     future = engine.submit(Job(puzzle(2)))  # the model's schedule: restart after 4, 10 iterations in all
     run_until_done(engine, [future])
     assert future.result().iterations == [4, 4, 2] and future.result().verified is False
