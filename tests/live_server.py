@@ -42,6 +42,7 @@ class LiveServer:
     process: subprocess.Popen
     log_path: Path
     model_names: tuple[str, ...] = ()  # every served model, in order
+    folders: tuple[Path, ...] = ()  # their model folders, in the same order
 
 
 def free_port() -> int:
@@ -101,7 +102,8 @@ def serve(
         try:
             _wait_ready(proc, url, log_path)
             names = tuple(folder.name for folder in folders)
-            yield LiveServer(url=url, model_name=names[0], process=proc, log_path=log_path, model_names=names)
+            yield LiveServer(url=url, model_name=names[0], process=proc, log_path=log_path, model_names=names,
+                             folders=tuple(folders))
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -129,6 +129,7 @@ class ModelInfo(_View):
     defaults: dict[str, Any]
     caps: dict[str, Any]
     accuracy: dict[str, Any] | None = None
+    presets: list[str] = Field([], description="the presets this model takes; a request naming another is refused")
     workers: int = Field(
         1, description="processes serving it now (Redis mode: live workers; 0: none live, requests get 503)"
     )

@@ -536,4 +536,7 @@ def convert(
         raise PaperCheckpointError(f"{src}: {exc}") from exc
     except ValueError as exc:  # the task registry's refusal
         raise PaperCheckpointError(f"{src}: eqr serve could not serve the converted folder: {exc}") from exc
-    return save_model(out_dir, ckpt.network, meta={**task, "source": ckpt.meta})
+    # the paper's Sudoku protocol (the ``paper`` preset: noise 0.5, learned halting) is what such a model was
+    # trained and evaluated with; other models take no preset unless their folder lists it
+    inference = {"inference": {"presets": ["paper"]}} if task["task"] == "sudoku" else {}
+    return save_model(out_dir, ckpt.network, meta={**task, **inference, "source": ckpt.meta})

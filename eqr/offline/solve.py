@@ -18,10 +18,13 @@ from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, SolveResul
 MAX_CAP = 1 << 20  # offline work is the caller's own: the serving caps do not apply
 
 
-def offline_engine(model: EqRNetwork, task: Task, meta: Mapping[str, Any], slots: int = 256) -> Engine:
-    """The engine of a loaded model folder (``meta``: its config.json), ``slots`` trajectories a step."""
+def offline_engine(
+    model: EqRNetwork, task: Task, meta: Mapping[str, Any], slots: int = 256, name: str = "model"
+) -> Engine:
+    """The engine of a loaded model folder (``meta``: its config.json), ``slots`` trajectories a step;
+    ``name``: the model's, as a server would name it (its folder's name), for results and messages."""
     config = EngineConfig(slots=slots, max_queue=MAX_CAP, max_depth=MAX_CAP, max_breadth=MAX_CAP, max_budget=MAX_CAP)
-    return Engine(model, config, task=task, defaults=meta.get("inference"))
+    return Engine(model, config, model_name=name, task=task, defaults=meta.get("inference"))
 
 
 def run_jobs(engine: Engine, jobs: Sequence[Job], progress: Callable[[int], None] | None = None) -> list[SolveResult]:
@@ -39,8 +42,16 @@ def run_jobs(engine: Engine, jobs: Sequence[Job], progress: Callable[[int], None
 
 
 def solve_offline(
-    model: EqRNetwork, task: Task, meta: Mapping[str, Any], tokens: Sequence[int], params: SolveParams
+    model: EqRNetwork,
+    task: Task,
+    meta: Mapping[str, Any],
+    tokens: Sequence[int],
+    params: SolveParams,
+    *,
+    name: str = "model",
+    form: str = "",
 ) -> SolveResult:
-    """One puzzle (``task``'s tokens) with the request fields ``params``, as a server would answer it."""
-    engine = offline_engine(model, task, meta, slots=min(256, max(1, params.with_preset().breadth or 1)))
-    return run_jobs(engine, [Job([int(t) for t in tokens], params)])[0]
+    """One puzzle (``task``'s tokens, written in ``form``) with the request fields ``params``, as a server
+    serving the model as ``name`` would answer it."""
+    engine = offline_engine(model, task, meta, slots=min(256, max(1, params.with_preset().breadth or 1)), name=name)
+    return run_jobs(engine, [Job([int(t) for t in tokens], params, model=name, form=form)])[0]

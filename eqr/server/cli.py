@@ -139,13 +139,15 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _solve_offline(args: argparse.Namespace) -> int:
     """Solve in this process with a local model folder (no server involved), in the folder's task."""
-    import json
+    from pathlib import Path
 
     import numpy as np
 
+    from eqr.model.bundled import default_model_dir
     from eqr.model.tasks.errors import PuzzleError
     from eqr.model.tasks.registry import task_for
     from eqr.offline.solve import solve_offline
+    from eqr.server.api.schemas import SolveResponse
     from eqr.server.engine import InvalidParam, SolveParams
     from eqr.server.flags import request_fields
 
@@ -154,23 +156,22 @@ def _solve_offline(args: argparse.Namespace) -> int:
         return 2
     model, meta = loaded
     task = task_for(meta)
+    name = Path(args.model or default_model_dir()).name  # as eqr serve names it
     try:
-        puzzle = task.encode(args.puzzle)
+        puzzle = task.parse(args.puzzle)
     except PuzzleError as exc:
         print(f"eqr solve: invalid puzzle: {exc}", file=sys.stderr)
         return 2
+    params = SolveParams(**request_fields(args))
     try:
-        result = solve_offline(model, task, meta, puzzle, SolveParams(**request_fields(args)))
+        result = solve_offline(model, task, meta, puzzle.tokens, params, name=name, form=puzzle.form)
     except InvalidParam as exc:
         print(f"eqr solve: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
         return 2
-    answer = np.asarray(result.answer)
-    if args.json:
-        shown = {"puzzle": task.board(puzzle), "solution": task.board(answer)}
-        fields = ("status", "valid", "iterations", "iterations_to_convergence", "agreement", "convergence_score",
-                  "seed", "verified", "restarts")  # fmt: skip
-        print(json.dumps({**shown, **{k: getattr(result, k) for k in fields}, "breadth": len(result.iterations)}))
+    if args.json:  # the HTTP response's shape, as `eqr solve --server --json` prints it
+        print(SolveResponse.of(result, name, task).model_dump_json())
         return 0
+    answer = np.asarray(result.answer)
     converged = result.iterations_to_convergence
     when = f" (converged at {converged})" if converged is not None else ""
     print(task.text(answer))

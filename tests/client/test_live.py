@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import json
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from eqr.server.cli import build_parser, main
@@ -292,6 +294,30 @@ def test_cli_solves_through_the_server(live_server: LiveServer, capsys: pytest.C
 
     assert main(["solve", "11" + "." * 79, "--server", live_server.url]) == 2
     assert "r1c1, r1c2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [0, 1], ids=["sudoku", "maze"])
+def test_solve_json_has_one_shape_offline_through_the_server_and_over_http(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str], model: int
+):
+    """``eqr solve --json`` prints the HTTP response's shape (``answer`` the board in the puzzle's form, not
+    token ids), offline and with ``--server`` alike; with the same seed the three agree but for the id
+    and the timings."""
+    name, folder = live_server.model_names[model], live_server.folders[model]
+    puzzle = [PUZZLES[0], "\n".join(MAZE)][model]
+    flags = ["--depth", "3", "--breadth", "2", "--seed", "5", "--json"]
+    assert main(["solve", puzzle, "--model", str(folder), *flags]) == 0
+    offline = json.loads(capsys.readouterr().out)
+    assert main(["solve", puzzle, "--server", live_server.url, "--model", name, *flags]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    body = {"puzzle": puzzle, "model": name, "depth": 3, "breadth": 2, "seed": 5}
+    http = httpx.post(f"{live_server.url}/v1/solve", json=body, timeout=30).raise_for_status().json()
+    assert set(offline) == set(remote) == set(http)
+    for doc in (offline, remote):
+        assert {k: v for k, v in doc.items() if k not in ("id", "timings")} == {
+            k: v for k, v in http.items() if k not in ("id", "timings")
+        }
+    assert offline["model"] == name and isinstance(offline["answer"], str) and offline["iterations"] == [3, 3]
 
 
 def test_cli_solves_a_maze_through_the_server(

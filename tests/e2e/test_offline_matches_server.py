@@ -38,7 +38,7 @@ def test_offline_and_http_run_the_same_trajectories(bundled_server, capsys, puzz
     offline = json.loads(capsys.readouterr().out)
     body = {"puzzle": puzzle, "depth": depth, "breadth": breadth, "seed": seed, "aggregate": "vote"}
     online = httpx.post(f"{bundled_server.url}/v1/solve", json=body, timeout=60).raise_for_status().json()
-    assert online["answer"] == offline["solution"]
+    assert online["answer"] == offline["answer"]
     assert online["iterations"] == offline["iterations"]
     assert online["iterations_to_convergence"] == offline["iterations_to_convergence"]
     assert online["status"] == offline["status"]

@@ -132,6 +132,14 @@ def test_streaming_across_processes(api: httpx.Client):
     assert events[-1][1]["iterations"] == [20]
 
 
+def test_the_api_node_refuses_a_preset_the_workers_model_does_not_take(api: httpx.Client):
+    """The workers' card says which presets their model folder takes (none here); the API node enforces it."""
+    assert api.get("/v1/models").json()["models"][0]["presets"] == []
+    r = api.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "paper"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "preset"
+    assert "model 'tiny'" in r.json()["error"]["message"]
+
+
 def test_the_api_node_never_loads_torch(c: Cluster, api: httpx.Client):
     """The API node holds no model: after serving solves, streams and errors its process has no torch
     mapped (its shared libraries are what an import of torch loads), while a worker does."""

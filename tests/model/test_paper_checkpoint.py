@@ -525,6 +525,7 @@ def test_convert_writes_a_loadable_model_folder(tmp_path):
     source = doc["source"]
     assert source["file"] == "eqr.pth" and source["layout"] == "prefix" and source["step"] == 1234
     assert source["arch"]["H_init_std"] == 1.0 and source["ema_applied"]
+    assert doc["inference"] == {"presets": ["paper"]}  # the paper's Sudoku protocol fits a paper Sudoku model
 
 
 def test_cli_convert_end_to_end(tmp_path, capsys):
@@ -535,6 +536,7 @@ def test_cli_convert_end_to_end(tmp_path, capsys):
     model, doc = load_model(tmp_path / "out")
     assert_same_network(model, ref)
     assert doc["task"] == "maze" and doc["grid"] == {"rows": 6, "cols": 6} and doc["source"]["layout"] == "prefix"
+    assert "inference" not in doc  # the paper preset is the Sudoku protocol: a maze folder takes none
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
-from eqr.model.tasks.base import Parsed
+from eqr.model.tasks.base import Parsed, Task
 from eqr.server.broker.base import JobHandle, ModelCard
 from eqr.server.jobs import IterationEvent, Job, SolveParams, SolveResult, Status, field_specs
 
@@ -124,13 +124,20 @@ class _Options(BaseModel):
 
 def option_fields() -> dict[str, Any]:
     """The request fields as pydantic fields: type (its words as a ``Literal``), bounds, description and
-    default; a field with a declared default is never null (``null`` for it is a 422, as is any wrong type)."""
+    default; a field with a declared default is never null (``null`` for it is a 422, as is any wrong type).
+
+    A number must be finite (NaN, infinities and ``1e400`` are refused as such, not as above a maximum). A
+    field an engine cap bounds gets no maximum here: its one limit is the server's cap (``GET /v1/models``,
+    ``caps``), which the plan's resolution checks, so every value above it gets the same message."""
     made: dict[str, Any] = {}
     for name, spec in field_specs().items():
         kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
         if spec.default is None:
             kind = kind | None
-        made[name] = (kind, Field(spec.default, ge=spec.lo, le=spec.hi, description=spec.doc))
+        limits: dict[str, Any] = {"ge": spec.lo, "le": None if spec.cap else spec.hi}
+        if spec.kind is float:
+            limits["allow_inf_nan"] = False
+        made[name] = (kind, Field(spec.default, description=spec.doc, **limits))
     return made
 
 
@@ -198,11 +205,17 @@ class SolveResponse(BaseModel):
     @classmethod
     def from_result(cls, result: SolveResult, card: ModelCard) -> SolveResponse:
         """The response of ``card``'s model: its task shows the answer in the puzzle's form."""
+        return cls.of(result, card.name, card.solver_task)
+
+    @classmethod
+    def of(cls, result: SolveResult, model: str, task: Task) -> SolveResponse:
+        """The response to ``result`` from ``model``, whose ``task`` shows the answer in the puzzle's form:
+        the one shape of a result, over HTTP and from ``eqr solve --json`` (offline too)."""
         return cls(
             id=result.request_id,
-            model=card.name,
+            model=model,
             status=result.status,
-            **card.solver_task.answer_fields(result.answer, result.form or None),
+            **task.answer_fields(result.answer, result.form or None),
             valid=result.valid,
             iterations=list(result.iterations),
             iterations_to_convergence=result.iterations_to_convergence,
@@ -281,6 +294,10 @@ class ModelInfo(BaseModel):
     defaults: dict[str, Any] = Field(description="values used when a request omits them")
     caps: dict[str, Any] = Field(description="server limits (depth, breadth, slots, queue)")
     accuracy: dict[str, Any] | None = Field(None, description="measured at training time, if recorded")
+    presets: list[str] = Field(
+        description="the presets this model takes (its folder's `inference.presets`): a request naming another "
+        "is a 422, since a preset's values (the paper's noise 0.5) can be far from what the model was trained with"
+    )
     workers: int = Field(
         description="processes serving it now: live workers in Redis mode, 1 in embedded mode; 0: served "
         "recently but no worker is live now, so requests for it get 503 model_unavailable until one is back"
@@ -299,6 +316,7 @@ class ModelInfo(BaseModel):
             defaults=card.defaults,
             caps=card.caps,
             accuracy=card.accuracy,
+            presets=list(card.defaults.get("presets", ())),
         )
 
 

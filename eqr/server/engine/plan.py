@@ -19,7 +19,7 @@ from typing import Any
 from eqr.model.tasks.base import Task
 from eqr.server.engine.interface import InvalidParam
 from eqr.server.engine.validation import check_job, check_params
-from eqr.server.jobs import AGGREGATES, BREADTH_MODES, Job, SolveParams, field_specs
+from eqr.server.jobs import AGGREGATES, BREADTH_MODES, PRESETS, Job, SolveParams, field_specs
 
 # verified mode's restart schedule when the model folder names no budget: this many depth-capped
 # trajectories per unit of breadth (restarts included), so a puzzle the model cannot answer costs a
@@ -52,8 +52,14 @@ class ModelDefaults:
     breadth: int = 1
     halt: str = "convergence"
     stream_every: int = 1
+    # the presets made for this model (``inference.presets``): a request naming another is refused, since a
+    # preset's values (the paper's noise 0.5) can be far outside what the model was trained with
+    presets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.presets, str) or not all(p in PRESETS for p in self.presets):
+            raise ValueError(f"the model's inference.presets must be a list of {tuple(PRESETS)}, got {self.presets!r}")
+        object.__setattr__(self, "presets", tuple(self.presets))  # a card's JSON list, as the folder's tuple
         if self.breadth_mode not in BREADTH_MODES:
             raise ValueError(f"the model's inference.breadth_mode must be one of {BREADTH_MODES}")
         if self.aggregate not in AGGREGATES:
@@ -78,6 +84,7 @@ class ModelDefaults:
             verify=bool(meta.get("verify", False)),
             verify_depth=meta.get("verify_depth"),
             verify_budget=meta.get("verify_budget"),
+            presets=tuple(meta.get("presets", ())),
         )
 
     @classmethod
@@ -118,6 +125,14 @@ def plan_job(job: Job, *, model: str, task: Task, defaults: ModelDefaults, caps:
     """The plan of ``job`` for the served ``model`` (its ``task`` fixes the board): the one function the
     embedded engine and the Redis API node both call. Raises :class:`InvalidParam`."""
     check_job(job, model=model, cells=task.seq_len, vocab=task.vocab_size)
+    preset = job.params.preset
+    if preset in PRESETS and preset not in defaults.presets:  # an unknown name: resolve says which exist
+        takes = ", ".join(repr(p) for p in defaults.presets) or "none"
+        raise InvalidParam(
+            "preset",
+            f"preset {preset!r} does not fit model {model!r}: the presets it takes are {takes} (its config.json's "
+            f"inference.presets, for a model trained for them); set the fields you want instead",
+        )
     return resolve(job.params, defaults, caps)
 
 
@@ -144,6 +159,17 @@ def resolve(params: SolveParams, defaults: ModelDefaults, caps: Mapping[str, int
         quorum = min(ON_DEMAND_QUORUM, breadth)
     if quorum is not None and quorum > breadth:
         raise InvalidParam("quorum", f"quorum must be between 1 and the breadth ({breadth}), got {quorum}")
+    # the trajectories that start at once (on demand: a quorum's worth) need an iteration each, or some never
+    # run and the answer's agreement counts only those that did
+    starting = quorum if breadth_mode == "on_demand" and quorum is not None else breadth
+    if budget is not None and budget < starting:
+        source = "" if merged.budget is not None else " (the model's verify_budget)" if defaults.verify_budget else ""
+        which = f"breadth {breadth}" if starting == breadth else f"the quorum of breadth on demand, {quorum}"
+        raise InvalidParam(
+            "budget",
+            f"budget {budget}{source} is less than the {starting} trajectories that start ({which}): each needs at "
+            f"least one iteration; give a budget of at least {starting}, or fewer trajectories",
+        )
     return Plan(
         depth=int(depth),
         breadth=breadth,

@@ -42,6 +42,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(tmp_path_factory.mktemp("api") / MODEL_NAME, EqRNetwork(TINY), {"inference": INFERENCE})
 
 
+@pytest.fixture(scope="session")
+def paper_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model in a folder that takes the ``paper`` preset (its ``inference.presets``)."""
+    torch.manual_seed(0)
+    inference = {**INFERENCE, "presets": ["paper"]}
+    return save_model(tmp_path_factory.mktemp("api") / "paper-tiny", EqRNetwork(TINY), {"inference": inference})
+
+
 def make_settings(model_dir: Path, **overrides: Any) -> Settings:
     return Settings(**{"model": model_dir, "slots": 8, "max_depth": 64, "max_breadth": 8, **overrides})
 

@@ -159,11 +159,27 @@ async def test_negative_and_enormous_numbers_are_422(client: httpx.AsyncClient, 
         assert error["code"] == "invalid_request" and error["field"] == field
 
 
-async def test_non_finite_numbers_are_422(client: httpx.AsyncClient):
-    for literal in ("NaN", "Infinity", "-Infinity", "1e999"):
+async def test_non_finite_numbers_are_422_saying_so(client: httpx.AsyncClient):
+    """NaN, infinities and a literal too large for a double (1e400 reads as infinity) are not numbers a
+    field can take: the message says the number is not finite, not that it is above the field's maximum."""
+    for literal in ("NaN", "Infinity", "-Infinity", "1e999", "1e400"):
         content = '{"puzzle": "' + PUZZLE + '", "noise": ' + literal + "}"
         error = error_of(await timed_post(client, "/v1/solve", content=content, headers=JSON), 422)
-        assert error["field"] == "noise"
+        assert error["field"] == "noise" and "finite" in error["message"], error
+        assert "less than" not in error["message"], error
+
+
+@pytest.mark.parametrize("field", ["budget", "depth", "breadth"])
+async def test_a_capped_field_names_one_limit_whatever_the_value(client: httpx.AsyncClient, field: str):
+    """A field an engine cap bounds has one limit, the server's, and one message for every value above it
+    (``budget: 1000000`` and ``1000001`` named different limits: the schema's and the cap)."""
+    cap = (await client.get("/v1/models")).json()["models"][0]["caps"][field]
+    messages = set()
+    for value in (cap + 1, 1_000_000, 1_000_001, 10**30):
+        error = error_of(await timed_post(client, "/v1/solve", json={"puzzle": PUZZLE, field: value}), 422)
+        assert error["field"] == field
+        messages.add(error["message"].rsplit(", got", 1)[0])
+    assert messages == {f"{field} must be between 1 and {cap}"}
 
 
 async def test_the_server_still_serves_after_all_that(client: httpx.AsyncClient, request: pytest.FixtureRequest):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from eqr.model.aggregate import AGGREGATES
+from eqr.server.api import create_app
 from eqr.server.api.schemas import SolveOptions
 from eqr.server.cli import build_parser
 from eqr.server.engine import Engine, SolveParams
@@ -22,7 +23,7 @@ from eqr.server.engine.plan import Plan
 from eqr.server.jobs import PRESETS, field_specs
 from eqr_client import AsyncClient
 from eqr_client import _protocol as sdk
-from tests.server.api.conftest import PUZZLE, serving
+from tests.server.api.conftest import PUZZLE, make_settings, serving
 
 # every field, none at its default; the preset's own values are all overridden, so only its name shows
 VALUES: dict[str, Any] = {
@@ -68,6 +69,12 @@ def test_every_field_has_a_flag_in_eqr_solve_and_eqr_eval():
     for command in ("solve", "eval"):
         sub = parser._subparsers._group_actions[0].choices[command]
         assert set(field_specs()) <= {a.dest for a in sub._actions}, command
+
+
+@pytest.fixture
+def app(paper_model_dir):
+    """A model folder that takes the ``paper`` preset, which ``VALUES`` names."""
+    return create_app(make_settings(paper_model_dir))
 
 
 @pytest.fixture

@@ -122,17 +122,30 @@ async def test_verified_mode_restarts_within_the_budget_and_keeps_the_givens(cli
     assert f'eqr_restarts_total{{model="{MODEL_NAME}"}} {got["restarts"]}.0' in metrics
 
 
-async def test_the_paper_preset_fills_what_a_request_leaves_out(model_dir):
+async def test_the_paper_preset_fills_what_a_request_leaves_out(paper_model_dir: Path):
+    """On a model folder that takes it (``inference.presets``); /v1/models lists the presets of each model."""
     from eqr.server.api import create_app
     from tests.server.api.conftest import make_settings, serving
 
-    async with serving(create_app(make_settings(model_dir, max_breadth=128, max_queue=512))) as client:
+    async with serving(create_app(make_settings(paper_model_dir, max_breadth=128, max_queue=512))) as client:
+        assert (await client.get("/v1/models")).json()["models"][0]["presets"] == ["paper"]
         paper = (await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "paper", "depth": 2})).json()
         assert len(paper["iterations"]) == 128 and max(paper["iterations"]) <= 2  # its breadth, the request's depth
         mine = (await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "paper", "breadth": 3})).json()
         assert len(mine["iterations"]) == 3 and max(mine["iterations"]) <= 64
         r = await client.post("/v1/solve", json={"puzzle": PUZZLE, "preset": "fast"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "preset"
+
+
+async def test_a_preset_the_model_does_not_take_is_a_422_naming_it_and_the_model(client: httpx.AsyncClient):
+    """The bundled Sudoku model got 0 of 30 top95 puzzles with the paper's noise 0.5: a folder that does not
+    list a preset refuses it, whatever else the request sets."""
+    assert (await client.get("/v1/models")).json()["models"][0]["presets"] == []
+    for body in ({"preset": "paper"}, {"preset": "paper", "noise": 0.01, "breadth": 2}):
+        r = await client.post("/v1/solve", json={"puzzle": PUZZLE, **body})
+        error = r.json()["error"]
+        assert r.status_code == 422 and error["field"] == "preset"
+        assert "'paper'" in error["message"] and f"'{MODEL_NAME}'" in error["message"]
 
 
 async def test_breadth_on_demand_over_http(client: httpx.AsyncClient):

@@ -213,6 +213,23 @@ async def test_the_models_are_the_live_workers_models(broker: RedisBroker, redis
     assert broker.readiness().ready and len(broker._workers) == 1  # "old" counts as no worker
 
 
+async def test_the_api_node_refuses_a_preset_the_workers_model_does_not_take(
+    broker: RedisBroker, redis_server: RedisServer
+):
+    """The API node resolves the plan from the card a worker advertises, so a preset its model folder does
+    not list is the same 422 as in embedded mode, before anything is queued."""
+    caps = {**CAPS, "depth": 64, "breadth": 128, "queue": 1024, "budget": 65_536}
+    paper = dataclasses.replace(CARD, name="paper", defaults={"depth": 6, "presets": ["paper"]}, caps=caps)
+    await _announce_worker(redis_server, broker.options, cards=[dataclasses.replace(CARD, caps=caps), paper])
+    await _until(lambda: len(broker.cards) == 2)
+    with pytest.raises(InvalidParam) as err:
+        await broker.submit(Job(PUZZLE, SolveParams(preset="paper")))
+    assert err.value.field == "preset" and "model 'fake'" in str(err.value)
+    assert redis_server.client().xlen(broker.keys.jobs("fake")) == 0
+    handle = await broker.submit(Job(PUZZLE, SolveParams(preset="paper"), model="paper"))
+    assert handle.entry is not None and handle.entry.model == "paper"
+
+
 async def test_a_model_whose_workers_are_gone_is_unavailable_then_forgotten(
     broker: RedisBroker, redis_server: RedisServer
 ):
