@@ -69,13 +69,20 @@ class SolveResult(_View):
 
 
 class IterationEvent(_View):
-    """One progress report of a streamed solve (every ``stream_every`` iterations)."""
+    """One trajectory's state in a streamed solve: every ``stream_every`` iterations the most settled running
+    one, and each trajectory's last iteration as it leaves with its answer (``ended`` set)."""
 
     id: str
-    iteration: int
-    board: str | list[str] = Field(description="current best board, in the form of the result's answer")
+    iteration: int = Field(description="the trajectory's iterations so far (a restart counts from 1 again)")
+    board: str | list[str] = Field(description="the trajectory's current board, in the form of the result's answer")
     residual: float | None = Field(None, description="how much the latent state still moves (null: not yet known)")
     live_trajectories: int
+    trajectory: int = Field(0, description="which trajectory: its index (its place in the result's iterations)")
+    restart: int = Field(0, description="verified mode: 0 for the breadth's trajectories, n for the n-th restart")
+    ended: Literal["converged", "halted", "depth"] | None = Field(
+        None, description="on the trajectory's last iteration: why it left; None while it runs"
+    )
+    verified: bool | None = Field(None, description="verified mode, on a last iteration: the answer passed the rules")
 
 
 class Job(_View):

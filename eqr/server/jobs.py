@@ -164,11 +164,18 @@ class Job:
 
 @dataclass
 class IterationEvent:
+    """One streamed trajectory's state: every ``stream_every`` steps the request's most settled running
+    trajectory, and each trajectory's last iteration when it leaves with its answer (``ended`` set)."""
+
     request_id: str
-    iteration: int  # highest iteration reached by any live trajectory of the request
-    board: list[int]  # current best board, token ids (the task shows them)
+    iteration: int  # that trajectory's iterations so far (a restart counts from 1 again)
+    board: list[int]  # its current prediction, token ids (the task shows them)
     residual: float
-    live_trajectories: int
+    live_trajectories: int  # the request's trajectories still running
+    trajectory: int = 0  # its index in the request (seed order): its place in the result's `iterations`
+    restart: int = 0  # verified mode: 0 for the breadth's trajectories, n for the n-th restart
+    ended: str | None = None  # its last iteration: why it left (converged, halted, depth); None while running
+    verified: bool | None = None  # verified mode, on its last iteration: its answer passed the task's rules
 
 
 @dataclass

@@ -62,11 +62,16 @@ def _watch(client: Client, puzzle: str, options: dict[str, Any], out: TextIO, *,
 
 
 def frame_text(event: IterationEvent) -> str:
-    """One streamed board under its progress line: a Sudoku boxed, a maze or grid as its rows."""
+    """One streamed board under its progress line (the trajectory, and whether it just ended): a Sudoku
+    boxed, a maze or grid as its rows."""
     residual = "n/a" if event.residual is None else f"{event.residual:.3g}"
+    which = f"trajectory {event.trajectory}" + (f" (restart {event.restart})" if event.restart else "")
+    end = f"  ended: {event.ended}" if event.ended else ""
+    if event.verified is not None:
+        end += "  verified" if event.verified else "  not verified"
     return (
-        f"iteration {event.iteration}  residual {residual}  live trajectories {event.live_trajectories}\n"
-        f"{format_board(event.board)}"
+        f"iteration {event.iteration}  residual {residual}  live trajectories {event.live_trajectories}  "
+        f"{which}{end}\n{format_board(event.board)}"
     )
 
 

@@ -337,9 +337,11 @@ def test_cli_solves_a_maze_through_the_server(
     argv = ["solve", str(file), "--server", live_server.url, "--model", MAZE_MODEL, "--depth", "3", "--stream"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    frames = re.findall(r"^iteration (\d+)  residual \S+  live trajectories 1\n((?:.*\n){5})", out, flags=re.M)
-    assert frames and [int(it) for it, _ in frames] == list(range(1, len(frames) + 1))
-    assert all(len(row) == MAZE_SIZE for _, frame in frames for row in frame.splitlines())
+    frame = r"^iteration (\d+)  residual \S+  live trajectories [01]  trajectory 0(  ended: depth)?\n((?:.*\n){5})"
+    frames = re.findall(frame, out, flags=re.M)
+    assert [int(it) for it, _, _ in frames] == [1, 2, 3]  # each iteration, the last one as it ended
+    assert [ended for _, ended, _ in frames] == ["", "", "  ended: depth"]
+    assert all(len(row) == MAZE_SIZE for _, _, board in frames for row in board.splitlines())
     assert "status: max_iterations  iterations: 3" in out
 
     assert main(["solve", "S#G", "--server", live_server.url, "--model", MAZE_MODEL]) == 2

@@ -230,16 +230,32 @@ class SolveResponse(BaseModel):
 
 
 class IterationData(BaseModel):
-    """Payload of an SSE ``iteration`` event."""
+    """Payload of an SSE ``iteration`` event: one trajectory's state. Every ``stream_every`` iterations the
+    request's most settled running trajectory; and each trajectory's last iteration as it leaves with its
+    answer (``ended`` set), so a client sees every trajectory, and every restart, end."""
 
     id: str
-    iteration: int
+    iteration: int = Field(description="the trajectory's iterations so far (a restart counts from 1 again)")
     board: Answer = Field(
-        description="current best board, as `answer` shows it: Sudoku 81 characters ('.' "
+        description="the trajectory's current board, as `answer` shows it: Sudoku 81 characters ('.' "
         "undecided), maze and grid tasks rows in the puzzle's form"
     )
     residual: float | None
-    live_trajectories: int
+    live_trajectories: int = Field(description="the request's trajectories still running")
+    trajectory: int = Field(
+        description="which trajectory: its index in the request, in seed order (its place in the result's "
+        "`iterations`)"
+    )
+    restart: int = Field(description="verified mode: 0 for the breadth's trajectories, n for the n-th restart")
+    ended: Literal["converged", "halted", "depth"] | None = Field(
+        description="set on the trajectory's last iteration: it converged, the learned halting head stopped it, "
+        "or it ran its depth; null while it runs (a trajectory stopped because the request ended has no last "
+        "event: the result follows)"
+    )
+    verified: bool | None = Field(
+        description="verified mode, on a trajectory's last iteration: its answer passed the task's rules (a "
+        "restart follows one that did not); else null"
+    )
 
     @classmethod
     def from_event(cls, event: IterationEvent, card: ModelCard, form: str) -> IterationData:
@@ -249,6 +265,10 @@ class IterationData(BaseModel):
             board=card.solver_task.board(event.board, form or None),
             residual=finite(event.residual),
             live_trajectories=event.live_trajectories,
+            trajectory=event.trajectory,
+            restart=event.restart,
+            ended=event.ended,
+            verified=event.verified,
         )
 
 

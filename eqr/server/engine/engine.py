@@ -60,8 +60,13 @@ def _call(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def iteration_event(p: Progress) -> IterationEvent:
-    """The stream event of a request's progress: its best board, in tokens (the API shows them)."""
-    return IterationEvent(p.request.id, p.iteration, [int(t) for t in p.tokens], p.residual, p.live)
+    """The stream event of a request's progress: one trajectory's board, in tokens (the API shows them),
+    named by its index and, for verified mode's restarts, which restart it is."""
+    t, r = p.trajectory, p.request
+    restart = sum(u.restart for u in r.trajectories[: t.index + 1]) if t.restart else 0
+    verified = t.verified if p.ended is not None and r.plan.verify else None
+    board = [int(x) for x in p.tokens]
+    return IterationEvent(r.id, p.iteration, board, p.residual, p.live, t.index, restart, p.ended, verified)
 
 
 class Engine:

@@ -40,13 +40,16 @@ Ended = tuple[Request, SolveResult]
 
 
 class Progress(NamedTuple):
-    """A streaming request's state after a step, for its iteration event: its most settled live trajectory."""
+    """A streaming request's state after a step, for its iteration event: its most settled live trajectory,
+    or a trajectory that just left with its answer (``ended``: why), so a client sees each one end."""
 
     request: Request
-    iteration: int  # highest iteration reached by any of its live trajectories
-    tokens: np.ndarray  # that trajectory's current prediction (token ids)
+    trajectory: Trajectory  # the one shown
+    iteration: int  # its iterations so far
+    tokens: np.ndarray  # its current prediction (token ids)
     residual: float
-    live: int  # its trajectories still running
+    live: int  # the request's trajectories still running
+    ended: str | None = None  # its last iteration: converged, halted or depth
 
 
 # eviction label of trajectories dropped because their request ended early; None: its answer is in (a quorum
@@ -113,10 +116,13 @@ class Scheduler:
         requests that are done, and refill: the decision for the runner, and the streams' progress."""
         progress, at = [], len(leaving)
         for r, group in self._due:
-            best = at + int(np.argmin(state.scores[at : at + len(group)]))  # most settled; first on ties
-            iteration = max(self.clock - t.started_at_step for t in group)
-            progress.append(Progress(r, iteration, state.preds[best], float(state.residuals[best]), len(group)))
+            k = int(np.argmin(state.scores[at : at + len(group)]))  # most settled; first on ties
+            t = group[k]
+            shown = Progress(r, t, self.clock - t.started_at_step, state.preds[at + k], float(state.residuals[at + k]),
+                             len(group))  # fmt: skip
+            progress.append(shown)
             at += len(group)
+        last: list[Progress] = []  # the last iteration of each streamed trajectory leaving with its answer
         touched: dict[str, Request] = {}
         for i, (t, code) in enumerate(leaving):
             settled = int(state.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
@@ -126,16 +132,20 @@ class Scheduler:
                             settled_at=settled)  # fmt: skip
             self.evictions[code.label] += 1
             touched[r.id] = r
+            if r.id in self._streaming:
+                last.append(Progress(r, t, t.iterations, state.preds[i], float(state.residuals[i]), 0, code.label))
             if added:
                 self.waiting += added
                 if not r.queued:
                     self._enqueue(r)
         self.live -= len(leaving)
+        last = [p._replace(live=len(p.request.live)) for p in last]  # those still running, before any refill
         decision = self._end((r, None) for r in touched.values() if r.done)
         decision.evict = [t for t, _ in leaving] + list(decision.evict)
         decision.admit = self._admit()
         ended = {r.id for r, _ in decision.ending}
-        return decision, [p for p in progress if p.request.id not in ended]  # an ended request streams no more
+        # a request that ended streams its trajectories' ends (before its result), no more progress
+        return decision, last + [p for p in progress if p.request.id not in ended]
 
     def settle(self, decision: Decision, state: State | None) -> list[Ended]:
         """Once the runner applied ``decision``: the requests it ends finish, with the best-so-far answers

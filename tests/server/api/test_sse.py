@@ -25,6 +25,18 @@ async def test_every_event_has_an_increasing_id(client: httpx.AsyncClient):
     assert [name for name, _ in parse_sse(r.text.splitlines())] == ["iteration"] * (len(events) - 1) + ["result"]
 
 
+async def test_a_verified_stream_names_each_trajectory_and_restart_and_shows_each_end(client: httpx.AsyncClient):
+    """The tiny model never answers a valid grid: verified mode restarts until the budget is spent, and the
+    stream says which trajectory and restart each event shows, and when and how each one ended."""
+    body = {"puzzle": PUZZLE, "stream": True, "verify": True, "depth": 4, "budget": 12, "seed": 3}
+    events = parse_sse((await client.post("/v1/solve", json=body)).text.splitlines())
+    result = events[-1][1]
+    assert events[-1][0] == "result" and result["restarts"] == 2 and result["iterations"] == [4, 4, 4]
+    shown = [(d["trajectory"], d["restart"], d["iteration"], d["ended"], d["verified"]) for _, d in events[:-1]]
+    assert shown == [(k, k, i, "depth" if i == 4 else None, False if i == 4 else None)
+                     for k in range(3) for i in range(1, 5)]  # fmt: skip
+
+
 @pytest.mark.parametrize("gated_config", [{"settings": {"sse_heartbeat_s": 0.05}}], indirect=True)
 async def test_a_stream_waiting_in_the_queue_gets_heartbeat_comments(gated: Gated):
     blocker = await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 64, "breadth": 2})

@@ -101,9 +101,14 @@ def test_stream_events_every_n_iterations(make_engine):
     events = []
     future = engine.submit(Job(puzzle(9), SolveParams(depth=10, stream_every=3, breadth=2)), on_event=events.append)
     run_until_done(engine, [future])
-    assert [e.iteration for e in events] == [3, 6, 9]
-    assert all(e.board == moving_board(e.iteration) and e.live_trajectories == 2 for e in events)
+    # every 3rd iteration the most settled running trajectory (the first on ties); then each one's last
+    assert [(e.iteration, e.trajectory, e.ended) for e in events] == [
+        (3, 0, None), (6, 0, None), (9, 0, None), (10, 0, "depth"), (10, 1, "depth")
+    ]  # fmt: skip
+    assert all(e.board == moving_board(e.iteration) for e in events)
+    assert [e.live_trajectories for e in events] == [2, 2, 2, 0, 0]  # still running after that step
     assert all(e.request_id == future.result().request_id and e.residual == 1.0 for e in events)
+    assert all(e.restart == 0 and e.verified is None for e in events)  # not verified mode
 
 
 def tiny_model() -> EqRNetwork:

@@ -42,6 +42,25 @@ def test_failed_answers_are_restarted_until_one_verifies(make_engine):
     assert p.verified is None and p.restarts == 0 and not p.valid and p.iterations == [5]
 
 
+def test_a_verified_stream_names_each_trajectory_and_restart_and_shows_each_end(make_engine):
+    """With verify and streaming, the events of a restart count from 1 again: each names its trajectory and
+    restart, and each trajectory's last iteration comes with why it ended and whether it verified."""
+    seed = seed_where(2)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4)
+    events = []
+    future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, verify=True)), on_event=events.append)
+    run_until_done(engine, [future])
+    r = future.result()
+    assert r.verified is True and r.restarts == 2 and r.iterations == [5, 5, 5]
+    seen = [(e.trajectory, e.restart, e.iteration, e.ended, e.verified) for e in events]
+    for k in range(3):  # trajectory k is the k-th restart; it runs 1..5 and its 5th is its last
+        mine = [(it, ended, ok) for t, restart, it, ended, ok in seen if t == k and restart == k]
+        assert [it for it, _, _ in mine] == [1, 2, 3, 4, 5], seen
+        assert mine[-1][1:] == ("converged", k == 2) and all(ended is None for _, ended, _ in mine[:-1])
+    assert len(seen) == 15
+    assert events[-1].board == variant_answer(GOOD)  # the verified trajectory's last board: the answer
+
+
 def test_the_first_verified_answer_ends_the_request(make_engine):
     seed = seed_where(1)
     engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 2, 3: 50}), slots=8)
