@@ -166,8 +166,8 @@ def test_playground_marks_the_cells_and_fields_at_fault(browser, live_server: Li
 def test_playground_sends_the_aggregate_rule_chosen(browser, live_server: LiveServer):
     open_playground(browser, live_server.url)
     rules = Select(browser.find_element(By.ID, "aggregate"))
-    assert [o.get_attribute("value") for o in rules.options] == ["converged", "vote"]
-    assert rules.first_selected_option.get_attribute("value") == "converged"  # the server's default
+    assert [o.get_attribute("value") for o in rules.options] == ["", "converged", "vote"]
+    assert rules.first_selected_option.text == "converged (default)"  # the model's, sent as nothing
     rules.select_by_value("vote")
     set_value(browser, "breadth", "4")
     set_value(browser, "depth", "4")
@@ -178,6 +178,81 @@ def test_playground_sends_the_aggregate_rule_chosen(browser, live_server: LiveSe
     (body,) = sent_solves(browser)
     assert body["aggregate"] == "vote" and body["breadth"] == 4
     assert text(browser, "agreement").endswith("of 4 (vote)")
+
+
+def request_fields(url: str) -> dict[str, dict]:
+    """The request fields of the API's schema (what the page builds its controls from)."""
+    properties = httpx.get(url + "/openapi.json").json()["components"]["schemas"]["SolveRequest"]["properties"]
+    return {name: p for name, p in properties.items() if name not in ("puzzle", "stream", "model")}
+
+
+def open_more(driver: webdriver.Chrome) -> None:
+    if not driver.find_element(By.ID, "more").is_displayed():
+        driver.find_element(By.ID, "more-toggle").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "more").is_displayed())
+
+
+def test_playground_has_a_control_for_every_request_field(browser, live_server: LiveServer):
+    """Made from the schema, so a field the API adds gets its control; left empty, a field is not sent (the
+    model's default applies, and shows in the control)."""
+    fields = request_fields(live_server.url)
+    assert {"verify", "budget", "breadth_mode", "quorum", "preset", "timeout_ms"} <= set(fields)
+    open_playground(browser, live_server.url)
+    more = browser.find_element(By.ID, "more")
+    assert not more.is_displayed()  # folded: the puzzle and the main settings first
+    for name in fields:
+        control = browser.find_element(By.ID, name)
+        assert (name in ("depth", "breadth", "aggregate")) != (control in more.find_elements(By.ID, name)), name
+    open_more(browser)
+    assert all(browser.find_element(By.ID, name).is_displayed() for name in fields)
+    assert browser.find_element(By.ID, "depth").get_attribute("placeholder") == "6"  # the tiny model's depth
+    assert Select(browser.find_element(By.ID, "verify")).first_selected_option.text == "off (default)"
+    # the tiny model's folder lists no preset: paper is not offered (the server would refuse it)
+    preset = Select(browser.find_element(By.ID, "preset"))
+    assert preset.first_selected_option.text == "none (this model takes no preset)"
+    assert all(not o.is_enabled() for o in preset.options[1:])
+    set_value(browser, "depth", "2")
+    sent_solves(browser)
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    assert page_state(browser) == "done", text(browser, "error")
+    (body,) = sent_solves(browser)
+    assert set(body) == {"puzzle", "stream", "model", "depth"}
+
+
+def test_playground_runs_verified_mode_with_a_budget_and_shows_each_restart(browser, live_server: LiveServer):
+    """The tiny model never answers a valid grid: verified mode restarts until the budget is spent. The
+    page sends the settings as typed, draws a residual line per trajectory and reports the restarts."""
+    open_playground(browser, live_server.url)
+    open_more(browser)
+    set_value(browser, "depth", "4")
+    Select(browser.find_element(By.ID, "verify")).select_by_value("true")
+    set_value(browser, "budget", "12")
+    Select(browser.find_element(By.ID, "breadth_mode")).select_by_value("fixed")
+    set_value(browser, "seed", "3")
+    solve_requests(browser)
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) in ("done", "error"))
+    browser.save_screenshot(str(ARTIFACTS / "playground-verified.png"))
+    assert page_state(browser) == "done", text(browser, "error")
+    ((request_id, body),) = solve_requests(browser)
+    assert {k: body[k] for k in ("verify", "budget", "breadth_mode", "depth", "seed")} == {
+        "verify": True, "budget": 12, "breadth_mode": "fixed", "depth": 4, "seed": 3
+    }  # fmt: skip
+    assert text(browser, "verified") == "no (2 restarts)"
+    events = [data for name, data in streamed_events(browser, request_id) if name == "iteration"]
+    assert [(e["trajectory"], e["restart"], e["ended"]) for e in events if e["ended"]] == [
+        (0, 0, "depth"), (1, 1, "depth"), (2, 2, "depth")
+    ]  # fmt: skip
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline")) == 3  # a line per trajectory
+
+    set_value(browser, "budget", "1")  # less than the breadth: the server names the field, the page marks it
+    set_value(browser, "breadth", "4")
+    browser.find_element(By.ID, "solve").click()
+    wait_for(browser, lambda d: page_state(d) == "error")
+    assert "budget 1" in text(browser, "error")
+    assert "bad" in browser.find_element(By.ID, "budget").get_attribute("class")
+    browser.refresh()  # the next test starts from the defaults
 
 
 def test_playground_refuses_a_puzzle_field_that_is_not_a_puzzle(browser, live_server: LiveServer):

@@ -5,6 +5,10 @@
 // Two kinds of board: a Sudoku (9×9 inputs, typed in place or pasted as 81 characters) and a grid
 // of characters (a maze, or a generic grid task), edited as rows in a textarea and drawn one cell
 // per character, coloured by character. GET /v1/models says which kind each model takes.
+//
+// The request fields' controls are made from the API's own schema (openapi.json, SolveRequest): a
+// field the server adds gets its control with no edit here. Empty means "not sent": the model's
+// default (GET /v1/models, shown greyed in the control) or the preset's value applies.
 "use strict";
 
 const SUDOKU_SIZE = 9;
@@ -30,7 +34,8 @@ const state = {
   examples: [], // [name, puzzle] of the example menu, for the board's task
   givens: Array(SUDOKU_CELLS).fill(""), // Sudoku: what the user entered, "1".."9" or ""
   rows: [], // maze or grid: the puzzle's rows, as typed
-  residuals: [], // [iteration, residual] of the running or last solve
+  fields: [], // [{name, schema}] of the request fields, in the schema's order (openapi.json)
+  residuals: [], // [trajectory, iteration, residual] of the running or last solve
   controller: null, // AbortController of the running solve
   pending: null, // latest event not drawn yet (drawing is throttled to animation frames)
   aggregate: "", // the rule the last solve asked for, shown with its agreement
@@ -45,7 +50,100 @@ function puzzleInput() {
   return isSudoku() ? "puzzle-text" : "rows-text";
 }
 
-const FIELD_INPUTS = { puzzle: puzzleInput, depth: () => "depth", breadth: () => "breadth" }; // API field -> input
+/** The input that shows a request field (a 422's `field`), if the page has one. */
+function fieldInput(field) {
+  if (field === "puzzle") return puzzleInput();
+  return state.fields.some((f) => f.name === field) ? field : null;
+}
+
+// -- request fields, from the API's schema -----------------------------------------------------------
+
+const MAIN_FIELDS = ["depth", "breadth", "aggregate"]; // beside the puzzle; every other field under "More"
+const PAGE_FIELDS = new Set(["puzzle", "stream", "model"]); // set by the page itself
+
+/** A property of the schema as one plain schema: its non-null alternative, with the property's own
+ * description and default; a one-value Literal (`const`) as an enum. */
+function plainSchema(property) {
+  const kind = (property.anyOf || [property]).find((s) => s.type !== "null") || {};
+  const values = kind.enum || (kind.const !== undefined ? [kind.const] : null);
+  return { ...kind, enum: values, title: property.title, description: property.description, default: property.default };
+}
+
+/** GET openapi.json: one control per request field (a new field appears with no edit to this page). */
+async function loadFields() {
+  const response = await fetch("openapi.json");
+  if (!response.ok) throw new Error(`openapi.json: HTTP ${response.status}`);
+  const properties = (await response.json()).components.schemas.SolveRequest.properties;
+  state.fields = Object.entries(properties)
+    .filter(([name]) => !PAGE_FIELDS.has(name))
+    .map(([name, property]) => ({ name, schema: plainSchema(property) }));
+  for (const { name, schema } of state.fields) {
+    const label = document.createElement("label");
+    label.id = `${name}-label`;
+    label.title = schema.description || "";
+    label.append(schema.title || name, controlFor(name, schema));
+    if (MAIN_FIELDS.includes(name)) $("controls").insertBefore(label, $("api-key-label"));
+    else $("more").append(label);
+  }
+}
+
+/** A select for words and switches (first option: not sent), a number input for numbers. */
+function controlFor(name, schema) {
+  let control;
+  if (schema.enum || schema.type === "boolean") {
+    control = document.createElement("select");
+    const words = schema.enum || [true, false];
+    control.add(new Option("default", ""));
+    for (const word of words) control.add(new Option(shownValue(word), String(word)));
+  } else {
+    control = document.createElement("input");
+    control.type = "number";
+    control.inputMode = schema.type === "integer" ? "numeric" : "decimal";
+    control.step = schema.type === "integer" ? "1" : "any";
+    if (schema.minimum != null) control.min = String(schema.minimum);
+    if (schema.maximum != null) control.max = String(schema.maximum);
+  }
+  control.id = name;
+  control.dataset.type = schema.type || "string";
+  return control;
+}
+
+function shownValue(value) {
+  return value === true ? "on" : value === false ? "off" : String(value);
+}
+
+/** Show `model`'s defaults in the empty controls, its caps as maxima, and only the presets it takes. */
+function showModelDefaults(model) {
+  for (const { name, schema } of state.fields) {
+    const control = $(name);
+    const known = name in model.defaults ? model.defaults[name] : schema.default;
+    if (control.tagName === "SELECT") {
+      control.options[0].text = known == null ? "default" : `${shownValue(known)} (default)`;
+    } else {
+      control.placeholder = known == null ? "" : String(known);
+      if (name in model.caps) control.max = String(model.caps[name]);
+    }
+  }
+  const preset = $("preset");
+  if (!preset) return;
+  const takes = model.presets || []; // a preset the model folder does not list is refused (422)
+  for (const option of [...preset.options].slice(1)) option.hidden = option.disabled = !takes.includes(option.value);
+  if (!takes.includes(preset.value)) preset.value = "";
+  preset.options[0].text = takes.length ? "none" : "none (this model takes no preset)";
+}
+
+/** The fields set in the page, typed as the schema says; empty ones are not sent. */
+function fieldValues() {
+  const values = {};
+  for (const { name, schema } of state.fields) {
+    const text = $(name).value.trim();
+    if (text === "") continue;
+    if (schema.type === "boolean") values[name] = text === "true";
+    else if (schema.type === "integer" || schema.type === "number") values[name] = Number(text); // the server validates
+    else values[name] = text;
+  }
+  return values;
+}
 
 // -- the board ---------------------------------------------------------------------------------------
 
@@ -229,7 +327,7 @@ function resetResult() {
   drawBoard(null);
   if (isSudoku()) $("puzzle-text").value = puzzleString(); // the rows textarea is never rewritten while typed in
   showError(null);
-  for (const id of ["status", "iterations", "valid", "agreement", "time"]) {
+  for (const id of ["status", "iterations", "valid", "verified", "agreement", "time"]) {
     $(id).textContent = "–";
     $(id).className = "";
   }
@@ -255,7 +353,7 @@ function showError(error) {
     cell.classList.remove("bad");
     cell.removeAttribute("title");
   });
-  for (const id of ["puzzle-text", "rows-text", "depth", "breadth"]) $(id).classList.remove("bad"); // both editors
+  for (const id of ["puzzle-text", "rows-text", ...state.fields.map((f) => f.name)]) $(id).classList.remove("bad");
   if (!error) {
     box.hidden = true;
     box.textContent = "";
@@ -270,8 +368,8 @@ function showError(error) {
     cell.classList.add("bad");
     cell.title = error.message;
   }
-  const field = FIELD_INPUTS[(error.field || "").split(".")[0]];
-  if (field) $(field()).classList.add("bad");
+  const input = fieldInput((error.field || "").split(".")[0]);
+  if (input) $(input).classList.add("bad");
 }
 
 /** The error to show while the Sudoku field holds no puzzle (the board keeps the last one), else null.
@@ -294,30 +392,36 @@ function showResult(result) {
   const valid = result.valid == null ? "n/a" : result.valid ? "yes" : "no"; // null: the task has no rules
   $("valid").textContent = valid;
   $("valid").className = valid === "n/a" ? "" : valid;
+  const restarts = `${result.restarts} restart${result.restarts === 1 ? "" : "s"}`;
+  $("verified").textContent = result.verified == null ? "n/a" : `${result.verified ? "yes" : "no"} (${restarts})`;
+  $("verified").className = result.verified == null ? "" : result.verified ? "yes" : "no";
   $("agreement").textContent = `${Math.round(result.agreement * 100)}% of ${result.iterations.length} (${state.aggregate})`;
   const t = result.timings, ms = (v) => `${v.toFixed(0)} ms`;
   $("time").textContent = `${ms(t.queued_ms + t.compute_ms)} (${ms(t.queued_ms)} queued, ${ms(t.compute_ms)} computing)`;
   $("answer").textContent = Array.isArray(result.answer) ? result.answer.join("\n") : result.answer;
   const last = state.residuals[state.residuals.length - 1];
-  $("live").textContent = last && last[1] != null ? `· final residual ${last[1].toPrecision(3)}` : "";
+  $("live").textContent = last && last[2] != null ? `· final residual ${last[2].toPrecision(3)}` : "";
 }
 
 function drawChart() {
   const svg = $("chart");
   const W = 320, H = 140, pad = { l: 34, r: 6, t: 8, b: 18 };
-  const pts = state.residuals.filter(([, r]) => r != null && r > 0);
+  const pts = state.residuals.filter(([, , r]) => r != null && r > 0);
   svg.dataset.points = String(pts.length);
   if (!pts.length) {
     svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" class="axis">no iterations yet</text>`;
     return;
   }
-  const logs = pts.map(([, r]) => Math.log10(r));
+  const logs = pts.map(([, , r]) => Math.log10(r));
   let lo = Math.floor(Math.min(...logs)), hi = Math.ceil(Math.max(...logs));
   if (hi === lo) hi = lo + 1;
-  const maxIt = Math.max(pts[pts.length - 1][0], 2);
+  const maxIt = Math.max(...pts.map(([, it]) => it), 2);
   const x = (it) => pad.l + ((it - 1) / Math.max(maxIt - 1, 1)) * (W - pad.l - pad.r);
   const y = (lg) => pad.t + ((hi - lg) / (hi - lo)) * (H - pad.t - pad.b);
-  const line = pts.map(([it], k) => `${x(it).toFixed(1)},${y(logs[k]).toFixed(1)}`).join(" ");
+  // one line per trajectory: a restart starts again at iteration 1
+  const lines = new Map();
+  pts.forEach(([t, it], k) => lines.set(t, [...(lines.get(t) || []), `${x(it).toFixed(1)},${y(logs[k]).toFixed(1)}`]));
+  const polylines = [...lines.values()].map((line) => `<polyline points="${line.join(" ")}" class="residual"/>`);
   const last = pts[pts.length - 1];
   svg.innerHTML = `
     <line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" class="frame"/>
@@ -326,8 +430,8 @@ function drawChart() {
     <text x="${pad.l - 4}" y="${H - pad.b}" text-anchor="end" class="axis">1e${lo}</text>
     <text x="${pad.l}" y="${H - 4}" class="axis">1</text>
     <text x="${W - pad.r}" y="${H - 4}" text-anchor="end" class="axis">${maxIt}</text>
-    <polyline points="${line}" class="residual"/>
-    <circle cx="${x(last[0]).toFixed(1)}" cy="${y(logs[logs.length - 1]).toFixed(1)}" r="2.5" class="dot"/>`;
+    ${polylines.join("")}
+    <circle cx="${x(last[1]).toFixed(1)}" cy="${y(logs[logs.length - 1]).toFixed(1)}" r="2.5" class="dot"/>`;
 }
 
 /** Draw at most once per animation frame: a fast model sends events quicker than a screen refreshes. */
@@ -340,11 +444,20 @@ function scheduleDraw(event) {
     state.pending = null;
     if (!ev || document.body.dataset.state !== "solving") return; // the result came first: it wins
     drawBoard(ev.board);
-    const residual = ev.residual == null ? "–" : ev.residual.toPrecision(3);
-    $("live").textContent = `· iteration ${ev.iteration}, residual ${residual}`;
+    $("live").textContent = `· ${progressText(ev)}`;
     $("iterations").textContent = `${ev.iteration}…`;
     drawChart();
   });
+}
+
+/** An event's trajectory (and restart), iteration and residual, and how the trajectory ended if it did. */
+function progressText(ev) {
+  const residual = ev.residual == null ? "–" : ev.residual.toPrecision(3);
+  const which = `trajectory ${ev.trajectory}${ev.restart ? ` (restart ${ev.restart})` : ""}`;
+  let text = `${which}, iteration ${ev.iteration}, residual ${residual}`;
+  if (ev.ended) text += `, ended: ${ev.ended}`;
+  if (ev.verified != null) text += ev.verified ? ", verified" : ", not verified";
+  return text;
 }
 
 // -- talking to the server ---------------------------------------------------------------------------
@@ -373,12 +486,8 @@ async function* sseEvents(response) {
 }
 
 function requestBody() {
-  const body = { puzzle: puzzleValue(), stream: true, aggregate: $("aggregate").value };
+  const body = { puzzle: puzzleValue(), stream: true, ...fieldValues() };
   if (state.model) body.model = state.model.name;
-  for (const id of ["depth", "breadth"]) {
-    const text = $(id).value.trim();
-    if (text !== "") body[id] = Number(text); // the server validates; a bad value comes back as a 422
-  }
   return body;
 }
 
@@ -425,7 +534,7 @@ async function solve() {
   const controller = new AbortController();
   state.controller = controller;
   const body = requestBody();
-  state.aggregate = body.aggregate;
+  state.aggregate = body.aggregate || (state.model && state.model.defaults.aggregate) || "default";
   let result = null;
   try {
     const response = await fetch("v1/solve", {
@@ -437,7 +546,7 @@ async function solve() {
     if (!response.ok) throw { api: await errorOf(response) };
     for await (const { event, data } of sseEvents(response)) {
       if (event === "iteration") {
-        state.residuals.push([data.iteration, data.residual]);
+        state.residuals.push([data.trajectory, data.iteration, data.residual]);
         scheduleDraw(data);
       } else if (event === "result") {
         result = data;
@@ -497,10 +606,7 @@ function selectModel(model, chosen) {
   state.model = model;
   $("model").value = model.name;
   $("model-name").textContent = `model: ${model.name} (${model.arch.parameters ?? "?"} parameters)`;
-  $("depth").placeholder = model.defaults.depth ? String(model.defaults.depth) : "";
-  if (model.defaults.aggregate) $("aggregate").value = model.defaults.aggregate;
-  $("depth").max = model.caps.depth ? String(model.caps.depth) : "";
-  $("breadth").max = model.caps.breadth ? String(model.caps.breadth) : "";
+  showModelDefaults(model);
   const board = model.board || SUDOKU_BOARD;
   const reshaped = !same(
     [board.kind, board.rows, board.cols],
@@ -530,6 +636,12 @@ function init() {
   });
   $("solve").addEventListener("click", solve);
   $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("more-toggle").addEventListener("click", () => {
+    const open = $("more").hidden;
+    $("more").hidden = !open;
+    $("more-toggle").setAttribute("aria-expanded", String(open));
+    $("more-toggle").textContent = open ? "More ▾" : "More ▸";
+  });
   $("clear").addEventListener("click", () => {
     state.givens = Array(SUDOKU_CELLS).fill("");
     state.rows = [];
@@ -538,7 +650,9 @@ function init() {
   });
   loadExample(SUDOKU_EXAMPLES[0][1]);
   initApiKey();
-  loadModels();
+  loadFields() // the controls first: a model's defaults are shown in them
+    .catch((err) => showError({ message: `the request fields could not be read: ${err.message}` }))
+    .finally(loadModels);
 }
 
 document.addEventListener("DOMContentLoaded", init);
