@@ -78,9 +78,11 @@ def evaluate(
     batch_size: int = 256,
     progress: bool = False,
     data: str = "",
+    name: str = "model",
 ) -> list[dict[str, Any]]:
     """Evaluate puzzles and their solutions (token arrays [n, seq_len]) for every (depth, breadth, rule)
-    cell; ``params``: the other request fields, the same in every cell (its seed seeds every puzzle)."""
+    cell; ``params``: the other request fields, the same in every cell (its seed seeds every puzzle);
+    ``name``: the model's, as a server names it (messages name it)."""
     if len(puzzles) == 0:
         raise ValueError(f"{data or 'data'}: no puzzles to evaluate")
     if min(depths) < 1 or min(breadths) < 1:
@@ -93,7 +95,7 @@ def evaluate(
         for p in puzzles
     ]
     bar = tqdm(total=len(jobs), desc=data or "eval", unit="puzzle", disable=not progress)
-    results = run_jobs(offline_engine(model, task, meta, batch_size), jobs, bar.update)
+    results = run_jobs(offline_engine(model, task, meta, batch_size, name=name), jobs, bar.update)
     bar.close()
     n = len(puzzles)
     return [

@@ -73,6 +73,15 @@ def _load(command: str, model_dir: str | None, device: str = "cpu") -> tuple | N
         return None
 
 
+def _model_name(model_dir: str | None) -> str:
+    """A model folder's name as ``eqr serve`` names it (the folder's), for offline results and messages."""
+    from pathlib import Path
+
+    from eqr.model.bundled import default_model_dir
+
+    return Path(model_dir or default_model_dir()).name
+
+
 def _eval(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
@@ -110,6 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
                 params=params,
                 batch_size=args.batch_size,
                 progress=True,
+                name=_model_name(args.model),
             )
         except InvalidParam as exc:
             print(f"eqr eval: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
@@ -139,11 +149,8 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _solve_offline(args: argparse.Namespace) -> int:
     """Solve in this process with a local model folder (no server involved), in the folder's task."""
-    from pathlib import Path
-
     import numpy as np
 
-    from eqr.model.bundled import default_model_dir
     from eqr.model.tasks.errors import PuzzleError
     from eqr.model.tasks.registry import task_for
     from eqr.offline.solve import solve_offline
@@ -156,7 +163,7 @@ def _solve_offline(args: argparse.Namespace) -> int:
         return 2
     model, meta = loaded
     task = task_for(meta)
-    name = Path(args.model or default_model_dir()).name  # as eqr serve names it
+    name = _model_name(args.model)
     try:
         puzzle = task.parse(args.puzzle)
     except PuzzleError as exc:

@@ -111,6 +111,13 @@ def test_solve_cli_json(model_dir, capsys):
     assert doc["status"] in ("converged", "max_iterations") and doc["valid"] is False
 
 
+def test_solve_cli_refuses_a_preset_the_folder_does_not_take(model_dir, capsys):
+    """Offline as on a server: the folder's inference.presets decide, and the message names the model."""
+    assert main(["solve", PUZZLE, "--model", str(model_dir), "--preset", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eqr solve: --preset: preset 'paper'") and f"model '{model_dir.name}'" in err
+
+
 @pytest.mark.parametrize(
     ("puzzle", "message"),
     [
