@@ -58,13 +58,14 @@ async def test_stream_sends_iteration_events_then_the_result(client: httpx.Async
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert "content-length" not in r.headers
     events = parse_sse(r.text.splitlines())
-    # every 2nd iteration while a trajectory is live; the last one (6) is reported by the result
-    assert [name for name, _ in events] == ["iteration", "iteration", "result"]
+    # every 2nd iteration while the trajectory runs, then its last one (6) as it ends, then the result
+    assert [name for name, _ in events] == ["iteration", "iteration", "iteration", "result"]
     iterations = [data for name, data in events if name == "iteration"]
-    assert [e["iteration"] for e in iterations] == [2, 4]
+    assert [(e["iteration"], e["ended"]) for e in iterations] == [(2, None), (4, None), (6, "depth")]
     result = events[-1][1]
     assert all(e["id"] == result["id"] and len(e["board"]) == 81 for e in iterations)
-    assert all(e["live_trajectories"] == 1 and e["residual"] >= 0 for e in iterations)
+    assert [e["live_trajectories"] for e in iterations] == [1, 1, 0] and all(e["residual"] >= 0 for e in iterations)
+    assert iterations[-1]["board"] == result["answer"]  # the trajectory's last board is the answer
     assert result["status"] == "max_iterations" and result["iterations"] == [6]
 
 

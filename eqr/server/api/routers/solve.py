@@ -29,10 +29,13 @@ ERRORS = {
 
 SSE_FORMAT = """Server-sent events, each `id: <n>` (1, 2, ...), `event: <name>`, `data: <one line of JSON>`:
 
-- `iteration` (every `stream_every` iterations): `{"id", "iteration", "board", "residual", "live_trajectories"}`,
-  the IterationData schema: the request id, the highest iteration reached, the current best board as `answer`
-  shows it (Sudoku: 81 characters, '.' undecided; maze and grid tasks: rows in the puzzle's form), the latent
-  residual (null before the second iteration), trajectories still running;
+- `iteration` (every `stream_every` iterations, the most settled running trajectory; and each trajectory's last
+  iteration as it leaves with its answer): the IterationData schema, `{"id", "iteration", "board", "residual",
+  "live_trajectories", "trajectory", "restart", "ended", "verified"}`: the request id, that trajectory's
+  iterations so far, its board as `answer` shows it (Sudoku: 81 characters, '.' undecided; maze and grid tasks:
+  rows in the puzzle's form), its latent residual (null before the second iteration), the request's trajectories
+  still running, which trajectory (its index) and which restart of verified mode (0: none), and on its last
+  iteration why it ended (converged, halted, depth) and whether its answer verified;
 - `result` (last): the SolveResponse schema, as the JSON answer of a solve without `stream`;
 - `error` (last, instead of `result`): the ErrorResponse schema.
 
@@ -41,7 +44,7 @@ EQR_SSE_HEARTBEAT_S seconds (15); clients ignore comment lines."""
 SSE_CONTENT = {
     "schema": {"type": "string", "description": SSE_FORMAT},
     "example": 'id: 1\nevent: iteration\ndata: {"id":"4f1c...","iteration":1,"board":"..3.2.6..9...",'
-    '"residual":null,"live_trajectories":1}\n\n',
+    '"residual":null,"live_trajectories":1,"trajectory":0,"restart":0,"ended":null,"verified":null}\n\n',
 }
 
 
@@ -59,7 +62,8 @@ async def solve(
     body: SolveRequest, request: Request, broker: BrokerDep, settings: SettingsDep
 ) -> SolveResponse | EventStream:
     """Solve and answer the result; with ``"stream": true`` answer ``text/event-stream`` instead:
-    ``event: iteration`` every ``stream_every`` iterations, then ``event: result`` (or ``event: error``).
+    ``event: iteration`` every ``stream_every`` iterations and at each trajectory's end, then ``event: result``
+    (or ``event: error``).
     A client that disconnects cancels the work."""
     card = model_card(body.model, broker)
     allow_priority(request, body.priority)
