@@ -93,7 +93,9 @@ def evaluate(
         for p in puzzles
     ]
     bar = tqdm(total=len(jobs), desc=data or "eval", unit="puzzle", disable=not progress)
-    results = run_jobs(offline_engine(model, task, meta, batch_size), jobs, bar.update)
+    # first-come: idle slots at the end of a run must not start breadth on demand or restarts ahead of
+    # need, so the iterations spent per puzzle are the request's own
+    results = run_jobs(offline_engine(model, task, meta, batch_size, scheduler="fcfs"), jobs, bar.update)
     bar.close()
     n = len(puzzles)
     return [

@@ -18,9 +18,15 @@ from eqr.server.engine import Engine, EngineConfig, Job, SolveParams, SolveResul
 MAX_CAP = 1 << 20  # offline work is the caller's own: the serving caps do not apply
 
 
-def offline_engine(model: EqRNetwork, task: Task, meta: Mapping[str, Any], slots: int = 256) -> Engine:
-    """The engine of a loaded model folder (``meta``: its config.json), ``slots`` trajectories a step."""
-    config = EngineConfig(slots=slots, max_queue=MAX_CAP, max_depth=MAX_CAP, max_breadth=MAX_CAP, max_budget=MAX_CAP)
+def offline_engine(
+    model: EqRNetwork, task: Task, meta: Mapping[str, Any], slots: int = 256, scheduler: str = "fair"
+) -> Engine:
+    """The engine of a loaded model folder (``meta``: its config.json), ``slots`` trajectories a step;
+    ``scheduler``: ``fair`` as served, or ``fcfs`` (no work ahead of need, so each request's compute is
+    its own whatever else shares the pool: what an evaluation measures)."""
+    config = EngineConfig(
+        slots=slots, max_queue=MAX_CAP, max_depth=MAX_CAP, max_breadth=MAX_CAP, max_budget=MAX_CAP, scheduler=scheduler
+    )
     return Engine(model, config, task=task, defaults=meta.get("inference"))
 
 
