@@ -135,3 +135,4 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(stack: tupl
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     firing = [a["labels"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"]
     assert not firing, f"alerts firing on a healthy stack: {firing}"
+

@@ -17,7 +17,7 @@ from tests.browser import chromium
 from tests.live_server import LiveServer, save_tiny_model, serve
 from tests.server.api.test_playground import wait_for
 
-OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+OFFLINE = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'
 
 
 @pytest.fixture(scope="module")

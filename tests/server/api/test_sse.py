@@ -30,7 +30,9 @@ async def test_a_stream_waiting_in_the_queue_gets_heartbeat_comments(gated: Gate
     blocker = await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 64, "breadth": 2})
     gated.model.allow(1)
     await poll(gated.client, blocker.headers["Location"], "running")  # both slots taken
-    stream = asyncio.ensure_future(gated.client.post("/v1/solve", json={"puzzle": PUZZLE, "stream": True, "depth": 2}))
+    stream = asyncio.ensure_future(
+        gated.client.post("/v1/solve", json={"puzzle": PUZZLE, "stream": True, "depth": 2})
+    )
     await asyncio.sleep(0.5)  # queued behind the blocker meanwhile
     gated.model.open()
     text = (await stream).text

@@ -271,7 +271,9 @@ async def test_a_synchronous_wait_for_a_model_without_workers_is_bounded(redis_s
         await b.close()
 
 
-async def test_cancel_of_a_job_no_live_worker_holds_is_answered_at_once(broker: RedisBroker, redis_server: RedisServer):
+async def test_cancel_of_a_job_no_live_worker_holds_is_answered_at_once(
+    broker: RedisBroker, redis_server: RedisServer
+):
     """Queued, or taken by a worker that died: the API node stores the cancelled result itself (any API
     node: the job's marker says where its entry is); one a live worker holds is left to that worker."""
     await _announce_worker(redis_server, broker.options, "w", cards=[CARD])
