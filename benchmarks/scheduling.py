@@ -164,26 +164,24 @@ def run(models: Models, arrivals: list[Arrival], policy: str) -> dict:
 
 
 def calibrate(models: Models, args) -> tuple[float, dict[str, float]]:
-    """The Sudoku pool's slot-iterations per second when full, and each Sudoku class's mean demand."""
+    """The Sudoku pool's slot-iterations per second when full (4 x slots hard puzzles at depth 64, all at
+    once: the pool stays full), and each Sudoku class's mean demand in slot-iterations (a sample each)."""
     rnd = random.Random(args.seed + 1)
-    demand = {}
     engine = models.engine("sudoku", "fcfs")
-    samples = {"easy": 16, "hard": 4, "verified": 1}
+    slots = engine.config.slots
+    full = [Job(rnd.choice(models.pools["hard"]), SolveParams(depth=64, seed=k)) for k in range(4 * slots)]
+    samples = {"easy": 32, "hard": 6, "verified": 2}
+    jobs = {c: [Job(rnd.choice(models.pools[c]), params_for(c, k, args.verified_budget)) for k in range(n)]
+            for c, n in samples.items()}  # fmt: skip
+    futures = [engine.submit(j) for j in full]
     t0 = time.perf_counter()
-    spent = 0
-    futures = []
-    for cls, n in samples.items():
-        jobs = [Job(rnd.choice(models.pools[cls]), params_for(cls, k, args.verified_budget)) for k in range(n)]
-        futures.append((cls, [engine.submit(j) for j in jobs]))
     engine.start()
-    for cls, fs in futures:
-        its = [sum(f.result().iterations) for f in fs]
-        demand[cls] = float(np.mean(its))
-        spent += sum(its)
-    wall = time.perf_counter() - t0
+    spent = sum(sum(f.result().iterations) for f in futures)
+    capacity = spent / (time.perf_counter() - t0)
+    demand = {c: float(np.mean([sum(engine.submit(j).result().iterations) for j in js])) for c, js in jobs.items()}
     engine.stop()
     demand["maze"] = 0.0  # the maze engine has its own pool; its work is not counted in the Sudoku capacity
-    return spent / wall, demand
+    return capacity, demand
 
 
 def arrivals_for(models: Models, args, load: float, capacity: float, demand: dict[str, float]) -> list[Arrival]:
