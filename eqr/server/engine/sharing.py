@@ -28,7 +28,7 @@ from typing import TypeVar
 
 R = TypeVar("R", bound=Hashable)
 
-QUANTUM = 16  # iterations of level 0: measured against 1 and 64 in benchmarks/scheduling.py (docs/scheduling.md)
+QUANTUM = 16  # iterations of level 0: about what an easy Sudoku puzzle needs (docs/scheduling.md)
 
 
 def level(attained: int, quantum: int) -> int:
