@@ -95,7 +95,10 @@ def evaluate(
         for p in puzzles
     ]
     bar = tqdm(total=len(jobs), desc=data or "eval", unit="puzzle", disable=not progress)
-    results = run_jobs(offline_engine(model, task, meta, batch_size, name=name), jobs, bar.update)
+    # first-come: idle slots at the end of a run must not start breadth on demand or restarts ahead of
+    # need, so the iterations spent per puzzle are the request's own
+    engine = offline_engine(model, task, meta, batch_size, name=name, scheduler="fcfs")
+    results = run_jobs(engine, jobs, bar.update)
     bar.close()
     n = len(puzzles)
     return [

@@ -19,11 +19,20 @@ MAX_CAP = 1 << 20  # offline work is the caller's own: the serving caps do not a
 
 
 def offline_engine(
-    model: EqRNetwork, task: Task, meta: Mapping[str, Any], slots: int = 256, name: str = "model"
+    model: EqRNetwork,
+    task: Task,
+    meta: Mapping[str, Any],
+    slots: int = 256,
+    name: str = "model",
+    scheduler: str = "fair",
 ) -> Engine:
     """The engine of a loaded model folder (``meta``: its config.json), ``slots`` trajectories a step;
-    ``name``: the model's, as a server would name it (its folder's name), for results and messages."""
-    config = EngineConfig(slots=slots, max_queue=MAX_CAP, max_depth=MAX_CAP, max_breadth=MAX_CAP, max_budget=MAX_CAP)
+    ``name``: the model's, as a server would name it (its folder's name), for results and messages;
+    ``scheduler``: ``fair`` as served, or ``fcfs`` (no work ahead of need, so each request's compute is
+    its own whatever else shares the pool: what an evaluation measures)."""
+    config = EngineConfig(
+        slots=slots, max_queue=MAX_CAP, max_depth=MAX_CAP, max_breadth=MAX_CAP, max_budget=MAX_CAP, scheduler=scheduler
+    )
     return Engine(model, config, model_name=name, task=task, defaults=meta.get("inference"))
 
 

@@ -4,7 +4,8 @@ tests never touch a tensor).
 Each step the runner reports which trajectories leave their slots (a :class:`Leave` code each) and
 their state on the host (:class:`State`); the scheduler answers with a :class:`Decision`: which
 trajectories leave now (and whose current state to read first), which start in the freed slots.
-Trajectories are the scheduler's own objects ("owners"); the runner maps them to slot rows.
+Trajectories are the scheduler's own objects ("owners"); the runner maps them to slot rows, and
+keeps the saved state of the preempted ones until they resume or leave.
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ class Admission(NamedTuple):
 
 @dataclass
 class Decision:
-    """What the runner does to the slot pool before the next model step: evict, then admit."""
+    """What the runner does to the slot pool before the next model step: read, preempt, evict, resume, admit."""
 
-    evict: Sequence[Any] = ()  # owners leaving their slots
+    evict: Sequence[Any] = ()  # owners leaving for good: their slots, or their saved state, are freed
     read: Sequence[Any] = ()  # owners (among ``evict``) whose state is read before they leave
     admit: Sequence[Admission] = ()
+    preempt: Sequence[Any] = ()  # owners leaving their slots with their whole state saved on the host
+    resume: Sequence[Any] = ()  # preempted owners going back into free slots, exactly as they left
     # the scheduler's own notes, which the runner ignores: the requests these evictions end, and why they failed
     ending: list[Any] = field(default_factory=list)
     error: str | None = None

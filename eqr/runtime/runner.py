@@ -6,6 +6,9 @@ the live prefix of the pool, writes the new state back and folds it into the poo
 tracker, and reports the trajectories that leave with their :class:`Leave` codes, the one
 device-to-host copy of a step that nothing leaves; :meth:`Runner.read` copies the state of some
 trajectories to the host in one copy. What to do with them is the scheduler's.
+
+Preempted trajectories' state waits in :attr:`Runner.saved` (host memory, :attr:`Runner.saved_bytes`)
+until a decision resumes them or ends them; the scheduler bounds how many there may be.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from eqr.model.step import StepOutput, Stepper
 from eqr.runtime.decisions import Decision, Leave, State
-from eqr.runtime.slots import SlotPool
+from eqr.runtime.slots import Saved, SlotPool
 
 
 class Runner:
@@ -26,13 +29,28 @@ class Runner:
     def __init__(self, stepper: Stepper, pool: SlotPool) -> None:
         self.stepper = stepper
         self.pool = pool
+        self.saved: dict[Any, Saved] = {}  # preempted owners' state, on the host
+
+    @property
+    def saved_bytes(self) -> int:
+        return len(self.saved) * self.pool.row_bytes
 
     def apply(self, decision: Decision) -> State | None:
-        """Evict, then admit; the state of ``decision.read`` as it was before they left (None: none asked)."""
+        """Read, save the preempted, free the slots (and saved state) of the evicted, resume, admit; the
+        state of ``decision.read`` as it was before they left (None: none asked)."""
         p = self.pool
         state = self.read(decision.read) if decision.read else None
-        if decision.evict:
-            p.release([o.slot for o in decision.evict])
+        if decision.preempt:
+            for owner, row in zip(decision.preempt, p.save([o.slot for o in decision.preempt]), strict=True):
+                self.saved[owner] = row
+        gone = [o.slot for o in decision.preempt]
+        for o in decision.evict:
+            if self.saved.pop(o, None) is None:
+                gone.append(o.slot)
+        if gone:
+            p.release(gone)
+        if decision.resume:
+            p.restore(decision.resume, [self.saved.pop(o) for o in decision.resume])
         if decision.admit:
             a = decision.admit
             p.assign(
@@ -62,5 +80,11 @@ class Runner:
         return [(p.owners[row], Leave(int(codes[row]))) for row in np.flatnonzero(codes).tolist()]
 
     def read(self, owners: Sequence[Any]) -> State:
-        """The current state of ``owners`` on the host, in their order (one device-to-host copy)."""
-        return self.pool.snapshot([o.slot for o in owners])
+        """The current state of ``owners`` on the host, in their order (one device-to-host copy); a
+        preempted owner's is its saved state."""
+        if not any(o in self.saved for o in owners):
+            return self.pool.snapshot([o.slot for o in owners])
+        live = [o for o in owners if o not in self.saved]
+        rows = self.pool.save([o.slot for o in live]) if live else []
+        by_owner = dict(zip(live, rows, strict=True))
+        return self.pool.snapshot_saved([self.saved.get(o) or by_owner[o] for o in owners])

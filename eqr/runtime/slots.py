@@ -8,7 +8,14 @@ model, against ~0.3 ms to copy a full 64-row pool), so skipping empty rows is wh
 buffers never change size or address, so the CUDA-graph step captures on them directly.
 
 Owners are whatever the caller tracks per trajectory (the engine's ``Trajectory``, a rollout's
-row record); the pool only keeps their ``slot`` attribute up to date.
+row record); the pool only keeps their ``slot`` attribute up to date (-1 once released).
+
+Preemption: :meth:`SlotPool.save` copies a row's *whole* state to the host (latents, tokens, seed,
+noise scale, previous logits and prediction, and every tracker buffer: iteration count, which keys
+the counter-based noise, streak, last change, score ring, residual) and :meth:`SlotPool.restore`
+puts it back in any free row, so a trajectory resumes exactly where it stopped: the next iteration
+is bit-identical to the one it would have run without leaving. Every saved row has the same size,
+:attr:`SlotPool.row_bytes`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from eqr.runtime.decisions import State
 from eqr.runtime.tracker import ConvergenceTracker
 
 InitState = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Saved = dict[str, torch.Tensor]  # one row of every per-slot buffer, by name, on the host
 
 
 class SlotPool:
@@ -52,7 +60,13 @@ class SlotPool:
         self.noise = torch.zeros(c, dtype=torch.float32, device=device)
         self.prev_logits = torch.zeros(c, seq_len, vocab_size, dtype=z_H.dtype, device=device)
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
-        self._buffers = [*self.batch().tensors(), *(b for b in self.tracker.buffers if b is not self.tracker.steps)]
+        # every per-row tensor by name: the step's inputs, then the tracker's (``steps`` is in both)
+        self._buffers: dict[str, torch.Tensor] = {
+            **{f: getattr(self.batch(), f) for f in ("z_H", "z_L", "tokens", "seeds", "noise", "prev_logits")},
+            "prev_pred": self.prev_pred,
+            **self.tracker.buffers,
+        }
+        self.row_bytes = sum(b[0].nelement() * b.element_size() for b in self._buffers.values())
         self.owners: list[Any] = []  # owners[i] runs in row i; len(owners) == live
 
     @property
@@ -118,27 +132,59 @@ class SlotPool:
         if holes:
             dst = torch.tensor(holes, device=self.device)
             src = torch.tensor(movers, device=self.device)
-            for buf in self._buffers:
+            for buf in self._buffers.values():
                 buf[dst] = buf[src]
-            for h, m in zip(holes, movers, strict=True):
-                owner = self.owners[m]
-                owner.slot = h
-                self.owners[h] = owner
+        for r in gone:
+            self.owners[r].slot = -1
+        for h, m in zip(holes, movers, strict=True):
+            owner = self.owners[m]
+            owner.slot = h
+            self.owners[h] = owner
         del self.owners[keep:]
+
+    def save(self, rows: Sequence[int]) -> list[Saved]:
+        """The whole state of ``rows`` on the host, one :data:`Saved` per row (the rows stay live: release
+        them after). One gather per buffer, then a copy per row so each saved row owns its memory."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        gathered = {name: buf[idx].cpu() for name, buf in self._buffers.items()}
+        return [{name: t[i].clone() for name, t in gathered.items()} for i in range(len(rows))]
+
+    def restore(self, owners: Sequence[Any], saved: Sequence[Saved]) -> None:
+        """Put ``saved`` rows back in the next free rows for ``owners``, exactly as they were saved."""
+        n, k = self.live, len(owners)
+        if k > self.capacity - n:
+            raise ValueError(f"{k} trajectories do not fit in {self.capacity - n} free slots")
+        rows = slice(n, n + k)
+        for name, buf in self._buffers.items():
+            buf[rows] = torch.stack([s[name] for s in saved]).to(self.device)
+        for i, owner in enumerate(owners):
+            owner.slot = n + i
+        self.owners.extend(owners)
 
     def snapshot(self, rows: Sequence[int]) -> State:
         """Latest prediction, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        t = self.tracker
+        b = self._buffers
+        return self._state(*(b[name][idx] for name in ("prev_pred", "steps", "deltas", "residual", "changed_at")))
+
+    def snapshot_saved(self, saved: Sequence[Saved]) -> State:
+        """:meth:`snapshot` of saved rows (a preempted trajectory's best-so-far answer)."""
+        names = ("prev_pred", "steps", "deltas", "residual", "changed_at")
+        return self._state(*(torch.stack([s[name] for s in saved]) for name in names))
+
+    def _state(
+        self,
+        pred: torch.Tensor,
+        steps: torch.Tensor,
+        deltas: torch.Tensor,
+        residual: torch.Tensor,
+        changed: torch.Tensor,
+    ) -> State:
         # token ids, iteration counts and fp32 scores are all exact in float64: pack, copy once, split
+        scores = self.tracker.score(steps, deltas)
         packed = (
             torch.cat(
-                [
-                    self.prev_pred[idx].double(),
-                    t.scores(idx).double().unsqueeze(1),
-                    t.residual[idx].double().unsqueeze(1),
-                    t.changed_at[idx].double().unsqueeze(1),
-                ],
+                [pred.double(), *(v.double().unsqueeze(1) for v in (scores, residual, changed))],
                 dim=1,
             )
             .cpu()

@@ -34,9 +34,10 @@ class ConvergenceTracker:
         self.residual = torch.zeros(c, dtype=torch.float32, device=device)
 
     @property
-    def buffers(self) -> list[torch.Tensor]:
-        """Every per-row tensor (the pool moves rows of all of them together)."""
-        return [self.steps, self.depth, self.halt_on_q, self.streak, self.changed_at, self.deltas, self.residual]
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """Every per-row tensor by name (the pool moves, saves and restores rows of all of them together)."""
+        names = ("steps", "depth", "halt_on_q", "streak", "changed_at", "deltas", "residual")
+        return {name: getattr(self, name) for name in names}
 
     def start(self, rows: slice, depth: torch.Tensor, halt_on_q: torch.Tensor) -> None:
         """Fresh trajectories in ``rows``: nothing run, nothing scored."""
@@ -74,5 +75,9 @@ class ConvergenceTracker:
         ``score_window`` iterations (lower = settled). After one iteration no change is recorded and
         the score is 0, as the official evaluator scores a trajectory that halts at its first step
         (``sum / max(count, 1)``, docs/paper-protocol.md); inf only before any iteration."""
-        count = (self.steps[idx] - 1).clamp(min=0, max=self.score_window)  # changes recorded so far
-        return torch.where(self.steps[idx] > 0, self.deltas[idx].sum(dim=1) / count.clamp(min=1), math.inf)
+        return self.score(self.steps[idx], self.deltas[idx])
+
+    def score(self, steps: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """:meth:`scores` of rows given by their ``steps`` and ``deltas`` (rows of the pool, or saved ones)."""
+        count = (steps - 1).clamp(min=0, max=self.score_window)  # changes recorded so far
+        return torch.where(steps > 0, deltas.sum(dim=1) / count.clamp(min=1), math.inf)

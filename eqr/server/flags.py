@@ -15,7 +15,17 @@ from pathlib import Path
 from eqr.server.settings import Settings
 
 # the model runner's settings (eqr serve, eqr worker)
-ENGINE = ("model", "device", "slots", "max_queue", "max_depth", "max_breadth", "threads")
+ENGINE = (
+    "model",
+    "device",
+    "slots",
+    "max_queue",
+    "max_depth",
+    "max_breadth",
+    "threads",
+    "scheduler",
+    "max_saved_state_bytes",
+)
 # the HTTP API's settings (eqr serve, eqr api)
 API = (
     "default_model",

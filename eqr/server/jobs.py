@@ -151,7 +151,7 @@ class Job:
 
     ``tokens``: the puzzle as the model's token ids; ``model``: the served model it is for (empty: the
     only one); ``form``: how the client wrote the puzzle, echoed in the result so whoever renders the
-    answer (another API node, a later GET) shows it the same way.
+    answer (another API node, a later GET) shows it the same way; ``client``: who sent it.
     """
 
     tokens: list[int]
@@ -160,6 +160,9 @@ class Job:
     model: str = ""
     form: str = ""
     submitted_at: float = field(default_factory=time.time)
+    # who sent it, as the API's rate limits name clients ("key:<fingerprint>" or "ip:<address>"; empty:
+    # in-process): the scheduler gives each client a share of the slots
+    client: str = ""
 
 
 @dataclass

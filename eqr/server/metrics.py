@@ -25,6 +25,14 @@ from eqr.server.jobs import Job, SolveResult
 ITERATION_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+# the ``work`` label of the per-work latency histograms: slot-iterations a request spent, up to each bound
+WORK_BOUNDS = (16, 64, 256, 1024, 4096)
+
+
+def work_label(result: SolveResult) -> str:
+    """The work bucket of a finished request: the smallest bound at or above its slot-iterations spent."""
+    spent = sum(result.iterations)
+    return next((f"le{b}" for b in WORK_BOUNDS if spent <= b), f"gt{WORK_BOUNDS[-1]}")
 
 
 def iteration_buckets(max_depth: int) -> tuple[float, ...]:
@@ -72,6 +80,41 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.duration_by_work = Histogram(
+            "eqr_request_duration_by_work_seconds",
+            "Time from submission to result, by the slot-iterations the request spent (work: le16 ... gt4096)",
+            ["model", "work"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait_by_work = Histogram(
+            "eqr_queue_wait_by_work_seconds",
+            "Time before a request's first trajectory got a slot, by the slot-iterations it spent",
+            ["model", "work"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "eqr_preemptions", "Trajectories that left their slot with their state saved (fair scheduler)", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.resumes = Counter(
+            "eqr_resumes", "Preempted trajectories that got a slot back, their state restored", ["model"], registry=r
+        )
+        self.saved_state = Gauge(
+            "eqr_saved_state_bytes", "Host memory held by preempted trajectories' state", ["model"], registry=r
+        )
+        self.saved_state_limit = Gauge(
+            "eqr_saved_state_limit_bytes", "Bound on eqr_saved_state_bytes (EQR_MAX_SAVED_STATE_BYTES)", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.slot_busy = Counter(
+            "eqr_slot_busy_seconds", "Slot-seconds a slot held a trajectory (utilisation: its rate over "
+            "eqr_slot_seconds')", ["model"], registry=r,
+        )  # fmt: skip
+        self.slot_time = Counter(
+            "eqr_slot_seconds", "Slot-seconds of engine steps (step time x slots)", ["model"], registry=r
+        )
         self.step_duration = Histogram(
             "eqr_step_duration_seconds", "Wall time of one engine step", ["model"], buckets=STEP_BUCKETS, registry=r
         )
@@ -101,9 +144,14 @@ class Metrics:
             "eqr_rejections", "Requests refused before any work was queued, by error code", ["reason"], registry=r
         )
 
-    def observer(self, model: str, task: str, capacity: int) -> EngineObserver:
-        """The observer of the engine serving ``model``; publishes its pool size before the first step."""
+    def observer(self, model: str, task: str, capacity: int, max_saved_bytes: int = 0) -> EngineObserver:
+        """The observer of the engine serving ``model``; publishes its pool size and saved-state bound before
+        the first step, and its preemption series at zero (a dashboard shows 0, not "no data")."""
         self.slot_capacity.labels(model).set(capacity)
+        self.saved_state_limit.labels(model).set(max_saved_bytes)
+        self.saved_state.labels(model).set(0)
+        for series in (self.preemptions, self.resumes, self.slot_busy, self.slot_time):
+            series.labels(model)
         return ModelObserver(self, model, task)
 
     # -- API side ------------------------------------------------------------------------------------
@@ -132,6 +180,8 @@ class ModelObserver:
         m.live_slots.labels(self.model).set(live_slots)
         m.slot_capacity.labels(self.model).set(capacity)
         m.queue_depth.labels(self.model).set(queue_depth)
+        m.slot_busy.labels(self.model).inc(duration_s * live_slots)
+        m.slot_time.labels(self.model).inc(duration_s * capacity)
 
     def on_evict(self, reason: str, count: int) -> None:
         if count:
@@ -149,8 +199,20 @@ class ModelObserver:
         if math.isfinite(total_s):
             m.request_duration.labels(*labels, status).observe(total_s)
             m.queue_wait.labels(*labels).observe(result.queued_ms / 1000.0)
+            work = work_label(result)
+            m.duration_by_work.labels(self.model, work).observe(total_s)
+            m.queue_wait_by_work.labels(self.model, work).observe(result.queued_ms / 1000.0)
         m.requests.labels(self.model, status).inc()
         if result.restarts:
             m.restarts.labels(self.model).inc(result.restarts)
         if result.verified:
             m.verified.labels(self.model).inc()
+
+    def on_preemption(self, preempted: int, resumed: int, saved_bytes: int, max_saved_bytes: int) -> None:
+        m = self.m
+        if preempted:
+            m.preemptions.labels(self.model).inc(preempted)
+        if resumed:
+            m.resumes.labels(self.model).inc(resumed)
+        m.saved_state.labels(self.model).set(saved_bytes)
+        m.saved_state_limit.labels(self.model).set(max_saved_bytes)

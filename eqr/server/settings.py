@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     max_depth: int = Field(256, ge=1, description="cap on a request's iteration budget")
     max_breadth: int = Field(128, ge=1, description="cap on a request's trajectories (128: the paper's protocol)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
+    scheduler: Literal["fair", "fcfs"] = Field(
+        "fair",
+        description="who holds the slots: fair (preemptive, least attained service first, shares per client and "
+        "request, idle slots used by breadth on demand and verified restarts) or fcfs (first come, a trajectory "
+        "keeps its slot until it ends); docs/scheduling.md",
+    )
+    max_saved_state_bytes: int = Field(
+        256 << 20,
+        ge=0,
+        description="host memory for preempted trajectories' state (fair scheduler); beyond it new work waits, "
+        "and the queue's 429 applies",
+    )
     job_ttl_s: float = Field(600.0, gt=0, description="how long a finished async job stays readable")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body")
     header_timeout_s: float = Field(

@@ -167,6 +167,29 @@ def test_cancel_across_processes_frees_the_worker_slots(c: Cluster, api: httpx.C
     assert _queue_empty(c)
 
 
+def test_a_preempted_job_answers_as_uninterrupted_in_a_worker(c: Cluster, api: httpx.Client):
+    """Workers run the fair scheduler: a job preempted by higher-priority work and resumed later returns
+    what it returns alone (the same answer, iterations and convergence score)."""
+    long = {"puzzle": PUZZLE, "depth": 120, "breadth": SLOTS, "seed": 7}
+    reference = api.post("/v1/solve", json=long)
+    assert reference.status_code == 200, reference.text
+    workers = [w.url for w in c.workers.values()]
+
+    def moved(name: str) -> float:
+        return sum(_gauge(w, name) for w in workers)
+
+    before = moved("eqr_preemptions_total"), moved("eqr_resumes_total")
+    ids = [api.post("/v1/jobs", json=long).json()["id"] for _ in range(2)]  # a worker's slots each
+    _until(lambda: sum(_gauge(w, "eqr_live_slots") for w in workers) == 2 * SLOTS, 10, "both jobs to run")
+    urgent = api.post("/v1/solve", json={"puzzle": PUZZLE, "depth": 5, "breadth": SLOTS, "priority": 5, "seed": 1})
+    assert urgent.status_code == 200 and urgent.json()["iterations"] == [5] * SLOTS
+    done = _wait_done(api, ids, 60)
+    assert moved("eqr_preemptions_total") >= before[0] + SLOTS and moved("eqr_resumes_total") >= before[1] + SLOTS
+    want = {k: reference.json()[k] for k in ("answer", "iterations", "convergence_score")}
+    for job in done.values():
+        assert {k: job[k] for k in want} == want
+
+
 def test_dead_letter_after_too_many_deliveries(c: Cluster, api: httpx.Client):
     """A job whose consumers keep dying ends in the dead-letter stream, and its caller gets an error.
 

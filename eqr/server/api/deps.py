@@ -60,6 +60,11 @@ def require_json(request: Request) -> None:
 JsonBody = Depends(require_json)
 
 
+def client_of(request: Request) -> str:
+    """Who sent ``request``, as the guard named it for the rate limits ("key:<fingerprint>" or "ip:<address>")."""
+    return str(request.scope.get("state", {}).get("client", ""))
+
+
 def allow_priority(request: Request, priority: int) -> None:
     """A request's ``priority`` may not exceed its API key's ``max_priority`` (keys file); 422 naming both."""
     key = request.scope.get("state", {}).get("api_key")

@@ -135,6 +135,7 @@ class ClientGuard:
             rate, in_flight = self.key_rates.get(key, rate), self.key_in_flight.get(key, in_flight)
         else:
             client = ip
+        scope.setdefault("state", {})["client"] = client  # the scheduler's share per client (Job.client)
         if rate is not None and (wait := rate.acquire(client)) > 0:
             return client, None, rate_limited(wait, rate.rate)
         if in_flight is not None and not in_flight.enter(client):

@@ -114,12 +114,13 @@ class _Options(BaseModel):
         examples=["sudoku-small", "maze-small"],
     )
 
-    def job(self, puzzle: Parsed, card: ModelCard, job_id: str | None = None) -> Job:
-        """The engine job for one parsed puzzle of ``card``'s model: every request field set is forwarded."""
+    def job(self, puzzle: Parsed, card: ModelCard, job_id: str | None = None, client: str = "") -> Job:
+        """The engine job for one parsed puzzle of ``card``'s model: every request field set is forwarded;
+        ``client``: who sent it (the scheduler's share per client)."""
         params = SolveParams(**self.model_dump(include=set(field_specs()), exclude_unset=True))
         named = {} if job_id is None else {"id": job_id}
         tokens = [int(t) for t in puzzle.tokens]
-        return Job(tokens=tokens, params=params, model=card.name, form=puzzle.form, **named)
+        return Job(tokens=tokens, params=params, model=card.name, form=puzzle.form, client=client, **named)
 
 
 def option_fields() -> dict[str, Any]:

@@ -160,9 +160,13 @@ class LocalBroker:
                 max_breadth=settings.max_breadth,
                 device=settings.device,
                 threads=settings.threads,
+                scheduler=settings.scheduler,
+                max_saved_bytes=settings.max_saved_state_bytes,
             )
             task = task_for(meta)
-            observer = None if metrics is None else metrics.observer(name, task.name, config.slots)
+            observer = (
+                None if metrics is None else metrics.observer(name, task.name, config.slots, config.max_saved_bytes)
+            )
             engine = Engine(
                 model, config, model_name=name, task=task, defaults=meta.get("inference"), observer=observer
             )

@@ -122,7 +122,7 @@ class Engine:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
         self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule, model.initial_state, device)
         self.runner = Runner(self._stepper(model, config, self.pool), self.pool)
-        self.scheduler = Scheduler(config.slots, config.aging_per_s)
+        self.scheduler = self._scheduler()
         self._observer: EngineObserver = observer or NullObserver()
         self._cond = threading.Condition()
         # shared with other threads, guarded by _cond
@@ -136,6 +136,8 @@ class Engine:
         self._waiting = 0  # scheduler.waiting as of the last step, plus the inbox it took since
         self._queued_requests = 0
         self._live = 0
+        self._preempted = 0
+        self._saved_shown = False
         self._steps = 0
         self._last_step_time: float | None = None
         self._last_step_duration = 0.0
@@ -197,7 +199,13 @@ class Engine:
                 draining=not self._accepting,
                 failed_steps=self._failed_steps,
                 last_failure_time=self._last_failure,
+                preempted=self._preempted,
+                saved_bytes=self._preempted * self.pool.row_bytes,
             )
+
+    def _scheduler(self) -> Scheduler:
+        c = self.config
+        return Scheduler(c.slots, c.aging_per_s, c.scheduler, max_saved=c.max_saved_bytes // self.pool.row_bytes)
 
     @staticmethod
     def _stepper(model: Any, config: EngineConfig, pool: SlotPool) -> Any:
@@ -296,12 +304,14 @@ class Engine:
     def _publish(self, ended: list[Ended], progress: list[Progress], ran: int, dt: float) -> None:
         """Publish a step: shared counters, observer hooks, stream events, then results."""
         s = self.scheduler
-        evictions = dict(s.evictions)
+        evictions, moves = dict(s.evictions), dict(s.moves)
         s.evictions.clear()
+        s.moves.clear()
         with self._cond:
             for request, _ in ended:
                 self._in_flight.pop(request.id, None)
             self._waiting, self._queued_requests, self._live = s.waiting, s.queued_requests, s.live
+            self._preempted = s.preempted
             self._steps += 1
             self._last_step_time = time.monotonic()
             self._last_step_duration = dt
@@ -315,6 +325,11 @@ class Engine:
             _call(obs.on_iterations, ran)
         for reason, count in evictions.items():
             _call(obs.on_evict, reason, count)
+        saved = self.runner.saved_bytes
+        if any(moves.values()) or saved or self._saved_shown:
+            self._saved_shown = bool(saved)  # once more after the last saved state went: the gauge reads 0
+            _call(obs.on_preemption, moves.get("preempted", 0), moves.get("resumed", 0), saved,
+                  self.config.max_saved_bytes)  # fmt: skip
         for p in progress:
             _call(p.request.on_event, iteration_event(p))
         for request, result in ended:
@@ -348,7 +363,8 @@ class Engine:
             self._cond.notify_all()
         self._record_failure(exc)
         self.pool.owners.clear()
-        self.scheduler = Scheduler(self.config.slots, self.config.aging_per_s)
+        self.runner.saved.clear()
+        self.scheduler = self._scheduler()
         for request in lost:
             if not request.future.done():
                 request.future.set_result(_failed(request, error))

@@ -53,6 +53,10 @@ class EngineConfig:
     device: str = "cpu"  # where the slot pool lives; the model must already be there
     threads: int | None = None  # torch intra-op threads of the engine thread; None: torch's choice
     fast_step: bool = True  # run EqRNetwork models through eqr.runtime.step.make_step (CUDA graphs / CPU fast step)
+    # who holds the slots: "fair" (preemptive, by attained service, shares per client and request) or
+    # "fcfs" (first come, a trajectory keeps its slot until it ends); see scheduler.py
+    scheduler: str = "fair"
+    max_saved_bytes: int = 256 << 20  # host memory for preempted trajectories' state; beyond it new work waits
 
     def __post_init__(self) -> None:
         for name in ("slots", "max_queue", "max_depth", "max_breadth", "max_budget"):
@@ -62,6 +66,10 @@ class EngineConfig:
             raise ValueError("EngineConfig.window must be >= 1")
         if self.aging_per_s < 0:
             raise ValueError("EngineConfig.aging_per_s must be >= 0")
+        if self.scheduler not in ("fair", "fcfs"):
+            raise ValueError(f"EngineConfig.scheduler must be 'fair' or 'fcfs', got {self.scheduler!r}")
+        if self.max_saved_bytes < 0:
+            raise ValueError("EngineConfig.max_saved_bytes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class EngineStats:
     # failures since the last step that ran the model successfully (0: healthy), and when the last was
     failed_steps: int = 0
     last_failure_time: float | None = None  # time.monotonic(); None when no step ever failed
+    preempted: int = 0  # trajectories waiting preempted, their state saved on the host
+    saved_bytes: int = 0  # host memory their state takes
 
 
 class EngineObserver(Protocol):
@@ -91,6 +101,8 @@ class EngineObserver(Protocol):
     def on_iterations(self, n: int) -> None: ...
 
     def on_finished(self, result: SolveResult, job: Job) -> None: ...
+
+    def on_preemption(self, preempted: int, resumed: int, saved_bytes: int, max_saved_bytes: int) -> None: ...
 
 
 class NullObserver:
@@ -106,4 +118,7 @@ class NullObserver:
         pass
 
     def on_finished(self, result: SolveResult, job: Job) -> None:
+        pass
+
+    def on_preemption(self, preempted: int, resumed: int, saved_bytes: int, max_saved_bytes: int) -> None:
         pass

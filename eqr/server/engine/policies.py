@@ -38,8 +38,14 @@ if TYPE_CHECKING:
 class Policy:
     """One compute policy of a request. Hooks are called in the order of :func:`policies_for`."""
 
+    ahead_restarts = False  # what :meth:`ahead` adds: restarts (True) or breadth
+
     def release(self, r: Request) -> int:
         """Trajectories to add now (called on arrival and after each finished trajectory)."""
+        return 0
+
+    def ahead(self, r: Request, spare: int) -> int:
+        """Slots would otherwise sit idle: trajectories to add now, ahead of need (work-conserving breadth)."""
         return 0
 
     def cap(self, r: Request, cap: int) -> int:
@@ -104,6 +110,13 @@ class OnDemandBreadth(Policy):
         pending = len(r.live) + r.waiting
         return max(0, min(need - pending, self.breadth - r.breadth_released))
 
+    def ahead(self, r: Request, spare: int) -> int:
+        """The rest of the breadth, as idle slots allow: under load nothing is spare, and the frugal
+        schedule above is all that runs."""
+        if r.answered() or r.exhausted():
+            return 0
+        return min(spare, self.breadth - r.breadth_released, room(r))
+
 
 class Quorum(Policy):
     """``quorum`` finished trajectories agreeing settle the request; its answer is theirs."""
@@ -167,6 +180,12 @@ class VerifiedRestarts(Policy):
             r.add(restart=True)
         return 0  # added here, as restarts: the breadth policy does not count them
 
+    ahead_restarts = True
+
+    def ahead(self, r: Request, spare: int) -> int:
+        """Restarts before an answer fails, as idle slots and the budget allow (each with a full depth)."""
+        return 0 if self.answered(r) else min(spare, room(r))
+
     def answered(self, r: Request) -> bool:
         return any(t.verified for t in r.trajectories)
 
@@ -176,6 +195,14 @@ class VerifiedRestarts(Policy):
     def shown(self, r: Request, answer: np.ndarray) -> np.ndarray:
         """The answer as returned: the puzzle's givens put back."""
         return self.task.with_givens(r.tokens, answer)
+
+
+def room(r: Request) -> int:
+    """Trajectories that may still be added at a full depth each within the budget (unbounded without one),
+    so trajectories added ahead of need never shorten the cap :class:`Budget` gives the others."""
+    if r.plan.budget is None:
+        return 1 << 30
+    return max(0, (r.plan.budget - r.committed) // r.plan.depth - r.waiting)
 
 
 def policies_for(plan: Plan, task: Task) -> list[Policy]:

@@ -29,6 +29,7 @@ from eqr.server.jobs import IterationEvent, Job, SolveResult, Status
 class TrajectoryStatus(str, enum.Enum):
     WAITING = "waiting"  # queued, no slot yet
     RUNNING = "running"  # holds a slot
+    PREEMPTED = "preempted"  # left its slot with its whole state saved; resumes where it stopped
     FINISHED = "finished"  # left its slot with an answer (converged, halted or out of depth)
     DROPPED = "dropped"  # ended without finishing (cancel, deadline, quorum reached, failure)
 
@@ -46,7 +47,8 @@ class Trajectory:
     verified: bool = False  # verified mode: its answer passed the task's verify
     started: bool = False  # it got a slot (a restart queued after the request had its answer never does)
     slot: int = -1  # row in the slot pool while RUNNING (the runner keeps it)
-    started_at_step: int = 0  # engine iteration clock when it got its slot
+    started_at_step: int = 0  # engine iteration clock when it got (or got back) its slot
+    attained: int = 0  # iterations run before its last preemption
     iterations: int = 0  # fixed when it leaves its slot
     answer: tuple[int, ...] | None = None  # predicted token ids (a partial state for DROPPED ones)
     score: float = math.inf  # convergence score at its last iteration
@@ -57,6 +59,10 @@ class Trajectory:
     @property
     def converged(self) -> bool:
         return self.settled_at is not None
+
+    def ran(self, clock: int) -> int:
+        """Iterations run by engine iteration clock ``clock`` (every stint, preempted or not)."""
+        return self.attained + (clock - self.started_at_step if self.status is TrajectoryStatus.RUNNING else 0)
 
 
 class RequestStatus(str, enum.Enum):
@@ -100,7 +106,12 @@ class Request:
         self.trajectories: list[Trajectory] = []
         self.breadth_released = 0  # trajectories of the breadth added so far (restarts aside)
         self.next_waiting = 0  # trajectories are admitted in index order
-        self.live: set[Trajectory] = set()
+        self.live: set[Trajectory] = set()  # started and not ended: holding a slot, or preempted
+        self.in_slot = 0  # of them, those holding a slot
+        self.client = job.client  # who sent it (API key or address): the scheduler's share per client
+        self.ended_iterations = 0  # iterations of its trajectories that left
+        self.waited = 0.0  # seconds it had work to run and no slot (fair scheduler's aging)
+        self.starved_since: float | None = None  # on the engine's clock, while it has work and no slot
         self.ticks = 0  # engine steps in which this request had a live trajectory (drives streaming)
         self.queue_key: tuple[float, int] = (0.0, 0)  # its place in the scheduler's queue, set once on arrival
         self.queued = False  # in the scheduler's queue now (a restart may put it back)
@@ -119,7 +130,7 @@ class Request:
     @property
     def committed(self) -> int:
         """Iterations spent or promised: what ended trajectories ran plus the caps of the live ones."""
-        return sum(t.depth if t.status is TrajectoryStatus.RUNNING else t.iterations for t in self.trajectories)
+        return sum(t.depth if t in self.live else t.iterations for t in self.trajectories)
 
     def add(self, *, restart: bool = False) -> Trajectory:
         """One more trajectory, waiting: the next in the seed sequence."""
@@ -169,6 +180,7 @@ class Request:
                 continue
             t.status, t.depth, t.started = TrajectoryStatus.RUNNING, cap, True
             self.live.add(t)
+            self.in_slot += 1
             taken.append(t)
         if taken and self.status is RequestStatus.WAITING:
             self.status = RequestStatus.RUNNING
@@ -188,8 +200,11 @@ class Request:
         """``t`` leaves its slot at iteration clock ``clock`` with its last prediction (if kept) and score;
         ``settled_at`` is given when it converged (see :attr:`Trajectory.settled_at`). A finished one is
         shown to the policies, which may add trajectories: returns how many."""
+        t.iterations = t.ran(clock)
+        self.ended_iterations += t.iterations
+        if t.status is TrajectoryStatus.RUNNING:
+            self.in_slot -= 1
         t.status = TrajectoryStatus.FINISHED if finished else TrajectoryStatus.DROPPED
-        t.iterations = clock - t.started_at_step
         t.answer, t.score, t.settled_at = answer, score, settled_at
         self.live.discard(t)
         if not finished:
@@ -197,6 +212,31 @@ class Request:
         for p in self.policies:
             p.finished(self, t)
         return self.release()
+
+    def preempt(self, t: Trajectory, clock: int) -> None:
+        """``t`` leaves its slot at ``clock`` with its state saved (by the runner)."""
+        t.attained = t.ran(clock)
+        t.status = TrajectoryStatus.PREEMPTED
+        self.in_slot -= 1
+
+    def resume(self, t: Trajectory, clock: int) -> None:
+        """``t`` gets a slot back at ``clock``, its saved state restored."""
+        t.status, t.started_at_step = TrajectoryStatus.RUNNING, clock
+        self.in_slot += 1
+
+    def attained(self, clock: int) -> int:
+        """Slot-iterations it has had by ``clock``: its share of the pool so far."""
+        return self.ended_iterations + sum(t.ran(clock) for t in self.live)
+
+    def widen(self, spare: int) -> int:
+        """Idle slots are offered: the policies may add up to ``spare`` trajectories ahead of need (more
+        breadth on demand, restarts ahead of a failed answer); how many were added."""
+        added = 0
+        for p in self.policies:
+            for _ in range(min(p.ahead(self, spare - added), spare - added)):
+                self.add(restart=p.ahead_restarts)
+                added += 1
+        return added
 
     @property
     def restarts(self) -> int:

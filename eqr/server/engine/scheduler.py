@@ -15,8 +15,22 @@ what happened from the runner's reports. A step is schedule → run → postproc
   model step runs a full pool;
 - :meth:`Scheduler.settle`, once the runner applied a decision, finishes the requests it ended.
 
-Queue policy: :func:`~eqr.server.engine.policies.queue_key` (priority with aging, then arrival);
-deadlines: :func:`~eqr.server.engine.policies.deadline`. Times come from the engine's clock, so
+Two policies decide who holds the slots (``EngineConfig.scheduler``, ``EQR_SCHEDULER``):
+
+- ``fair`` (the default): slot-iterations are the shared resource. Whenever work waits, the
+  requests are ranked by attained service with priority and aging on top, deadlines within a class
+  (:func:`~eqr.server.engine.sharing.rank`), and given slots by share per client and per request,
+  then in rank order (:func:`~eqr.server.engine.sharing.share`). A trajectory that loses its slot is
+  *preempted*: it leaves with its whole state (the runner saves it on the host) and resumes later
+  where it stopped, so its answer and iteration count are those of an uninterrupted run. At most
+  ``max_saved`` trajectories wait preempted (the saved-state bound in bytes, divided by a row's
+  size); beyond it new work waits in the queue. Slots no request needs are offered to requests that
+  can use more at once (breadth on demand, verified restarts: work-conserving breadth).
+- ``fcfs``: the first-come scheduler kept for comparison (benchmarks/scheduling.py): a queue ordered
+  by :func:`~eqr.server.engine.policies.queue_key` (priority with aging, then arrival), and a
+  trajectory keeps its slot until it ends.
+
+Deadlines: :func:`~eqr.server.engine.policies.deadline`. Times come from the engine's clock, so
 tests drive them without sleeping.
 """
 
@@ -33,7 +47,8 @@ import numpy as np
 
 from eqr.runtime.decisions import Admission, Decision, Leave, State
 from eqr.server.engine.policies import queue_key
-from eqr.server.engine.request import Request, RequestStatus, Trajectory
+from eqr.server.engine.request import Request, RequestStatus, Trajectory, TrajectoryStatus
+from eqr.server.engine.sharing import QUANTUM, score, share
 from eqr.server.jobs import SolveResult, Status
 
 Ended = tuple[Request, SolveResult]
@@ -56,16 +71,28 @@ class Progress(NamedTuple):
 # agrees, or verified mode verified one)
 _DROPPED = {Status.CANCELLED: "cancelled", Status.DEADLINE: "deadline", Status.FAILED: "failed", None: "quorum"}
 _BEST_SO_FAR = (Status.DEADLINE, Status.CANCELLED)  # endings whose live trajectories still offer an answer
+POLICIES = ("fair", "fcfs")
 
 
 class Scheduler:
     """Queue policy plus slot accounting; owned by the engine thread (not thread-safe)."""
 
-    def __init__(self, capacity: int, aging_per_s: float) -> None:
+    def __init__(
+        self, capacity: int, aging_per_s: float, policy: str = "fair", max_saved: int = 1 << 30, quantum: int = QUANTUM
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"scheduler must be one of {POLICIES}, got {policy!r}")
         self.capacity = capacity
         self.aging_per_s = aging_per_s
-        self.live = 0  # slots held: admitted minus evicted
-        self.clock = 0  # model steps run; a trajectory's iterations = clock - started_at_step
+        self.fair = policy == "fair"
+        self.max_saved = max_saved  # trajectories that may wait preempted (their state saved) at once
+        self.quantum = quantum
+        self.live = 0  # slots held: admitted and resumed minus evicted and preempted
+        self.preempted = 0  # trajectories preempted now (their state saved by the runner)
+        self.moves: Counter[str] = Counter()  # preempted / resumed since the engine last drained it
+        self.clock = 0  # model steps run; a running trajectory's iterations = attained + clock - started_at_step
+        self.now = 0.0  # the engine's clock at the last schedule()
+        self._dirty = False  # an arrival or a departure since the fair scheduler last chose
         self.active: dict[str, Request] = {}  # requests without a result
         self.waiting = 0  # trajectories waiting for a slot
         self.queued_requests = 0  # requests none of whose trajectories has had a slot yet
@@ -79,6 +106,7 @@ class Scheduler:
     def add(self, request: Request) -> None:
         seq = next(self._seq)
         request.queue_key = queue_key(request.plan, request.arrival, self.aging_per_s, seq)
+        request.starved_since = request.arrival
         self._enqueue(request)
         if request.deadline is not None:
             if len(self._deadlines) > 2 * len(self.active) + 64:  # drop entries of finished requests
@@ -98,9 +126,9 @@ class Scheduler:
             r = heapq.heappop(self._deadlines)[2]
             if r.id in self.active:
                 ending.setdefault(r.id, (r, Status.DEADLINE))
+        self.now = now
         decision = self._end(ending.values())
-        decision.admit = self._admit()
-        return decision
+        return self._fill(decision)
 
     def observe(self, leaving: list[tuple[Trajectory, Leave]]) -> list[Trajectory]:
         """After the model step: the trajectories whose state to read (the leaving ones, then the live ones
@@ -118,8 +146,7 @@ class Scheduler:
         for r, group in self._due:
             k = int(np.argmin(state.scores[at : at + len(group)]))  # most settled; first on ties
             t = group[k]
-            shown = Progress(r, t, self.clock - t.started_at_step, state.preds[at + k], float(state.residuals[at + k]),
-                             len(group))  # fmt: skip
+            shown = Progress(r, t, t.ran(self.clock), state.preds[at + k], float(state.residuals[at + k]), len(group))
             progress.append(shown)
             at += len(group)
         last: list[Progress] = []  # the last iteration of each streamed trajectory leaving with its answer
@@ -140,9 +167,10 @@ class Scheduler:
                     self._enqueue(r)
         self.live -= len(leaving)
         last = [p._replace(live=len(p.request.live)) for p in last]  # those still running, before any refill
+        self._dirty = self._dirty or bool(leaving)
         decision = self._end((r, None) for r in touched.values() if r.done)
         decision.evict = [t for t, _ in leaving] + list(decision.evict)
-        decision.admit = self._admit()
+        self._fill(decision)
         ended = {r.id for r, _ in decision.ending}
         # a request that ended streams its trajectories' ends (before its result), no more progress
         return decision, last + [p for p in progress if p.request.id not in ended]
@@ -166,7 +194,7 @@ class Scheduler:
 
     def fail_live(self, error: str) -> Decision:
         """The model step raised: fail the requests that had a trajectory in it; the queue carries on."""
-        hit = [r for r in self.active.values() if r.live]
+        hit = [r for r in self.active.values() if r.in_slot]
         return self._end(((r, Status.FAILED) for r in hit), error)
 
     def end_all(self, status: Status, error: str | None = None) -> Decision:
@@ -185,11 +213,13 @@ class Scheduler:
         items = list(items)
         leaving = [(t, s) for r, s in items for t in sorted(r.live, key=lambda t: t.index)]
         # a trajectory that has not run yet has no state worth reporting
-        read = [t for t, s in leaving if s in _BEST_SO_FAR and self.clock > t.started_at_step]
+        read = [t for t, s in leaving if s in _BEST_SO_FAR and t.ran(self.clock) > 0]
         for _, status in leaving:
             self.evictions[_DROPPED[status]] += 1
-        self.live -= len(leaving)
         for r, _ in items:
+            self.live -= r.in_slot
+            self.preempted -= len(r.live) - r.in_slot
+            self._dirty = True
             self.waiting -= r.waiting
             if r.status is RequestStatus.WAITING:
                 self.queued_requests -= 1
@@ -199,30 +229,110 @@ class Scheduler:
         return Decision(evict=[t for t, _ in leaving], read=read, ending=items, error=error)
 
     def _enqueue(self, request: Request) -> None:
-        """Into the queue at the request's own place (fixed at arrival: a restart does not lose it)."""
+        """Into the first-come queue at the request's own place (fixed at arrival: a restart does not lose it)."""
+        if self.fair:
+            return
         heapq.heappush(self._queue, (*request.queue_key, request))
         request.queued = True
 
-    def _admit(self) -> list[Admission]:
-        """Fill free slots from the queue: best effective priority first, a request's trajectories in order."""
+    def _fill(self, decision: Decision) -> Decision:
+        """Add to ``decision`` who gets the free slots (and, fair, who is preempted and who resumes)."""
+        if not self.fair:
+            decision.admit = self._admissions(self._admit())
+        elif self._dirty or self.waiting or self.preempted:
+            self._dirty = False
+            self._choose(decision)
+        return decision
+
+    def _take(self, r: Request, n: int) -> list[Trajectory]:
+        """Start up to ``n`` of ``r``'s waiting trajectories now."""
+        was_waiting, before = r.status is RequestStatus.WAITING, r.waiting
+        got = r.take(n)
+        if was_waiting and got:
+            self.queued_requests -= 1
+        for t in got:
+            t.started_at_step = self.clock
+        self.waiting -= before - r.waiting  # taken, and any dropped for want of budget
+        return got
+
+    def _admit(self) -> list[Trajectory]:
+        """First-come: fill free slots from the queue, best effective priority first, a request's trajectories
+        in order."""
         free = self.capacity - self.live
         taken: list[Trajectory] = []
         while free and self._queue:
             r = self._queue[0][2]
             if r.waiting:
-                was_waiting, before = r.status is RequestStatus.WAITING, r.waiting
-                got = r.take(free)
-                if was_waiting and got:
-                    self.queued_requests -= 1
-                for t in got:
-                    t.started_at_step = self.clock
+                got = self._take(r, free)
                 taken += got
                 free -= len(got)
-                self.waiting -= before - r.waiting  # taken, and any dropped for want of budget
             if not r.waiting:  # fully admitted, or ended while queued
                 heapq.heappop(self._queue)
                 r.queued = False
         self.live += len(taken)
+        return taken
+
+    def _rank(self, r: Request) -> tuple[int, float, int]:
+        """The fair order: class (attained service, priority, aging), then deadline, then arrival."""
+        waited = r.waited + (self.now - r.starved_since if r.starved_since is not None else 0.0)
+        cls = score(r.attained(self.clock), self.quantum, r.plan.priority, self.aging_per_s, waited)
+        return cls, r.deadline if r.deadline is not None else math.inf, r.queue_key[1]
+
+    def _choose(self, decision: Decision) -> None:
+        """Fair: rank the requests with work, share the slots, and turn the shares into preemptions,
+        resumptions and admissions (within the saved-state bound)."""
+        ranked = sorted(((self._rank(r), r) for r in self.active.values() if r.live or r.waiting), key=lambda e: e[0])
+        order = [r for _, r in ranked]
+        tied = sum(1 for key, _ in ranked if key[0] == ranked[0][0][0]) if ranked else 0
+        given = share(order, self.capacity, lambda r: len(r.live) + r.waiting, lambda r: r.client, tied)
+        spare = self.capacity - sum(given.values())
+        for r in order:  # work-conserving breadth: slots nobody needs go to requests that can use more at once
+            if not spare:
+                break
+            added = r.widen(spare)
+            self.waiting += added
+            given[r] += added
+            spare -= added
+        victims: list[Trajectory] = []
+        resume: list[Trajectory] = []
+        starts: list[list] = []  # [request, how many to start], in rank order
+        for r in order:
+            n = given[r]
+            held = sorted((t for t in r.live if t.status is TrajectoryStatus.RUNNING), key=lambda t: t.index)
+            victims += held[n:]  # a request that lost slots gives up its latest trajectories
+            n -= min(n, len(held))
+            paused = sorted((t for t in r.live if t.status is TrajectoryStatus.PREEMPTED), key=lambda t: t.index)
+            resume += paused[:n]
+            n -= min(n, len(paused))
+            if n:
+                starts.append([r, n])
+        # the saved-state bound: beyond it, the best-ranked victims keep their slots and the worst-ranked
+        # starts wait
+        while self.preempted + len(victims) - len(resume) > self.max_saved and victims and starts:
+            victims.pop(0)
+            starts[-1][1] -= 1
+            if not starts[-1][1]:
+                starts.pop()
+        for t in victims:
+            t.request.preempt(t, self.clock)
+        for t in resume:
+            t.request.resume(t, self.clock)
+        taken = [t for r, n in starts for t in self._take(r, n)]
+        self.preempted += len(victims) - len(resume)
+        self.live += len(resume) + len(taken) - len(victims)
+        self.moves["preempted"] += len(victims)
+        self.moves["resumed"] += len(resume)
+        for r in order:  # aging: the time each request has work and no slot
+            if r.in_slot and r.starved_since is not None:
+                r.waited += self.now - r.starved_since
+                r.starved_since = None
+            elif not r.in_slot and r.starved_since is None:
+                r.starved_since = self.now
+        decision.preempt, decision.resume = victims, resume
+        decision.admit = self._admissions(taken)
+
+    @staticmethod
+    def _admissions(taken: list[Trajectory]) -> list[Admission]:
         return [
             Admission(t, t.seed, t.request.tokens, t.request.plan.noise, t.depth, t.request.plan.halt == "q_halt")
             for t in taken
@@ -232,7 +342,9 @@ class Scheduler:
         """Streaming requests at a multiple of their ``stream_every``, with their trajectories that stay."""
         due = []
         for r in self._streaming.values():
-            staying = sorted((t for t in r.live if t not in leaving), key=lambda t: t.index)
+            staying = sorted(
+                (t for t in r.live if t.status is TrajectoryStatus.RUNNING and t not in leaving), key=lambda t: t.index
+            )
             if staying:
                 r.ticks += 1
                 if r.ticks % r.plan.stream_every == 0:

@@ -145,6 +145,9 @@ class Finished:
     def on_finished(self, result: SolveResult, job: Job) -> None:
         self.results.append(result)
 
+    def on_preemption(self, *args: Any) -> None:
+        pass
+
 
 @dataclass
 class Gated:

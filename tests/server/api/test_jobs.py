@@ -60,8 +60,9 @@ async def test_delete_cancels_a_running_job_and_frees_its_slots(gated: Gated):
 
 
 async def test_delete_of_a_queued_job_cancels_it_before_it_runs(gated: Gated):
-    # a job that holds both slots keeps the next one queued, however slow the machine is
-    blocker = await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 64, "breadth": 2})
+    # a higher-priority job that holds both slots keeps the next one queued, however slow the machine is
+    # (the fair scheduler would share the slots between equals)
+    blocker = await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 64, "breadth": 2, "priority": 100})
     gated.model.allow(1)
     await poll(gated.client, blocker.headers["Location"], "running")
     r = await gated.client.post("/v1/jobs", json={"puzzle": PUZZLE, "depth": 64})

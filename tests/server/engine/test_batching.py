@@ -12,6 +12,8 @@ class Recorder:
         self.evicted: dict[str, int] = {}
         self.finished: list[str] = []
         self.steps = 0
+        self.moves = {"preempted": 0, "resumed": 0}
+        self.saved_bytes: list[int] = []
 
     def on_step(self, duration_s, live_slots, capacity, queue_depth) -> None:
         self.steps += 1
@@ -24,6 +26,11 @@ class Recorder:
 
     def on_finished(self, result, job) -> None:
         self.finished.append(job.id)
+
+    def on_preemption(self, preempted, resumed, saved_bytes, max_saved_bytes) -> None:
+        self.moves["preempted"] += preempted
+        self.moves["resumed"] += resumed
+        self.saved_bytes.append(saved_bytes)
 
 
 def test_evicted_slot_is_refilled_in_the_same_step(make_engine):

@@ -1,6 +1,9 @@
 """Breadth on demand: a request's breadth is a cap; trajectories start a few at a time and more join
 only while the finished ones disagree, until a quorum agrees. Trajectory k has the seed it has under
-fixed breadth, so the two modes run the same trajectories, on demand only fewer of them."""
+fixed breadth, so the two modes run the same trajectories, on demand only fewer of them.
+
+The frugal schedule is tested on the first-come scheduler, which never starts work ahead of need (the
+fair one falls back to it under load); work-conserving breadth on idle slots: test_fair.py."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def variants_of(seed: int, n: int, first: int = 2) -> list[int]:
 
 def test_agreeing_trajectories_stop_at_the_quorum(make_engine):
     seed = next(s for s in range(10_000) if len(set(variants_of(s, 2))) == 1)
-    engine = make_engine(FakeModel(variants=VARIANTS), slots=8)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=8, scheduler="fcfs")
     future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, breadth=16, breadth_mode="on_demand")))
     run_until_done(engine, [future])
     r = future.result()
@@ -33,7 +36,7 @@ def test_disagreement_adds_trajectories_until_a_quorum_agrees(make_engine):
 
     seed = next(s for s in range(10_000) if wanted(variants_of(s, 3)))
     v = variants_of(seed, 3)
-    engine = make_engine(FakeModel(variants=VARIANTS), slots=8)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=8, scheduler="fcfs")
     future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, breadth=16, breadth_mode="on_demand")))
     run_until_done(engine, [future])
     r = future.result()

@@ -28,7 +28,7 @@ def test_verified_mode_with_breadth_on_demand_restarts_failed_answers_and_ends(m
         return GOOD not in v[:2] and v[0] != v[1] and v[2] == GOOD
 
     seed = next(s for s in range(10_000) if wanted(variants_of(s, 4)))
-    engine = make_engine(FakeModel(variants=VARIANTS), slots=8)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=8, scheduler="fcfs")
     params = SolveParams(seed=seed, breadth=8, breadth_mode="on_demand", verify=True, depth=64)
     future = engine.submit(Job(puzzle(2), params))
     run_until_done(engine, [future])

@@ -17,7 +17,7 @@ def completion_order(engine, futures: dict[str, object]) -> list[str]:
 
 
 def test_higher_priority_first_then_arrival(make_engine):
-    engine = make_engine(slots=1, aging_per_s=0.0)
+    engine = make_engine(slots=1, aging_per_s=0.0, scheduler="fcfs")
     futures = {"blocker": engine.submit(Job(puzzle(1)))}
     engine.step()  # blocker holds the only slot; the rest queue
     for name, priority in [("low", 0), ("high", 5), ("mid", 1), ("mid2", 1)]:
@@ -92,7 +92,7 @@ def test_defaults_are_capped_and_duplicate_ids_refused(make_engine):
 
 def test_cancel_frees_slots_within_one_step(make_engine):
     model = FakeModel(settle=NEVER)
-    engine = make_engine(model, slots=2)
+    engine = make_engine(model, slots=2, scheduler="fcfs")
     job = Job(puzzle(9), SolveParams(breadth=2))
     doomed = engine.submit(job)
     queued = engine.submit(Job(puzzle(9), SolveParams(breadth=2, depth=3)))

@@ -1,6 +1,8 @@
 """Verified mode and budgets: restarts after a failed answer, an early end at a verified one, a cap
 on all of a request's iterations. The fake's trajectories settle at 2 + 3 (window) on variant
 ``seed % 9`` of a valid grid; only variant 7 keeps the puzzle's given (a 2 in r1c1), so only it verifies.
+The restart schedule is tested on the first-come scheduler, which never restarts ahead of a failed
+answer (restarts ahead on idle slots: test_fair.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def seed_where(good_at: int) -> int:
 
 def test_failed_answers_are_restarted_until_one_verifies(make_engine):
     seed = seed_where(3)
-    engine = make_engine(FakeModel(variants=VARIANTS), slots=4)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4, scheduler="fcfs")
     verified = engine.submit(Job(puzzle(2), SolveParams(seed=seed, verify=True)))
     plain = engine.submit(Job(puzzle(2), SolveParams(seed=seed)))
     run_until_done(engine, [verified, plain])
@@ -46,7 +48,7 @@ def test_a_verified_stream_names_each_trajectory_and_restart_and_shows_each_end(
     """With verify and streaming, the events of a restart count from 1 again: each names its trajectory and
     restart, and each trajectory's last iteration comes with why it ended and whether it verified."""
     seed = seed_where(2)
-    engine = make_engine(FakeModel(variants=VARIANTS), slots=4)
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4, scheduler="fcfs")  # one restart at a time
     events = []
     future = engine.submit(Job(puzzle(2), SolveParams(seed=seed, verify=True)), on_event=events.append)
     run_until_done(engine, [future])
@@ -63,7 +65,7 @@ def test_a_verified_stream_names_each_trajectory_and_restart_and_shows_each_end(
 
 def test_the_first_verified_answer_ends_the_request(make_engine):
     seed = seed_where(1)
-    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 2, 3: 50}), slots=8)
+    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 2, 3: 50}), slots=8, scheduler="fcfs")
     verified = engine.submit(Job(puzzle(2), SolveParams(seed=seed, breadth=4, verify=True, aggregate="vote")))
     slow = engine.submit(Job(puzzle(3), SolveParams(breadth=2, verify=True, depth=64)))  # settles at 50
     steps = run_until_done(engine, [verified])
@@ -95,12 +97,12 @@ def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
 
 def test_verified_mode_is_a_model_default_and_budget_is_capped(make_engine):
     inference = {"verify": True, "verify_depth": 4, "verify_budget": 10}
-    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference=inference)
+    engine = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference=inference, scheduler="fcfs")
     assert engine.defaults.verify is True and engine.caps["budget"] == 65_536
     future = engine.submit(Job(puzzle(2)))  # the model's schedule: restart after 4, 10 iterations in all
     run_until_done(engine, [future])
     assert future.result().iterations == [4, 4, 2] and future.result().verified is False
-    plain = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference={"verify": True})
+    plain = make_engine(FakeModel(variants=VARIANTS, settle={2: 50}), inference={"verify": True}, scheduler="fcfs")
     seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 40))
     future = plain.submit(Job(puzzle(2), SolveParams(seed=seed, depth=6)))  # no budget: 32 x depth x breadth
     run_until_done(plain, [future])

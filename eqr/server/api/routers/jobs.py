@@ -10,7 +10,7 @@ import contextlib
 
 from fastapi import APIRouter, Request, Response
 
-from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, model_card
+from eqr.server.api.deps import BrokerDep, JsonBody, allow_priority, client_of, model_card
 from eqr.server.api.errors import duplicate_job_id, job_not_found
 from eqr.server.api.request_id import request_id
 from eqr.server.api.routers.solve import ERRORS
@@ -53,7 +53,7 @@ async def submit_job(body: JobRequest, request: Request, response: Response, bro
     # across API nodes (Redis mode) the same id sent to two nodes at the same instant is not caught
     if await broker.get(job_id) is not None:
         raise duplicate_job_id(job_id)
-    job = body.job(card.solver_task.parse(body.puzzle), card, job_id=job_id)
+    job = body.job(card.solver_task.parse(body.puzzle), card, job_id=job_id, client=client_of(request))
     handle = await broker.submit(job, keep=True)
     response.headers["Location"] = f"{router.prefix}/{handle.id}"
     return JobView.from_handle(handle, broker.cards)

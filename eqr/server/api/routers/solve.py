@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from eqr.model.tasks.errors import PuzzleError
-from eqr.server.api.deps import BrokerDep, JsonBody, SettingsDep, allow_priority, model_card
+from eqr.server.api.deps import BrokerDep, JsonBody, SettingsDep, allow_priority, client_of, model_card
 from eqr.server.api.errors import as_api_error, engine_failed
 from eqr.server.api.schemas import BatchItem, BatchRequest, BatchResponse, ErrorResponse, SolveRequest, SolveResponse
 from eqr.server.api.streaming import EventStream, results_or_cancel, solve_events
@@ -67,7 +67,7 @@ async def solve(
     A client that disconnects cancels the work."""
     card = model_card(body.model, broker)
     allow_priority(request, body.priority)
-    job = body.job(card.solver_task.parse(body.puzzle), card)
+    job = body.job(card.solver_task.parse(body.puzzle), card, client=client_of(request))
     handle = await broker.submit(job, stream=body.stream)
     if body.stream:
         events = solve_events(handle, card, job.form, settings.sse_heartbeat_s)
@@ -95,7 +95,7 @@ async def solve_batch(body: BatchRequest, request: Request, broker: BrokerDep) -
     try:
         for index, puzzle in enumerate(body.puzzles):
             try:
-                job = body.job(card.solver_task.parse(puzzle), card)
+                job = body.job(card.solver_task.parse(puzzle), card, client=client_of(request))
                 handles[index] = await broker.submit(job)
             except (PuzzleError, Overloaded) as exc:
                 error = as_api_error(exc).body().model_copy(update={"field": f"puzzles.{index}"})
