@@ -21,16 +21,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from eqr.model.checkpoint import save_model
+from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.tasks.data import DataConfig, MazeSpec, TaskData, maze_data, sudoku_data
+from eqr.model.tasks.data import DataConfig, MazeMix, TaskData, maze_data, sudoku_data
 from eqr.runtime.rollout import rollout
 
 STATE_FILE = "train_state.pt"
-DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeSpec]] = {"sudoku": DataConfig, "maze": MazeSpec}
+DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeMix]] = {"sudoku": DataConfig, "maze": MazeMix}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     device: str = "cpu"
+    # a model folder whose weights start the run (fine-tuning); only when OUT holds no training state
+    init: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class RunConfig:
     name: str
     arch: EqRConfig
     train: TrainConfig
-    data: DataConfig | MazeSpec
+    data: DataConfig | MazeMix
     task: str = "sudoku"
 
     @classmethod
@@ -78,7 +80,7 @@ class RunConfig:
 
     def task_data(self, cache_dir: str | Path, seed: int) -> TaskData:
         """The task's training stream (sampler seeded with ``seed``) and held-out sets."""
-        if isinstance(self.data, MazeSpec):
+        if isinstance(self.data, MazeMix):
             if self.arch.seq_len != self.data.size**2:
                 size = self.data.size
                 raise ValueError(f"arch.seq_len {self.arch.seq_len} does not fit {size}x{size} mazes (needs {size**2})")
@@ -168,6 +170,13 @@ def train(
         ema.shadow = state["ema"]
         step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
+    elif tc.init is not None:
+        start, _ = load_model(tc.init, device)
+        if start.cfg != cfg.arch:
+            raise ValueError(f"train.init {tc.init}: its architecture differs from the config's arch")
+        model.load_state_dict(start.state_dict())
+        ema = EMA(model, tc.ema_decay)
+        print(f"starting from the weights of {tc.init}")
 
     data = cfg.task_data(cache_dir, seed=tc.seed * 7919 + step)
     gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
@@ -238,7 +247,9 @@ def train(
         if step % tc.eval_every == 0 or step == tc.max_steps:
             eval_model.load_state_dict(model.state_dict())
             ema.copy_to(eval_model)
-            metrics = {f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16).items()}
+            metrics = {
+                f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16).items()
+            }
             history.append({"step": step, "minutes": round(elapsed / 60, 1), **metrics, **stats})
             bar.write(f"step {step}: {json.dumps(history[-1])}")
         if metrics or time.time() - last_ckpt > tc.checkpoint_minutes * 60 or step == tc.max_steps:
