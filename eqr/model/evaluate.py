@@ -117,8 +117,10 @@ def evaluate(
     batch_size: int = 256,
     progress: bool = False,
     data: str = "",
+    task: Task | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate puzzles and their solutions (token arrays [n, seq_len]) for the whole grid with one rollout."""
+    """Evaluate puzzles and their solutions (token arrays [n, seq_len]) for the whole grid with one rollout;
+    with ``task``, answers keep the givens as the server's do."""
     if len(puzzles) == 0:
         raise ValueError(f"{data or 'data'}: no puzzles to evaluate")
     if min(depths) < 1 or min(breadths) < 1:
@@ -129,7 +131,8 @@ def evaluate(
     labels = torch.from_numpy(np.asarray(solutions, dtype=np.int64))
     # trajectory j of each puzzle: as a request for that puzzle seeded `seed`
     seeds = [s for row in tokens[::width].numpy() for s in rng.trajectory_seeds(seed, rng.puzzle_key(row), width)]
-    r = rollout(model, tokens, seeds, max(depths), noise, depths, rule, batch_size, progress)
+    allowed = task.allowed if task is not None else None
+    r = rollout(model, tokens, seeds, max(depths), noise, depths, rule, batch_size, progress, allowed=allowed)
     return grid_records(
         r.depths,
         r.preds.view(len(r.depths), n, width, -1),
@@ -151,7 +154,7 @@ def evaluate_file(
     puzzles, solutions = task.read_set(path)
     if limit is not None:
         puzzles, solutions = puzzles[:limit], solutions[:limit]
-    return evaluate(model, puzzles, solutions, data=Path(path).name, **kwargs)
+    return evaluate(model, puzzles, solutions, data=Path(path).name, task=task, **kwargs)
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:

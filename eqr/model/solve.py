@@ -83,7 +83,7 @@ def solve_offline(
     rule = rule or ConvergenceRule()
     tokens = torch.as_tensor(np.asarray(puzzle, dtype=np.int64)).repeat(breadth, 1)
     seeds = rng.trajectory_seeds(seed, rng.puzzle_key(tokens[0]), breadth)
-    r = rollout(model, tokens, seeds, depth, noise, rule=rule, batch_size=breadth)
+    r = rollout(model, tokens, seeds, depth, noise, rule=rule, batch_size=breadth, allowed=task.allowed)
     converged = r.detected_at <= depth
     runs = r.detected_at.clamp(max=depth).tolist()  # what each trajectory ran: as the engine reports it
     scores = r.scores[-1].tolist()

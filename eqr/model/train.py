@@ -27,6 +27,7 @@ from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
 from eqr.model.tasks.data import DataConfig, MazeMix, TaskData, maze_data, sudoku_data
+from eqr.model.tasks.registry import task_for
 from eqr.runtime.rollout import rollout
 
 STATE_FILE = "train_state.pt"
@@ -130,11 +131,13 @@ class Carry:
         self.halted[idx] = False
 
 
-def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int) -> dict[str, float]:
+def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int, meta: dict[str, Any]) -> dict[str, float]:
+    """Exact accuracy per held-out set, answers read as the server reads them (the task's givens kept)."""
+    allowed = task_for(meta).allowed
     out = {}
     for name, (tokens, labels) in eval_sets.items():
         seeds = range(len(tokens))
-        r = rollout(model, tokens, seeds, depth, noise=model.cfg.noise_scale, batch_size=256)
+        r = rollout(model, tokens, seeds, depth, noise=model.cfg.noise_scale, batch_size=256, allowed=allowed)
         out[name] = float((r.preds[-1] == labels).all(dim=1).float().mean())
     return out
 
@@ -248,7 +251,7 @@ def train(
             eval_model.load_state_dict(model.state_dict())
             ema.copy_to(eval_model)
             metrics = {
-                f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16).items()
+                f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16, data.meta).items()
             }
             history.append({"step": step, "minutes": round(elapsed / 60, 1), **metrics, **stats})
             bar.write(f"step {step}: {json.dumps(history[-1])}")

@@ -21,7 +21,7 @@ from eqr.model.convergence import ConvergenceRule
 from eqr.model.network import EqRNetwork
 from eqr.model.step import StepOutput
 from eqr.runtime.runner import Runner
-from eqr.runtime.slots import SlotPool
+from eqr.runtime.slots import Allowed, SlotPool
 from eqr.runtime.step import make_step
 from eqr.runtime.tracker import Leave
 
@@ -58,9 +58,11 @@ def rollout(
     batch_size: int = 256,
     progress: bool = False,
     observe: Observer | None = None,
+    allowed: Allowed | None = None,
 ) -> Rollout:
     """Run ``tokens`` [N, S] (one row per trajectory, ``seeds`` [N]) for up to ``depth`` iterations
-    in ``batch_size`` slots.
+    in ``batch_size`` slots; answers keep the puzzles' givens as the engine's do (``allowed``: the
+    task's, see :meth:`eqr.model.tasks.base.Task.allowed`; None reads the raw predictions).
 
     ``observe`` sees every iteration's output, for studies that need the whole trajectory (pass a
     rule that never holds, e.g. ``window > depth``, to keep every trajectory to the full depth).
@@ -72,7 +74,7 @@ def rollout(
     n, s = tokens.shape
     seeds = [int(x) for x in seeds]
     device = next(model.parameters()).device
-    pool = SlotPool(min(batch_size, n), s, model.cfg.vocab_size, rule, model.initial_state, device)
+    pool = SlotPool(min(batch_size, n), s, model.cfg.vocab_size, rule, model.initial_state, device, allowed)
     runner = Runner(make_step(model, pool.batch()), pool)
     preds = torch.zeros(len(depths), n, s, dtype=torch.long)
     scores = torch.full((len(depths), n), float("inf"))

@@ -9,6 +9,11 @@ buffers never change size or address, so the CUDA-graph step captures on them di
 
 Owners are whatever the caller tracks per trajectory (the engine's ``Trajectory``, a rollout's
 row record); the pool only keeps their ``slot`` attribute up to date.
+
+Answers are read here (:meth:`SlotPool.snapshot`), and read under the puzzle's constraints: each
+row holds the mask of tokens its cells may take (the task's ``allowed``, set when it gets its slot),
+and a cell whose predicted token is not allowed answers its most likely allowed token. So every
+answer the engine verifies, aggregates, streams and returns keeps the puzzle's givens.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from eqr.model.step import StepBatch
 from eqr.runtime.tracker import ConvergenceTracker
 
 InitState = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# puzzle tokens [k, seq_len] -> the tokens each cell may take [k, seq_len, vocab] (None: any), Task.allowed
+Allowed = Callable[[np.ndarray], np.ndarray | None]
 
 
 class Snapshot(NamedTuple):
     """The current state of some slots, on the host: what a trajectory would answer now."""
 
-    preds: np.ndarray  # [k, seq_len] token ids of the latest prediction
+    preds: np.ndarray  # [k, seq_len] token ids of the latest prediction, each cell's best allowed token
     scores: np.ndarray  # [k] mean logit change over the last `score_window` iterations (0 after one, inf before any)
     residuals: np.ndarray  # [k] latest relative latent residual (inf before the first)
     changed_at: np.ndarray  # [k] iteration at which the prediction last changed (0 before the first)
@@ -46,7 +53,9 @@ class SlotPool:
         rule: ConvergenceRule,
         init_state: InitState,
         device: torch.device,
+        allowed: Allowed | None = None,
     ) -> None:
+        """``allowed``: what each cell of a puzzle may answer (``Task.allowed``); None: any token."""
         self.capacity = capacity
         self.device = device
         self._init_state = init_state
@@ -60,7 +69,13 @@ class SlotPool:
         self.noise = torch.zeros(c, dtype=torch.float32, device=device)
         self.prev_logits = torch.zeros(c, seq_len, vocab_size, dtype=z_H.dtype, device=device)
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
-        self._buffers = [*self.batch().tensors(), *(b for b in self.tracker.buffers if b is not self.tracker.steps)]
+        self._allowed = allowed
+        self.allowed = torch.ones(c, seq_len, vocab_size, dtype=torch.bool, device=device)
+        self._buffers = [
+            *self.batch().tensors(),
+            *(b for b in self.tracker.buffers if b is not self.tracker.steps),
+            self.allowed,
+        ]
         self.owners: list[Any] = []  # owners[i] runs in row i; len(owners) == live
 
     @property
@@ -103,6 +118,8 @@ class SlotPool:
         seed_t = torch.tensor(list(seeds), dtype=torch.long, device=dev)
         self.seeds[rows] = seed_t
         self.tokens[rows] = torch.as_tensor(tokens, dtype=torch.long).to(dev)
+        mask = self._allowed(np.asarray(tokens)) if self._allowed is not None else None
+        self.allowed[rows] = True if mask is None else torch.as_tensor(mask, dtype=torch.bool).to(dev)
         self.noise[rows] = torch.tensor(list(noise), dtype=torch.float32, device=dev)
         self.z_H[rows], self.z_L[rows] = self._init_state(seed_t)
         self.prev_logits[rows] = 0  # the first iteration's delta is not scored (tracker.py)
@@ -135,19 +152,23 @@ class SlotPool:
         del self.owners[keep:]
 
     def snapshot(self, rows: Sequence[int]) -> Snapshot:
-        """Latest prediction, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
+        """Latest answer, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         t = self.tracker
         # token ids, iteration counts and fp32 scores are all exact in float64: pack, copy once, split
-        packed = torch.cat(
-            [
-                self.prev_pred[idx].double(),
-                t.scores(idx).double().unsqueeze(1),
-                t.residual[idx].double().unsqueeze(1),
-                t.changed_at[idx].double().unsqueeze(1),
-            ],
-            dim=1,
-        ).cpu().numpy()
+        packed = (
+            torch.cat(
+                [
+                    self.answers(idx).double(),
+                    t.scores(idx).double().unsqueeze(1),
+                    t.residual[idx].double().unsqueeze(1),
+                    t.changed_at[idx].double().unsqueeze(1),
+                ],
+                dim=1,
+            )
+            .cpu()
+            .numpy()
+        )
         s = self.prev_pred.shape[1]
         return Snapshot(
             packed[:, :s].astype(np.int64),
@@ -155,3 +176,11 @@ class SlotPool:
             packed[:, s + 1].astype(np.float32),
             packed[:, s + 2].astype(np.int64),
         )
+
+    def answers(self, idx: torch.Tensor) -> torch.Tensor:
+        """The answer of rows ``idx`` [k, seq_len]: each cell's predicted token where the puzzle allows
+        it, else its most likely allowed token (a row that has not run yet answers garbage)."""
+        pred, allowed = self.prev_pred[idx], self.allowed[idx]
+        kept = allowed.gather(2, pred.clamp(min=0).unsqueeze(2)).squeeze(2)
+        best = self.prev_logits[idx].masked_fill(~allowed, -torch.inf).argmax(dim=2)
+        return torch.where(kept, pred, best)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 
 class Status(str, enum.Enum):
+    VERIFIED = "verified"  # verified mode: the answer passed the task's rules (however its trajectory stopped)
     CONVERGED = "converged"  # the answer came from converged trajectories
     MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
     DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer

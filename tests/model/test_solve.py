@@ -10,7 +10,7 @@ from eqr.kernels import rng
 from eqr.model.checkpoint import load_model
 from eqr.model.convergence import ConvergenceRule
 from eqr.model.solve import inference_defaults, solve_offline
-from eqr.model.tasks.sudoku import SudokuTask, format_board, parse_puzzle, to_tokens
+from eqr.model.tasks.sudoku import BLANK_ID, SudokuTask, format_board, parse_puzzle, to_tokens
 from eqr.runtime.rollout import rollout
 from eqr.server.cli import main
 from tests.model.test_evaluate import SOLUTION, blanked, save_tiny_model
@@ -39,7 +39,8 @@ def test_full_depth_solve_matches_the_rollout(model_dir):
     result = solve_offline(model, SUDOKU, TOKENS, depth=4, breadth=3, noise=0.1, seed=5, rule=NEVER)
     assert result.iterations == [4, 4, 4] and result.status == "max_iterations" and result.converged_at is None
     tokens = torch.from_numpy(TOKENS).repeat(3, 1)
-    r = rollout(model, tokens, rng.trajectory_seeds(5, rng.puzzle_key(tokens[0]), 3), 4, 0.1, rule=NEVER)
+    seeds = rng.trajectory_seeds(5, rng.puzzle_key(tokens[0]), 3)
+    r = rollout(model, tokens, seeds, 4, 0.1, rule=NEVER, allowed=SUDOKU.allowed)  # answers read as solve reads them
     best = int(r.scores[-1].argmin())
     assert result.trajectory == best
     assert result.answer == r.preds[-1, best].tolist()
@@ -84,8 +85,9 @@ def test_a_converged_trajectory_answers_the_board_it_converged_on(model_dir, mon
     # trajectory 0 converged at iteration 3 on the board of 3s that appeared at 1: that is its answer,
     # as the engine would have evicted it then, not the board of 4s it drifted to afterwards
     assert (result.iterations, result.trajectory, result.converged_at) == ([3, 6], 0, 1)
-    assert result.answer == [3] * 81 and result.status == "converged" and result.converged_trajectories == 1
-    # evaluation's rollout answers the same way at every snapshot depth
+    clues_kept = [t if t > BLANK_ID else 3 for t in TOKENS.tolist()]  # its answer keeps the puzzle's clues
+    assert result.answer == clues_kept and result.status == "converged" and result.converged_trajectories == 1
+    # evaluation's rollout answers the same way at every snapshot depth (here reading raw predictions)
     tokens = torch.from_numpy(to_tokens(parse_puzzle(PUZZLE))).repeat(2, 1)
     seeds = rng.trajectory_seeds(0, rng.puzzle_key(tokens[0]), 2)
     r = rollout(model, tokens, seeds, 6, 0.0, snapshots=[2, 6], rule=rule)

@@ -241,7 +241,8 @@ class Request:
         return any(t.verified for t in self.trajectories) or self.quorum_answer() is not None
 
     def finish(self, status: Status | None = None, error: str | None = None) -> SolveResult:
-        """Mark the request finished and aggregate its answers; ``status`` overrides converged/max_iterations.
+        """Mark the request finished and aggregate its answers; ``status`` overrides what the answer says
+        (verified, else converged or max_iterations).
 
         Candidates are the trajectories with an answer: finished ones, plus the best-so-far state
         of those dropped mid-run (deadline, cancel). When a quorum agrees, its answer wins and the
@@ -257,15 +258,13 @@ class Request:
         if pool:
             pick = aggregate(self.aggregate, [t.answer for t in pool], [t.score for t in pool])
             chosen = pool[pick.index]
-            answer = np.asarray(chosen.answer, dtype=np.int64)
-            if self.verify_mode:
-                answer = self.task.with_givens(self.tokens, answer)
+            answer = np.asarray(chosen.answer, dtype=np.int64)  # keeps the givens (SlotPool.snapshot)
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)
             converged = chosen.converged
         else:  # nothing ran: the givens are the best we know
             chosen, answer, agreement, converged = None, self.tokens, 0.0, False
         if status is None:
-            status = Status.CONVERGED if converged else Status.MAX_ITERATIONS
+            status = _status(chosen, converged)
         return SolveResult(
             request_id=self.id,
             status=status,
@@ -284,3 +283,11 @@ class Request:
             model=self.job.model,
             form=self.job.form,
         )
+
+
+def _status(chosen: Trajectory | None, converged: bool) -> Status:
+    """What happened to a request that ended with its answer: verified (whether its trajectory converged
+    or was stopped by the restart schedule), else converged, else its iterations ran out."""
+    if chosen is not None and chosen.verified:
+        return Status.VERIFIED
+    return Status.CONVERGED if converged else Status.MAX_ITERATIONS

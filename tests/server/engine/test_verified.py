@@ -37,7 +37,7 @@ def test_failed_answers_are_restarted_until_one_verifies(make_engine):
     run_until_done(engine, [verified, plain])
     v, p = verified.result(), plain.result()
     assert v.verified is True and v.restarts == 3 and v.valid and v.answer == variant_answer(GOOD)
-    assert v.iterations == [5, 5, 5, 5] and v.status is Status.CONVERGED
+    assert v.iterations == [5, 5, 5, 5] and v.status is Status.VERIFIED
     # without the flag: pure EqR, the first trajectory's answer, whatever it is
     assert p.verified is None and p.restarts == 0 and not p.valid and p.iterations == [5]
 
