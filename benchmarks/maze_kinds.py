@@ -69,7 +69,7 @@ def main() -> None:
         + (f", first {args.limit} of each" if args.limit else ""),
         "exact accuracy, iterations per maze; verified mode at each model's defaults (restart schedule, budget)",
         "",
-        f"{'model':<22}{'kind':<10}{'64x1':>8}{'its':>7}{'verified':>10}{'its':>7}{'wrong+verified':>16}"
+        f"{'model':<32}{'kind':<10}{'64x1':>8}{'its':>7}{'verified':>10}{'its':>7}{'wrong+verified':>16}"
         f"{'given changed':>15}",
     ]
     print("\n".join(lines), flush=True)
@@ -90,7 +90,7 @@ def main() -> None:
                     n = maze.shortest_path_length(maze.from_tokens(p, task.size))
                     by_length[next(b for b in LENGTHS if b[0] <= n <= b[1])].append(ok)
                 line = (
-                    f"{folder!s:<22}{kind:<10}{plain['exact']:>8.1%}{plain['iterations']:>7.1f}"
+                    f"{folder!s:<32}{kind:<10}{plain['exact']:>8.1%}{plain['iterations']:>7.1f}"
                     f"{ver['exact']:>10.1%}{ver['iterations']:>7.1f}{ver['wrong_verified']:>16}"
                     f"{plain['given_changed'] + ver['given_changed']:>15}"
                 )
@@ -99,7 +99,7 @@ def main() -> None:
         finally:
             engine.stop()
         shown = "  ".join(f"{lo}-{hi}: {np.mean(v):.1%} ({len(v)})" for (lo, hi), v in by_length.items() if v)
-        line = f"{folder!s:<22}64x1 by path length, all kinds: {shown}"
+        line = f"{folder!s:<32}64x1 by path length, all kinds: {shown}"
         print(line, flush=True)
         lengths.append(line)
     if args.out:
