@@ -75,7 +75,8 @@ _REACH = {"perfect": 0.25, "braided": 0.25, "random": 0.215, "rooms": 0.25}
 def kind_spec(kind: str, size: int) -> MazeSpec:
     """The standard spec of one kind at one size: the same for training and for the eval sets.
 
-    Lengths from 2 to what the kind reaches; random walls over densities from none to 0.45.
+    Lengths from 2 to what the kind reaches; random walls over densities from none to 0.45. The reach
+    is calibrated for boards up to 11×11: larger boards need a shorter ``max_len`` for random and rooms.
     """
     max_len = max(2, round(_REACH[kind] * size * size))
     density = (0.0, 0.45) if kind == "random" else (MazeSpec.min_density, MazeSpec.max_density)
