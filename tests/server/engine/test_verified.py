@@ -63,7 +63,7 @@ def test_a_budget_bounds_the_restarts_and_the_answer_keeps_the_givens(make_engin
     r = future.result()
     assert r.iterations == [5, 5, 2] and sum(r.iterations) == 12 and r.restarts == 2
     assert r.verified is False and not r.valid
-    assert r.answer[0] == puzzle(2)[0]  # no verified answer: the best one, with the given put back
+    assert r.answer[0] == puzzle(2)[0]  # no verified answer: the best one, which keeps the given
 
 
 def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
