@@ -11,8 +11,8 @@ jobs (submit, then poll), 5% batches of 4. Every operation is seeded.
 
 What counts:
 
-* **answered**: operations whose every puzzle came back with a result (``converged`` or
-  ``max_iterations``); **429**: refusals, deliberate when ``--rate-limit`` is set (retried after
+* **answered**: operations whose every puzzle came back with a result (``verified``,
+  ``converged`` or ``max_iterations``); **429**: refusals, deliberate when ``--rate-limit`` is set (retried after
   ``Retry-After``, up to 10 times); **unexpected**: anything else (another status, a failed result,
   a broken connection, a timeout). **lost** = sent - answered - refused for good.
 * **exactly once**: every result id is distinct, a job's result carries the job's id, and the
@@ -56,7 +56,7 @@ BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "models" / "sudoku-small"
 EASY, HARD = ("easy50.csv", "printable30.csv"), ("top95.csv",)
 KINDS = (("solve", 0.80), ("stream", 0.10), ("job", 0.05), ("batch", 0.05))
 BATCH = 4
-FINAL = ("converged", "max_iterations")
+FINAL = ("verified", "converged", "max_iterations")
 REQUEST_TIMEOUT_S = 120.0
 MAX_429_RETRIES = 10
 JOB_POLL_S = 0.05

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eqr_client.puzzle import format_board
 
-Status = Literal["converged", "max_iterations", "deadline", "cancelled", "failed"]
+Status = Literal["verified", "converged", "max_iterations", "deadline", "cancelled", "failed"]
 JobState = Literal["pending", "running", "done", "cancelled"]
 
 
@@ -37,7 +37,10 @@ class SolveResult(_View):
 
     id: str = Field(description="request id")
     model: str
-    status: Status = Field(description="converged, max_iterations, deadline, cancelled or failed")
+    status: Status = Field(
+        description="verified (verified mode: the answer passed the rules), converged, max_iterations, deadline, "
+        "cancelled or failed"
+    )
     answer: str | list[str] = Field(
         description="in the puzzle's form: Sudoku 81 characters ('.' where the model produced no digit); maze and "
         "grid tasks a list of rows if the puzzle was one, else one string with a row per line (a maze's path "
@@ -57,11 +60,11 @@ class SolveResult(_View):
 
     @property
     def solved(self) -> bool:
-        """Converged on an answer checked valid: it can be trusted without checking it yourself.
+        """Verified, or converged on an answer checked valid: it can be trusted without checking it yourself.
 
         Never true for a task without rules (``valid`` None): nothing vouches for such an answer.
         """
-        return self.status == "converged" and self.valid is True
+        return self.status in ("verified", "converged") and self.valid is True
 
     def board(self) -> str:
         """The answer for terminals: Sudoku as a 9×9 grid with box separators, a maze or grid as its rows."""

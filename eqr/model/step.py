@@ -88,3 +88,12 @@ class Stepper(Protocol):
     """Anything that advances a batch of slots by one iteration."""
 
     def iterate(self, batch: StepBatch) -> StepOutput: ...
+
+
+def answers(pred: torch.Tensor, allowed: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The answers [k, seq_len] of rows with these predictions, allowed tokens and logits: each cell's
+    predicted token where the puzzle allows it, else its most likely allowed token (a row that has not
+    run yet answers garbage)."""
+    kept = allowed.gather(2, pred.clamp(min=0).unsqueeze(2)).squeeze(2)
+    best = logits.masked_fill(~allowed, -torch.inf).argmax(dim=2)
+    return torch.where(kept, pred, best)

@@ -22,16 +22,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from eqr.model.checkpoint import save_model
+from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.step import fresh_batch
-from eqr.model.tasks.data import DataConfig, MazeSpec, TaskData, maze_data, sudoku_data
+from eqr.model.step import answers, fresh_batch
+from eqr.model.tasks.data import DataConfig, MazeMix, TaskData, maze_data, sudoku_data
+from eqr.model.tasks.registry import task_for
 
 STATE_FILE = "train_state.pt"
-DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeSpec]] = {"sudoku": DataConfig, "maze": MazeSpec}
+DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeMix]] = {"sudoku": DataConfig, "maze": MazeMix}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     device: str = "cpu"
+    # a model folder whose weights start the run (fine-tuning); only when OUT holds no training state
+    init: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class RunConfig:
     name: str
     arch: EqRConfig
     train: TrainConfig
-    data: DataConfig | MazeSpec
+    data: DataConfig | MazeMix
     task: str = "sudoku"
 
     @classmethod
@@ -79,7 +82,7 @@ class RunConfig:
 
     def task_data(self, cache_dir: str | Path, seed: int) -> TaskData:
         """The task's training stream (sampler seeded with ``seed``) and held-out sets."""
-        if isinstance(self.data, MazeSpec):
+        if isinstance(self.data, MazeMix):
             if self.arch.seq_len != self.data.size**2:
                 size = self.data.size
                 raise ValueError(f"arch.seq_len {self.arch.seq_len} does not fit {size}x{size} mazes (needs {size**2})")
@@ -163,9 +166,13 @@ def supervised_step(
 
 
 @torch.no_grad()
-def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int, batch: int = 256) -> dict[str, float]:
-    """Exact accuracy of each generated set's final boards after ``depth`` iterations: a training probe
-    (the served policies, convergence included, are measured by ``eqr eval``)."""
+def evaluate_generated(
+    model: EqRNetwork, eval_sets: dict, depth: int, meta: dict[str, Any], batch: int = 256
+) -> dict[str, float]:
+    """Exact accuracy of each generated set's final boards after ``depth`` iterations, read as the server
+    reads answers (the task's givens kept): a training probe (the served policies, convergence
+    included, are measured by ``eqr eval``)."""
+    allowed = task_for(meta).allowed
     out, device = {}, next(model.parameters()).device
     for name, (tokens, labels) in eval_sets.items():
         right = 0
@@ -178,7 +185,13 @@ def evaluate_generated(model: EqRNetwork, eval_sets: dict, depth: int, batch: in
                 state = dataclasses.replace(
                     state, z_H=o.z_H, z_L=o.z_L, steps=state.steps + 1, prev_logits=o.logits, prev_pred=o.pred
                 )
-            right += int((state.prev_pred.cpu() == labels[start : start + batch]).all(dim=1).sum())
+            mask = allowed(rows.cpu().numpy())
+            pred = (
+                state.prev_pred
+                if mask is None
+                else answers(state.prev_pred, torch.as_tensor(mask).to(device), state.prev_logits)
+            )
+            right += int((pred.cpu() == labels[start : start + batch]).all(dim=1).sum())
         out[name] = right / len(tokens)
     return out
 
@@ -214,6 +227,13 @@ def train(
         ema.shadow = state["ema"]
         step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
+    elif tc.init is not None:
+        start, _ = load_model(tc.init, device)
+        if start.cfg != cfg.arch:
+            raise ValueError(f"train.init {tc.init}: its architecture differs from the config's arch")
+        model.load_state_dict(start.state_dict())
+        ema = EMA(model, tc.ema_decay)
+        print(f"starting from the weights of {tc.init}")
 
     data = cfg.task_data(cache_dir, seed=tc.seed * 7919 + step)
     gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
@@ -266,7 +286,9 @@ def train(
         if step % tc.eval_every == 0 or step == tc.max_steps:
             eval_model.load_state_dict(model.state_dict())
             ema.copy_to(eval_model)
-            metrics = {f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16).items()}
+            metrics = {
+                f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16, data.meta).items()
+            }
             history.append({"step": step, "minutes": round(elapsed / 60, 1), **metrics, **stats})
             bar.write(f"step {step}: {json.dumps(history[-1])}")
         if metrics or time.time() - last_ckpt > tc.checkpoint_minutes * 60 or step == tc.max_steps:

@@ -11,11 +11,16 @@ Owners are whatever the caller tracks per trajectory (the engine's ``Trajectory`
 row record); the pool only keeps their ``slot`` attribute up to date (-1 once released).
 
 Preemption: :meth:`SlotPool.save` copies a row's *whole* state to the host (latents, tokens, seed,
-noise scale, previous logits and prediction, and every tracker buffer: iteration count, which keys
-the counter-based noise, streak, last change, score ring, residual) and :meth:`SlotPool.restore`
-puts it back in any free row, so a trajectory resumes exactly where it stopped: the next iteration
-is bit-identical to the one it would have run without leaving. Every saved row has the same size,
-:attr:`SlotPool.row_bytes`.
+noise scale, previous logits and prediction, the cells' allowed tokens, and every tracker buffer:
+iteration count, which keys the counter-based noise, streak, last change, score ring, residual) and
+:meth:`SlotPool.restore` puts it back in any free row, so a trajectory resumes exactly where it
+stopped: the next iteration is bit-identical to the one it would have run without leaving. Every
+saved row has the same size, :attr:`SlotPool.row_bytes`.
+
+Answers are read here (:meth:`SlotPool.snapshot`), and read under the puzzle's constraints: each
+row holds the mask of tokens its cells may take (the task's ``allowed``, set when it gets its slot),
+and a cell whose predicted token is not allowed answers its most likely allowed token. So every
+answer the engine verifies, aggregates, streams and returns keeps the puzzle's givens.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ import numpy as np
 import torch
 
 from eqr.model.convergence import ConvergenceRule
-from eqr.model.step import StepBatch
+from eqr.model.step import StepBatch, answers
 from eqr.runtime.decisions import State
 from eqr.runtime.tracker import ConvergenceTracker
 
 InitState = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Saved = dict[str, torch.Tensor]  # one row of every per-slot buffer, by name, on the host
+# puzzle tokens [k, seq_len] -> the tokens each cell may take [k, seq_len, vocab] (None: any), Task.allowed
+Allowed = Callable[[np.ndarray], np.ndarray | None]
+
+
+# what an answer is read from, in :meth:`SlotPool._state`'s order
+_READ = ("prev_pred", "allowed", "prev_logits", "steps", "deltas", "residual", "changed_at")
 
 
 class SlotPool:
@@ -46,7 +57,9 @@ class SlotPool:
         rule: ConvergenceRule,
         init_state: InitState,
         device: torch.device,
+        allowed: Allowed | None = None,
     ) -> None:
+        """``allowed``: what each cell of a puzzle may answer (``Task.allowed``); None: any token."""
         self.capacity = capacity
         self.device = device
         self._init_state = init_state
@@ -60,10 +73,13 @@ class SlotPool:
         self.noise = torch.zeros(c, dtype=torch.float32, device=device)
         self.prev_logits = torch.zeros(c, seq_len, vocab_size, dtype=z_H.dtype, device=device)
         self.prev_pred = torch.zeros(c, seq_len, dtype=long, device=device)
+        self._allowed = allowed
+        self.allowed = torch.ones(c, seq_len, vocab_size, dtype=torch.bool, device=device)
         # every per-row tensor by name: the step's inputs, then the tracker's (``steps`` is in both)
         self._buffers: dict[str, torch.Tensor] = {
             **{f: getattr(self.batch(), f) for f in ("z_H", "z_L", "tokens", "seeds", "noise", "prev_logits")},
             "prev_pred": self.prev_pred,
+            "allowed": self.allowed,
             **self.tracker.buffers,
         }
         self.row_bytes = sum(b[0].nelement() * b.element_size() for b in self._buffers.values())
@@ -109,6 +125,8 @@ class SlotPool:
         seed_t = torch.tensor(list(seeds), dtype=torch.long, device=dev)
         self.seeds[rows] = seed_t
         self.tokens[rows] = torch.as_tensor(tokens, dtype=torch.long).to(dev)
+        mask = self._allowed(np.asarray(tokens)) if self._allowed is not None else None
+        self.allowed[rows] = True if mask is None else torch.as_tensor(mask, dtype=torch.bool).to(dev)
         self.noise[rows] = torch.tensor(list(noise), dtype=torch.float32, device=dev)
         self.z_H[rows], self.z_L[rows] = self._init_state(seed_t)
         self.prev_logits[rows] = 0  # the first iteration's delta is not scored (tracker.py)
@@ -164,17 +182,17 @@ class SlotPool:
     def snapshot(self, rows: Sequence[int]) -> State:
         """Latest prediction, convergence score, residual and last change of ``rows``, in one device-to-host copy."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        b = self._buffers
-        return self._state(*(b[name][idx] for name in ("prev_pred", "steps", "deltas", "residual", "changed_at")))
+        return self._state(*(self._buffers[name][idx] for name in _READ))
 
     def snapshot_saved(self, saved: Sequence[Saved]) -> State:
         """:meth:`snapshot` of saved rows (a preempted trajectory's best-so-far answer)."""
-        names = ("prev_pred", "steps", "deltas", "residual", "changed_at")
-        return self._state(*(torch.stack([s[name] for s in saved]) for name in names))
+        return self._state(*(torch.stack([s[name] for s in saved]) for name in _READ))
 
     def _state(
         self,
         pred: torch.Tensor,
+        allowed: torch.Tensor,
+        logits: torch.Tensor,
         steps: torch.Tensor,
         deltas: torch.Tensor,
         residual: torch.Tensor,
@@ -182,6 +200,7 @@ class SlotPool:
     ) -> State:
         # token ids, iteration counts and fp32 scores are all exact in float64: pack, copy once, split
         scores = self.tracker.score(steps, deltas)
+        pred = answers(pred, allowed, logits)
         packed = (
             torch.cat(
                 [pred.double(), *(v.double().unsqueeze(1) for v in (scores, residual, changed))],

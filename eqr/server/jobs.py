@@ -18,6 +18,7 @@ from typing import Any
 
 
 class Status(str, enum.Enum):
+    VERIFIED = "verified"  # verified mode: the answer passed the task's rules (however its trajectory stopped)
     CONVERGED = "converged"  # the answer came from converged trajectories
     MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
     DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer

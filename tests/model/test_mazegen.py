@@ -1,16 +1,17 @@
-"""Maze generator and maze training: unique shortest paths, the length spread, disjoint seeds,
-the committed eval sets, and a tiny training run that resumes."""
+"""Maze generator and maze training: unique shortest paths, the length spread, every kind of maze,
+disjoint seeds, the committed eval sets, and tiny training runs that resume or start from a model."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from eqr.model.checkpoint import load_model
 from eqr.model.tasks import maze
-from eqr.model.tasks.data import TRAIN_SEED_MIN, MazeSampler, maze_eval_seed
-from eqr.model.tasks.mazegen import KINDS, MazeSpec, generate, main
+from eqr.model.tasks.data import TRAIN_SEED_MIN, MazeMix, MazeSampler, maze_eval_seed
+from eqr.model.tasks.mazegen import KINDS, MazeSpec, generate, kind_spec, main
 from eqr.model.train import STATE_FILE, train
 
 EVALSETS = Path(__file__).resolve().parents[2] / "evalsets" / "maze"
@@ -33,16 +34,51 @@ def test_generated_mazes_have_unique_shortest_paths_of_the_drawn_length():
     assert thirds.min() > 70 and lengths.min() <= 3 and lengths.max() >= 29
 
 
+def _open_edges(p: np.ndarray) -> tuple[int, int]:
+    """Open cells V and open adjacent pairs E of a maze grid (a tree has E = V - 1)."""
+    open_ = p != maze.WALL_ID
+    return int(open_.sum()), int((open_[1:] & open_[:-1]).sum() + (open_[:, 1:] & open_[:, :-1]).sum())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_gives_unique_shortest_paths_over_its_whole_length_range(kind):
+    spec = kind_spec(kind, 11)
+    puzzles, solutions, lengths, kinds = generate(200, spec, seed=4)
+    assert (kinds == KINDS.index(kind)).all() and spec.min_len == 2 and spec.max_len >= 26
+    for p, s, n in zip(_grids(puzzles, 11), _grids(solutions, 11), lengths, strict=True):
+        assert maze.shortest_path_count(p) == 1 and maze.shortest_path_length(p) == n and maze.verify(p, s)
+    assert lengths.min() <= 3 and lengths.max() >= spec.max_len - 2
+
+
+def test_braided_mazes_are_perfect_mazes_with_one_to_five_loops():
+    puzzles, _, _, _ = generate(100, kind_spec("braided", 11), seed=2)
+    loops = []
+    for p in _grids(puzzles, 11):
+        v, e = _open_edges(p)
+        loops.append(e - (v - 1))  # each wall knocked through closes one loop
+        assert (p[::2, ::2] == maze.WALL_ID).all() and (p[0] == maze.WALL_ID).all()  # pillars and frame stay
+    assert set(loops) == {1, 2, 3, 4, 5}
+
+
+def test_rooms_are_walled_open_areas_and_random_walls_span_their_densities():
+    rooms, _, _, _ = generate(100, kind_spec("rooms", 11), seed=2)
+    rooms = _grids(rooms, 11) != maze.WALL_ID
+    open_square = rooms[:, 1:, 1:] & rooms[:, :-1, 1:] & rooms[:, 1:, :-1] & rooms[:, :-1, :-1]
+    assert open_square.any(axis=(1, 2)).mean() > 0.8  # a perfect maze never has a 2x2 open square
+    assert not rooms[:, 0].any() and not rooms[:, :, -1].any()
+    walls, _, _, _ = generate(300, kind_spec("random", 11), seed=2)
+    density = (_grids(walls, 11) == maze.WALL_ID).mean(axis=(1, 2))
+    assert density.min() < 0.05 and density.max() > 0.35  # from no walls at all to dense obstacles
+
+
 def test_perfect_mazes_are_trees_with_even_sides_walled_like_the_paper():
     puzzles, _, _, kinds = generate(20, MazeSpec(size=12, min_len=5, max_len=20, p_perfect=1.0), seed=3)
     assert (kinds == 0).all()
     for p in _grids(puzzles, 12):
         assert (p[-1] == maze.WALL_ID).all() and (p[:, -1] == maze.WALL_ID).all() and (p[0] == maze.WALL_ID).all()
         assert (p[::2, ::2] == maze.WALL_ID).all()  # pillars between rooms
-        # a tree: open cells V and open adjacent pairs E satisfy E = V - 1
-        open_ = p != maze.WALL_ID
-        edges = (open_[1:] & open_[:-1]).sum() + (open_[:, 1:] & open_[:, :-1]).sum()
-        assert edges == open_.sum() - 1
+        v, e = _open_edges(p)
+        assert e == v - 1  # a tree
 
 
 def test_generation_is_seeded_and_a_longer_set_extends_a_shorter_one():
@@ -59,14 +95,41 @@ def test_impossible_lengths_are_refused():
 
 
 def test_training_seeds_differ_from_eval_seeds_and_mazes():
-    sampler = MazeSampler(MazeSpec(size=11, min_len=2, max_len=30), seed=0)
+    sampler = MazeSampler(MazeMix(size=11), seed=0)
     seeds = [sampler.next_seed() for _ in range(1000)]
-    assert min(seeds) >= TRAIN_SEED_MIN > max(maze_eval_seed(s) for s in range(3, 200)) and len(set(seeds)) == 1000
-    eval_puzzles, _, _ = maze.read_jsonl(EVALSETS / "maze11-1000.jsonl")
+    eval_seeds = [maze_eval_seed(s, k) for s in range(3, 200) for k in (None, *KINDS)]
+    assert min(seeds) >= TRAIN_SEED_MIN > max(eval_seeds) and len(set(seeds)) == 1000
+    assert len(set(eval_seeds)) == len(eval_seeds)  # every size and kind has its own held-out stream
+    eval_puzzles = [maze.read_jsonl(path)[0] for path in EVALSETS.glob("maze11-*.jsonl")]
     train_puzzles, _ = sampler.sample(500, 0.0)
-    held_out = {g.tobytes() for g in eval_puzzles}
+    held_out = {g.tobytes() for puzzles in eval_puzzles for g in puzzles}
     assert not any(g.tobytes() in held_out for g in _grids(train_puzzles, 11))
     assert len({g.tobytes() for g in _grids(train_puzzles, 11)}) == 500
+
+
+def test_the_training_mix_draws_every_kind_in_its_share():
+    counts = {}
+    sampler = MazeSampler(MazeMix(size=9, kinds={"braided": 3.0, "rooms": 1.0}), seed=1)
+    puzzles, solutions = sampler.sample(400, 0.0)
+    for p in _grids(puzzles, 9):
+        v, e = _open_edges(p)
+        kind = "braided" if (p[::2, ::2] == maze.WALL_ID).all() and 1 <= e - v + 1 <= 5 else "rooms"
+        counts[kind] = counts.get(kind, 0) + 1
+    assert 250 < counts["braided"] < 350 and all(
+        maze.verify(p, s) for p, s in zip(_grids(puzzles, 9), _grids(solutions, 9), strict=True)
+    )
+    with pytest.raises(ValueError, match="unknown maze kinds \\['spiral'\\]"):
+        MazeMix(kinds={"spiral": 1.0})
+
+
+def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):
+    for kind in KINDS:
+        committed = (EVALSETS / f"maze11-{kind}-300.jsonl").read_text().splitlines()
+        out = tmp_path / f"{kind}.jsonl"
+        main(["--size", "11", "--kind", kind, "--n", "40", "--seed", str(maze_eval_seed(11, kind)), "--out", str(out)])
+        assert out.read_text().splitlines() == committed[:40] and len(committed) == 300
+        _, _, meta = maze.read_jsonl(EVALSETS / f"maze11-{kind}-300.jsonl")
+        assert {m["kind"] for m in meta} == {kind}
 
 
 def test_committed_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):
@@ -79,7 +142,7 @@ def test_committed_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):
         assert out.read_text().splitlines() == committed[:n]
         _, _, meta = maze.read_jsonl(EVALSETS / f"{name}.jsonl")
         lengths = [m["length"] for m in meta]
-        assert min(lengths) <= lo + 2 and max(lengths) >= hi - 5 and {m["kind"] for m in meta} == set(KINDS)
+        assert min(lengths) <= lo + 2 and max(lengths) >= hi - 5 and {m["kind"] for m in meta} == {"perfect", "random"}
 
 
 def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
@@ -98,7 +161,7 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
             "halt_max_steps": 2,
         },
         "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "eval_every": 2, "eval_puzzles": 4, "threads": 1},
-        "data": {"size": 7, "min_len": 2, "max_len": 10},
+        "data": {"size": 7, "kinds": {"perfect": 1.0, "rooms": 1.0}},
     }
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(config))
@@ -107,13 +170,29 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     model, meta = load_model(out)
     assert meta["task"] == "maze" and meta["grid"] == {"rows": 7, "cols": 7}
     assert model.cfg.vocab_size == 6 and model.cfg.seq_len == 49
-    assert meta["training"]["steps"] == 4 and "generated_maze_depth16" in meta["accuracy"]
+    assert meta["training"]["steps"] == 4 and set(meta["accuracy"]) == {
+        "generated_perfect_depth16",
+        "generated_rooms_depth16",
+    }
     assert (out / STATE_FILE).exists() and (out / "model.safetensors").exists()
     config["train"]["max_steps"] = 6
     path.write_text(json.dumps(config))
     train(path, out, cache_dir=tmp_path / "cache")
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 6 and [h["step"] for h in meta["training"]["history"]] == [2, 4, 6]
+    # a fine-tune starts from that model's weights (lr 0: the one step changes nothing)
+    config["train"] = {**config["train"], "init": str(out), "max_steps": 1, "lr": 0.0, "eval_every": 1}
+    path.write_text(json.dumps(config))
+    tuned = tmp_path / "tuned"
+    train(path, tuned, cache_dir=tmp_path / "cache")
+    start, _ = load_model(out)
+    model, meta = load_model(tuned)
+    assert meta["training"]["steps"] == 1 and meta["training"]["config"]["train"]["init"] == str(out)
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
+    config["arch"]["hidden_size"] = 32
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="architecture differs"):
+        train(path, tmp_path / "other", cache_dir=tmp_path / "cache")
 
 
 def test_a_config_whose_board_does_not_fit_the_mazes_is_refused(tmp_path):

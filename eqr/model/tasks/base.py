@@ -65,12 +65,16 @@ class Task(ABC):
         ``None`` when the task has no rules to check (a generic grid task).
         """
 
-    def with_givens(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        """``answer`` with every cell the puzzle fixes put back (verified mode never changes a given).
+    def allowed(self, puzzle: np.ndarray) -> np.ndarray | None:
+        """The tokens each answer cell may take given ``puzzle`` (tokens [..., seq_len]): a bool mask
+        [..., seq_len, vocab_size], or ``None`` when any token may stand anywhere (nothing is given).
 
-        Default: nothing is known to be fixed (generic grids), the answer as it is.
+        The puzzle's givens are constraints of the answer, not a repair made afterwards: every answer
+        is decoded as the most likely allowed token of each cell (``SlotPool.snapshot``), so no answer
+        changes a given, and verifying, aggregating and responding all see the same answer.
+        Default: no constraint (generic grids).
         """
-        return np.asarray(answer)
+        return None
 
     @abstractmethod
     def render(self) -> dict[str, Any]:

@@ -6,15 +6,17 @@ most search, the kind the paper trains on), multiplied by augmentation and mixed
 Pools are cached as ``.npz`` so a resumed run does not regenerate them.
 
 Maze: generating a maze costs microseconds, so every refill draws fresh mazes (no pool, no
-augmentation). Training draws generator seeds from [TRAIN_SEED_MIN, 2**62) and the held-out sets
-use fixed seeds below it (:func:`maze_eval_seed`), so no training maze comes from an eval stream.
+augmentation), of every kind in the shares a :class:`MazeMix` gives, each kind at its standard spec
+(:func:`~eqr.model.tasks.mazegen.kind_spec`, which the committed per-kind eval sets use too).
+Training draws generator seeds from [TRAIN_SEED_MIN, 2**62) and the held-out sets use fixed seeds
+below it (:func:`maze_eval_seed`), so no training maze comes from an eval stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from eqr.model.tasks import solver
 from eqr.model.tasks.augment import augment
-from eqr.model.tasks.mazegen import MazeSpec, generate
+from eqr.model.tasks.mazegen import KINDS, generate, kind_spec
 from eqr.model.tasks.sudoku import to_tokens
 
 CHUNK = 2000
@@ -107,25 +109,52 @@ class PuzzleSampler:
         return out_p, out_s
 
 
-def maze_eval_seed(size: int) -> int:
-    """The fixed generator seed of the held-out mazes of side ``size`` (committed sets, training evals)."""
-    return MAZE_EVAL_SEED_BASE + size
+def maze_eval_seed(size: int, kind: str | None = None) -> int:
+    """The fixed generator seed of the held-out mazes of side ``size``: of one kind (the per-kind sets),
+    or of the first mixed sets (``kind`` None). Committed sets and training evals use them."""
+    return MAZE_EVAL_SEED_BASE + (0 if kind is None else 1000 * (KINDS.index(kind) + 1)) + size
+
+
+def _default_shares() -> dict[str, float]:
+    # the kinds the first model met least (loops, rooms, obstacles) weigh most
+    return {"perfect": 0.1, "braided": 0.25, "rooms": 0.2, "random": 0.45}
+
+
+@dataclass(frozen=True)
+class MazeMix:
+    """What maze training draws: a board side and the share of each kind (each at its standard spec)."""
+
+    size: int = 11
+    kinds: dict[str, float] = field(default_factory=_default_shares)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown maze kinds {sorted(unknown)}; kinds are {', '.join(KINDS)}")
+        if not self.kinds or min(self.kinds.values()) < 0 or sum(self.kinds.values()) <= 0:
+            raise ValueError("maze kind shares must be non-negative and not all zero")
 
 
 class MazeSampler:
-    """Draws fresh generated mazes; seeds come from a seeded stream above :data:`TRAIN_SEED_MIN`."""
+    """Draws fresh generated mazes of the mix's kinds; seeds come from a seeded stream above
+    :data:`TRAIN_SEED_MIN`."""
 
-    def __init__(self, spec: MazeSpec, seed: int) -> None:
-        self.spec = spec
+    def __init__(self, mix: MazeMix, seed: int) -> None:
+        self.specs = [kind_spec(kind, mix.size) for kind in mix.kinds]
+        weights = np.array(list(mix.kinds.values()), dtype=np.float64)
+        self.shares = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
 
     def next_seed(self) -> int:
         return int(self.rng.integers(TRAIN_SEED_MIN, 2**62))
 
     def sample(self, n: int, progress: float) -> Tokens:
-        """``n`` (maze, answer) token arrays; ``progress`` is unused (no maze curriculum)."""
-        puzzles, solutions, _, _ = generate(n, self.spec, seed=self.next_seed())
-        return puzzles, solutions
+        """``n`` (maze, answer) token arrays, kinds drawn by share and shuffled; ``progress`` is unused
+        (no maze curriculum)."""
+        counts = self.rng.multinomial(n, self.shares)
+        parts = [generate(k, spec, seed=self.next_seed())[:2] for spec, k in zip(self.specs, counts, strict=True) if k]
+        order = self.rng.permutation(n)
+        return tuple(np.concatenate(x)[order] for x in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -152,11 +181,15 @@ def sudoku_data(cfg: DataConfig, cache_dir: str | Path, seed: int, eval_n: int) 
     )
 
 
-def maze_data(spec: MazeSpec, seed: int, eval_n: int) -> TaskData:
-    """Fresh mazes for training; the first ``eval_n`` mazes of the held-out stream for evaluation."""
-    puzzles, solutions, _, _ = generate(eval_n, spec, seed=maze_eval_seed(spec.size))
+def maze_data(mix: MazeMix, seed: int, eval_n: int) -> TaskData:
+    """Fresh mazes of every kind for training; the first ``eval_n`` mazes of each kind's held-out
+    stream (the committed per-kind sets' first mazes) for evaluation."""
+    eval_sets = {}
+    for kind in mix.kinds:
+        puzzles, solutions, _, _ = generate(eval_n, kind_spec(kind, mix.size), seed=maze_eval_seed(mix.size, kind))
+        eval_sets[kind] = (puzzles, solutions)
     return TaskData(
-        sample=MazeSampler(spec, seed).sample,
-        eval_sets={"maze": (puzzles, solutions)},
-        meta={"task": "maze", "grid": {"rows": spec.size, "cols": spec.size}},
+        sample=MazeSampler(mix, seed).sample,
+        eval_sets=eval_sets,
+        meta={"task": "maze", "grid": {"rows": mix.size, "cols": mix.size}},
     )

@@ -239,9 +239,11 @@ class MazeTask(Task):
     def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return verify(from_tokens(puzzle, self.size), from_tokens(answer, self.size))
 
-    def with_givens(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        puzzle = np.asarray(puzzle)  # walls, S and G are the maze's; only open cells are the answer's
-        return np.where(puzzle != OPEN_ID, puzzle, answer)
+    def allowed(self, puzzle: np.ndarray) -> np.ndarray:
+        puzzle = np.asarray(puzzle)  # walls, S and G stay; an open cell stays open or becomes path
+        mask = puzzle[..., None] == np.arange(VOCAB_SIZE)
+        mask[..., PATH_ID] |= puzzle == OPEN_ID
+        return mask
 
     def render(self) -> dict[str, Any]:
         return {"kind": "maze", "rows": self.size, "cols": self.size, "charset": CHARSET}

@@ -190,9 +190,10 @@ class SudokuTask(Task):
     def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return is_valid_solution(from_tokens(puzzle), from_tokens(answer))
 
-    def with_givens(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        puzzle = np.asarray(puzzle)
-        return np.where(puzzle > BLANK_ID, puzzle, answer)
+    def allowed(self, puzzle: np.ndarray) -> np.ndarray:
+        puzzle = np.asarray(puzzle)[..., None]  # a clue stays; a blank takes a digit
+        tokens = np.arange(VOCAB_SIZE)
+        return np.where(puzzle > BLANK_ID, puzzle == tokens, tokens > BLANK_ID)
 
     def render(self) -> dict[str, Any]:
         return {"kind": "sudoku", "rows": SIZE, "cols": SIZE}

@@ -120,7 +120,9 @@ class Engine:
         params = next(model.parameters(), None) if hasattr(model, "parameters") else None
         if params is not None and params.device != device:
             raise ValueError(f"model is on {params.device}, EngineConfig.device is {device}")
-        self.pool = SlotPool(config.slots, cfg.seq_len, cfg.vocab_size, self.rule, model.initial_state, device)
+        self.pool = SlotPool(
+            config.slots, cfg.seq_len, cfg.vocab_size, self.rule, model.initial_state, device, allowed=task.allowed
+        )
         self.runner = Runner(self._stepper(model, config, self.pool), self.pool)
         self.scheduler = self._scheduler()
         self._observer: EngineObserver = observer or NullObserver()

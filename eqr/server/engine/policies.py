@@ -3,7 +3,7 @@
 A :class:`Policy` answers, for its request: how many more trajectories to start (on arrival and
 after each finished one), how many iterations a starting trajectory may run, what a finished
 trajectory means (a restart? more breadth?), whether the request has its answer or no more
-compute, which trajectories the answer is picked from, and how it is shown. Every hook's default leaves the request
+compute, and which trajectories the answer is picked from. Every hook's default leaves the request
 pure EqR, so a policy implements only what it changes. Torch-free, so tests drive them directly.
 
 Where each policy lives (the scheduler applies them without knowing which are on):
@@ -67,10 +67,6 @@ class Policy:
         """Narrow ``pool`` (initially ``answered``: every trajectory with an answer) to those the answer is
         picked from."""
         return pool
-
-    def shown(self, r: Request, answer: np.ndarray) -> np.ndarray:
-        """The picked answer as the request returns it."""
-        return answer
 
 
 class DepthAndHalting(Policy):
@@ -191,10 +187,6 @@ class VerifiedRestarts(Policy):
 
     def candidates(self, r: Request, answered: list[Trajectory], pool: list[Trajectory]) -> list[Trajectory]:
         return [t for t in answered if t.verified] or pool
-
-    def shown(self, r: Request, answer: np.ndarray) -> np.ndarray:
-        """The answer as returned: the puzzle's givens put back."""
-        return self.task.with_givens(r.tokens, answer)
 
 
 def room(r: Request) -> int:

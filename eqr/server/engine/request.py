@@ -249,7 +249,8 @@ class Request:
         return sum(t.iterations for t in self.trajectories)
 
     def finish(self, status: Status | None = None, error: str | None = None) -> SolveResult:
-        """Mark the request finished and aggregate its answers; ``status`` overrides converged/max_iterations.
+        """Mark the request finished and aggregate its answers; ``status`` overrides what the answer says
+        (verified, else converged or max_iterations).
 
         Candidates are the trajectories with an answer: finished ones, plus the best-so-far state
         of those dropped mid-run (deadline, cancel); the policies narrow them (a quorum's answer
@@ -264,15 +265,13 @@ class Request:
             pool = p.candidates(self, answered, pool)
         if pool:
             chosen = pool[pick(self.plan, pool).index]
-            answer = np.asarray(chosen.answer, dtype=np.int64)
-            for p in self.policies:
-                answer = p.shown(self, answer)
+            answer = np.asarray(chosen.answer, dtype=np.int64)  # keeps the givens (SlotPool.snapshot)
             agreement = sum(t.answer == chosen.answer for t in answered) / len(answered)
             converged = chosen.converged
         else:  # nothing ran: the givens are the best we know
             chosen, answer, agreement, converged = None, self.tokens, 0.0, False
         if status is None:
-            status = Status.CONVERGED if converged else Status.MAX_ITERATIONS
+            status = _status(chosen, converged)
         return SolveResult(
             request_id=self.id,
             status=status,
@@ -295,3 +294,10 @@ class Request:
     def _listed(self, t: Trajectory) -> bool:
         """A trajectory that never started still shows (0 iterations) when its breadth was fixed."""
         return not self.plan.on_demand and not t.restart
+
+def _status(chosen: Trajectory | None, converged: bool) -> Status:
+    """What happened to a request that ended with its answer: verified (whether its trajectory converged
+    or was stopped by the restart schedule), else converged, else its iterations ran out."""
+    if chosen is not None and chosen.verified:
+        return Status.VERIFIED
+    return Status.CONVERGED if converged else Status.MAX_ITERATIONS

@@ -5,7 +5,8 @@ The fake reads the puzzle: its first cell ``d`` sets the iteration at which the 
 Before settling the prediction changes every iteration; after it, it is a fixed solved grid,
 relabelled by the trajectory's variant ``seed % variants`` so siblings can disagree. With the
 engine's window W a trajectory therefore converges at iteration ``settle + W``. The convergence
-score (mean logit delta) of a settled variant-v trajectory is ``0.1 * (1 + v)``.
+score (mean logit delta) of a settled variant-v trajectory is ``0.1 * (1 + v)``. The fake ignores the
+givens; the engine's answers keep them (:func:`answered`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def puzzle(first: int = 0, fail: bool = False) -> list[int]:
 def variant_answer(v: int) -> list[int]:
     """The answer (tokens) of a settled variant-``v`` trajectory: the solution with digits relabelled."""
     return [(d - 1 + v) % 9 + 2 for d in SOLUTION]
+
+
+def answered(board: list[int], first: int) -> list[int]:
+    """A fake board as the engine answers it for ``puzzle(first)``: a given first digit stays (answers
+    keep the puzzle's givens whatever the model predicts there); blanks keep the board's digits."""
+    return [first + 1, *board[1:]] if first else list(board)
 
 
 def moving_board(iteration: int) -> list[int]:

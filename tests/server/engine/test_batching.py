@@ -1,7 +1,7 @@
 """Continuous batching: slots are refilled in the step that frees them, finished work stops costing."""
 
 from eqr.server.engine import Job, SolveParams, Status
-from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done, variant_answer
+from tests.server.engine.fake import FakeModel, answered, moving_board, puzzle, run_until_done, variant_answer
 
 
 class Recorder:
@@ -60,7 +60,7 @@ def test_converged_trajectory_stops_consuming_iterations(make_engine):
     assert observer.iterations == 16 and observer.evicted == {"converged": 2}
     assert observer.finished == [easy.result().request_id, hard.result().request_id]
     r = hard.result()
-    assert r.status is Status.CONVERGED and r.answer == variant_answer(0)
+    assert r.status is Status.CONVERGED and r.answer == answered(variant_answer(0), 9)
     # its board settled at iteration 9; the rule confirmed it 3 iterations later, which is what it ran
     assert r.iterations_to_convergence == 9 and r.iterations == [12]
 
@@ -72,7 +72,7 @@ def test_depth_budget_evicts_and_reports_max_iterations(make_engine):
     run_until_done(engine, [future])
     r = future.result()
     assert r.status is Status.MAX_ITERATIONS and r.iterations == [5] and r.iterations_to_convergence is None
-    assert r.answer == moving_board(5) and not r.valid and model.rows == 5
+    assert r.answer == answered(moving_board(5), 9) and not r.valid and model.rows == 5
 
 
 def test_state_follows_a_trajectory_when_its_row_moves(make_engine):

@@ -3,7 +3,7 @@
 import pytest
 
 from eqr.server.engine import EngineStopped, InvalidParam, Job, Overloaded, SolveParams, Status
-from tests.server.engine.fake import FakeModel, moving_board, puzzle, run_until_done
+from tests.server.engine.fake import FakeModel, answered, moving_board, puzzle, run_until_done
 
 NEVER = {9: 10**6}  # first cell 9: never settles
 
@@ -100,7 +100,7 @@ def test_cancel_frees_slots_within_one_step(make_engine):
     assert engine.cancel(job.id)
     engine.step()  # the cancel frees both slots before the model runs: the queued request runs in them
     r = doomed.result(timeout=0)
-    assert r.status is Status.CANCELLED and r.iterations == [1, 1] and r.answer == moving_board(1)
+    assert r.status is Status.CANCELLED and r.iterations == [1, 1] and r.answer == answered(moving_board(1), 9)
     assert model.rows == 2 + 2 and engine.stats().live_slots == 2
     run_until_done(engine, [queued])
     assert queued.result().iterations == [3, 3]
@@ -143,7 +143,7 @@ def test_deadline_answers_with_the_best_so_far_state(make_engine, clock):
     clock.advance(0.2)
     engine.step()  # expired before the model runs: no third iteration
     r = future.result(timeout=0)
-    assert r.status is Status.DEADLINE and r.iterations == [2] and r.answer == moving_board(2)
+    assert r.status is Status.DEADLINE and r.iterations == [2] and r.answer == answered(moving_board(2), 9)
     assert r.agreement == 1.0 and r.compute_ms > 0 and model.rows == 2
 
 

@@ -39,7 +39,7 @@ def test_failed_answers_are_restarted_until_one_verifies(make_engine):
     run_until_done(engine, [verified, plain])
     v, p = verified.result(), plain.result()
     assert v.verified is True and v.restarts == 3 and v.valid and v.answer == variant_answer(GOOD)
-    assert v.iterations == [5, 5, 5, 5] and v.status is Status.CONVERGED
+    assert v.iterations == [5, 5, 5, 5] and v.status is Status.VERIFIED
     # without the flag: pure EqR, the first trajectory's answer, whatever it is
     assert p.verified is None and p.restarts == 0 and not p.valid and p.iterations == [5]
 
@@ -84,7 +84,7 @@ def test_a_budget_bounds_the_restarts_and_the_answer_keeps_the_givens(make_engin
     r = future.result()
     assert r.iterations == [5, 5, 2] and sum(r.iterations) == 12 and r.restarts == 2
     assert r.verified is False and not r.valid
-    assert r.answer[0] == puzzle(2)[0]  # no verified answer: the best one, with the given put back
+    assert r.answer[0] == puzzle(2)[0]  # no verified answer: the best one, which keeps the given
 
 
 def test_a_budget_splits_among_the_breadth_without_verify(make_engine):
