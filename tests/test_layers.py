@@ -16,13 +16,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "eqr"
 SERVING = ("eqr.server.api", "eqr.server.broker", "eqr.server.worker", "eqr.server.cli", "eqr.server.serve")
 
 
-def modules() -> dict[str, set[str]]:
-    """Every module under eqr/ → the modules it imports."""
+def modules(typing_too: bool = True) -> dict[str, set[str]]:
+    """Every module under eqr/ → the modules it imports (``typing_too`` False: leaving out the imports
+    under ``if TYPE_CHECKING:``, which annotations alone use)."""
     found = {}
     for path in PACKAGE.rglob("*.py"):
         name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        if not typing_too:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                    node.body = []
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 imported |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -89,3 +95,27 @@ def test_no_layer_outside_tasks_knows_a_particular_task():
     client = Path(__file__).resolve().parents[1] / "client"
     found += [str(p) for p in client.rglob("*.py") if "eqr.model" in p.read_text()]
     assert not found
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle among eqr's modules, counting imports inside functions: a cycle is a layer
+    boundary in the wrong place even where a deferred import keeps it from failing at start-up. Imports
+    for annotations only (``if TYPE_CHECKING:``) run nowhere and do not count."""
+    graph = modules(typing_too=False)
+    edges = {m: {n for n in deps if n in graph and n != m} for m, deps in graph.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(edges[m]):
+            if state.get(n) == 1:
+                cycles.append([*path[path.index(n) :], n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eqr.model.tasks import maze
+from eqr.model.tasks import maze, mazegrid
 from eqr.model.tasks.errors import PuzzleError
 
 MAZE = [
@@ -109,7 +109,7 @@ def test_verify_rejects_wrong_answers():
     assert not maze.verify(MAZE, _with(ANSWER, 3, 3, "x"))  # not a maze character
     assert not maze.verify(MAZE, MAZE)  # no path marked
     pad = maze.solution(maze.parse_maze(MAZE))  # a PAD token on the path decodes as '?'
-    pad[2, 1] = maze.PAD_ID
+    pad[2, 1] = mazegrid.PAD_ID
     assert maze.to_rows(pad)[2][1] == "?" and not maze.verify(MAZE, pad) and not maze.verify(MAZE, maze.to_rows(pad))
 
 
@@ -127,7 +127,7 @@ def test_verify_accepts_either_path_when_two_are_shortest():
 def test_jsonl_round_trip_and_bad_solution(tmp_path):
     grid = maze.parse_maze(MAZE)
     path = tmp_path / "set.jsonl"
-    maze.write_jsonl(path, grid[None], maze.solution(grid)[None], [{"length": 8}])
+    mazegrid.write_jsonl(path, grid[None], maze.solution(grid)[None], [{"length": 8}])
     puzzles, solutions, meta = maze.read_jsonl(path)
     assert np.array_equal(puzzles[0], grid) and maze.to_rows(solutions[0]) == ANSWER and meta == [{"length": 8}]
     path.write_text(path.read_text().replace('"#oooo', '"#ooo '))

@@ -10,23 +10,28 @@ fault. A parsed maze is an int8 array [rows, cols] of token ids.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
-import numba as nb
 import numpy as np
 
 from eqr.model.tasks import chargrid
 from eqr.model.tasks.base import Parsed, Task
 from eqr.model.tasks.chargrid import RowsForm, cell_name, listing
 from eqr.model.tasks.errors import PuzzleError
+from eqr.model.tasks.mazegrid import (  # the grid's alphabet and search, shared with the generator
+    CHARSET,
+    GOAL_ID,
+    OPEN_ID,
+    PATH_ID,
+    START_ID,
+    STEPS,
+    VOCAB_SIZE,
+    WALL_ID,
+    bfs,
+    to_rows,
+)
 
-CHARSET = "# SGo"
-VOCAB_SIZE = 1 + len(CHARSET)
-PAD_ID, WALL_ID, OPEN_ID, START_ID, GOAL_ID, PATH_ID = range(VOCAB_SIZE)
-
-_STEPS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
 EXAMPLE_SEED = 7  # not a training seed (those start at 2**32) nor an eval set's
 HINT = (
     "use '#' for walls, ' ' for open cells, 'S' for the start and 'G' for the goal ('o' marks the answer, not the maze)"
@@ -58,40 +63,6 @@ def parse_maze(puzzle: str | list, size: int | None = None) -> np.ndarray:
 def _find(grid: np.ndarray, token: int) -> tuple[int, int]:
     r, c = np.argwhere(grid == token)[0]
     return int(r), int(c)
-
-
-@nb.njit(cache=True)
-def bfs(passable, rows, cols, start, dist, count):
-    """Breadth-first search over the flat ``passable`` mask from cell ``start``.
-
-    Fills ``dist`` (steps from start, -1 = unreachable) and ``count`` (number of shortest paths,
-    saturating at 2: all that uniqueness needs, and it cannot overflow).
-    """
-    dist[:] = -1
-    count[:] = 0
-    queue = np.empty(rows * cols, np.int64)
-    dist[start] = 0
-    count[start] = 1
-    queue[0] = start
-    head, tail = 0, 1
-    while head < tail:
-        v = queue[head]
-        head += 1
-        r, c = v // cols, v % cols
-        for k in range(4):
-            nr, nc = r + _STEPS[k, 0], c + _STEPS[k, 1]
-            if nr < 0 or nr >= rows or nc < 0 or nc >= cols:
-                continue
-            u = nr * cols + nc
-            if not passable[u]:
-                continue
-            if dist[u] == -1:
-                dist[u] = dist[v] + 1
-                count[u] = count[v]
-                queue[tail] = u
-                tail += 1
-            elif dist[u] == dist[v] + 1:
-                count[u] = min(2, count[u] + count[v])
 
 
 def _search(grid: np.ndarray, passable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +100,6 @@ def to_tokens(grid: np.ndarray) -> np.ndarray:
 def from_tokens(tokens: np.ndarray, cols: int) -> np.ndarray:
     """Flat model output ids to an answer grid [rows, cols] of token ids."""
     return np.asarray(tokens, dtype=np.int8).reshape(-1, cols)
-
-
-def to_rows(grid: np.ndarray) -> list[str]:
-    """Token ids [rows, cols] to row strings; PAD (never a valid answer cell) shows as ``?``."""
-    return chargrid.to_rows(np.asarray(grid), CHARSET)
 
 
 def to_string(grid: np.ndarray) -> str:
@@ -182,20 +148,13 @@ def solution(grid: np.ndarray) -> np.ndarray:
     v = _goal_index(grid)
     while dist[v] > 1:
         r, c = divmod(v, cols)
-        for dr, dc in _STEPS:
+        for dr, dc in STEPS:
             u = (r + dr) * cols + c + dc
             if 0 <= r + dr < rows and 0 <= c + dc < cols and dist[u] == dist[v] - 1:
                 v = u
                 break
         ans[v] = PATH_ID
     return ans.reshape(rows, cols)
-
-
-def write_jsonl(path: str | Path, puzzles: np.ndarray, solutions: np.ndarray, meta: list[dict]) -> None:
-    """Write mazes as JSON lines ``{"puzzle": rows, "solution": rows, **meta}`` (readable, diffable)."""
-    with open(path, "w") as fh:
-        for p, s, m in zip(puzzles, solutions, meta, strict=True):
-            fh.write(json.dumps({"puzzle": to_rows(p), "solution": to_rows(s), **m}) + "\n")
 
 
 def read_jsonl(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:

@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 from tqdm import tqdm
 
-from eqr.model.tasks.maze import GOAL_ID, OPEN_ID, PATH_ID, START_ID, WALL_ID, bfs, write_jsonl
+from eqr.model.tasks.mazegrid import GOAL_ID, OPEN_ID, PATH_ID, START_ID, WALL_ID, bfs, write_jsonl
 
 KINDS = ("perfect", "random", "braided", "rooms")  # the index is the kind's id in generated sets
 MIXED = "mixed"  # perfect or random per maze (p_perfect): the first eval sets, kept reproducible
