@@ -117,3 +117,15 @@ def test_readme_is_a_front_page_whose_links_resolve():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
         if not target.startswith(("http://", "https://")):
             assert (ROOT / target).exists(), f"README.md links to a missing {target}"
+
+
+def test_ci_runs_the_readmes_test_command():
+    """The README's first code block gives two commands, install-and-serve then the tests; CI's entry
+    point runs the second one as written, so the README's test command is what CI proves."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    lines = [line.split("  #")[0].strip() for line in block.group(1).strip().splitlines()]
+    assert len(lines) == 2 and lines[0].endswith("eqr serve")
+    test_command = lines[1]
+    ci = [line.split("  #")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert f"exec {test_command}" in ci, f"{test_command!r} is not what .ci/run runs"
