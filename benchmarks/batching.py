@@ -21,7 +21,6 @@ alternation so that load from other processes hits both alike.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import random
 import statistics
@@ -106,9 +105,7 @@ def run_static(model, mix, slots: int, depth: int, noise: float, rule: Convergen
         b0 = time.perf_counter()
         for t in range(depth):
             out = stepper.iterate(state)
-            state = dataclasses.replace(
-                state, z_H=out.z_H, z_L=out.z_L, steps=state.steps + 1, prev_logits=out.logits, prev_pred=out.pred
-            )
+            state = state.advanced(out)
             streak = rule.update_streak(streak, out.pred_change, out.residual)
             leaving = ~done & (rule.converged(streak) | (t + 1 == depth))
             answer[leaving] = out.pred[leaving]

@@ -17,7 +17,6 @@ accuracy through aggregation, not to this trade-off. Writes a PNG of accuracy ag
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from pathlib import Path
 
@@ -64,9 +63,7 @@ def record(model, path: Path, depth: int, noise: float, limit: int | None) -> di
             changed[t, rows] = out.pred_change.cpu() != 0
             residual[t, rows] = out.residual.float().cpu()
             right[t, rows] = (out.pred.cpu() == labels[rows]).all(dim=1)
-            state = dataclasses.replace(
-                state, z_H=out.z_H, z_L=out.z_L, steps=state.steps + 1, prev_logits=out.logits, prev_pred=out.pred
-            )
+            state = state.advanced(out)
     return {"changed": changed, "residual": residual, "right": right}
 
 

@@ -46,6 +46,13 @@ class StepBatch:
         """Rows ``[start, stop)`` of every field, as views."""
         return StepBatch(*(t[start:stop] for t in self.tensors()))
 
+    def advanced(self, out: StepOutput) -> StepBatch:
+        """The next iteration's inputs after ``out``, for loops that step a batch outside a slot pool
+        (the pool writes its own buffers in place)."""
+        return dataclasses.replace(
+            self, z_H=out.z_H, z_L=out.z_L, steps=self.steps + 1, prev_logits=out.logits, prev_pred=out.pred
+        )
+
 
 @dataclass
 class StepOutput:

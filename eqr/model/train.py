@@ -182,9 +182,7 @@ def evaluate_generated(
             state = fresh_batch(model, rows, seeds, model.cfg.noise_scale)
             for _ in range(depth):
                 o = model.iterate(state)
-                state = dataclasses.replace(
-                    state, z_H=o.z_H, z_L=o.z_L, steps=state.steps + 1, prev_logits=o.logits, prev_pred=o.pred
-                )
+                state = state.advanced(o)
             mask = allowed(rows.cpu().numpy())
             pred = (
                 state.prev_pred

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -62,9 +60,7 @@ def test_answers_keep_the_givens_on_mazes_of_every_kind():
     with torch.no_grad():
         for _ in range(4):
             o = model.iterate(state)
-            state = dataclasses.replace(
-                state, z_H=o.z_H, z_L=o.z_L, steps=state.steps + 1, prev_logits=o.logits, prev_pred=o.pred
-            )
+            state = state.advanced(o)
     assert not all(_keeps(p, a) for p, a in zip(mazes, state.prev_pred.numpy(), strict=True))
     # ...the engine's answers never do, in every trajectory it picks from
     engine = offline_engine(model, task, {}, slots=7)
