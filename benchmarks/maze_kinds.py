@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from puzzle_sets import shown
 
 from eqr.model.checkpoint import load_model
 from eqr.model.tasks import maze
@@ -77,6 +78,7 @@ def main() -> None:
     for folder in args.model:
         by_length: dict[tuple[int, int], list[bool]] = {b: [] for b in LENGTHS}
         model, meta = load_model(folder)
+        label = f"{shown(folder):<31} "  # relative to the checkout; a space before the kind column, however long
         task = task_for(meta)
         config = EngineConfig(slots=16, max_queue=1 << 20, max_depth=64)
         engine = Engine(model, config, model_name=folder.name, task=task, defaults=meta.get("inference"))
@@ -90,7 +92,7 @@ def main() -> None:
                     n = maze.shortest_path_length(maze.from_tokens(p, task.size))
                     by_length[next(b for b in LENGTHS if b[0] <= n <= b[1])].append(ok)
                 line = (
-                    f"{folder!s:<32}{kind:<10}{plain['exact']:>8.1%}{plain['iterations']:>7.1f}"
+                    f"{label}{kind:<10}{plain['exact']:>8.1%}{plain['iterations']:>7.1f}"
                     f"{ver['exact']:>10.1%}{ver['iterations']:>7.1f}{ver['wrong_verified']:>16}"
                     f"{plain['given_changed'] + ver['given_changed']:>15}"
                 )
@@ -98,8 +100,8 @@ def main() -> None:
                 lines.append(line)
         finally:
             engine.stop()
-        shown = "  ".join(f"{lo}-{hi}: {np.mean(v):.1%} ({len(v)})" for (lo, hi), v in by_length.items() if v)
-        line = f"{folder!s:<32}64x1 by path length, all kinds: {shown}"
+        buckets = "  ".join(f"{lo}-{hi}: {np.mean(v):.1%} ({len(v)})" for (lo, hi), v in by_length.items() if v)
+        line = f"{label}64x1 by path length, all kinds: {buckets}"
         print(line, flush=True)
         lengths.append(line)
     if args.out:
