@@ -298,12 +298,13 @@ class Scheduler:
         starts: list[list] = []  # [request, how many to start], in rank order
         for r in order:
             n = given[r]
-            held = sorted((t for t in r.live if t.status is TrajectoryStatus.RUNNING), key=lambda t: t.index)
-            victims += held[n:]  # a request that lost slots gives up its latest trajectories
-            n -= min(n, len(held))
-            paused = sorted((t for t in r.live if t.status is TrajectoryStatus.PREEMPTED), key=lambda t: t.index)
-            resume += paused[:n]
-            n -= min(n, len(paused))
+            if r.live:  # most requests of a long queue have none: skip their two sorts (cost per step)
+                held = sorted((t for t in r.live if t.status is TrajectoryStatus.RUNNING), key=lambda t: t.index)
+                victims += held[n:]  # a request that lost slots gives up its latest trajectories
+                n -= min(n, len(held))
+                paused = sorted((t for t in r.live if t.status is TrajectoryStatus.PREEMPTED), key=lambda t: t.index)
+                resume += paused[:n]
+                n -= min(n, len(paused))
             if n:
                 starts.append([r, n])
         # the saved-state bound: beyond it, the best-ranked victims keep their slots and the worst-ranked
