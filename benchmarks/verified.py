@@ -12,6 +12,11 @@ the set under each policy, and prints a table measured side by side in one run:
 Iterations per puzzle are every trajectory's iterations summed (restarts included): what a puzzle cost
 the server, and what does not drift with the machine's load. One command:
 ``python benchmarks/verified.py --data top95.csv --budget 1000,2000``.
+
+``--curve 500,1000,...,16000`` adds accuracy against budget in verified mode from one run at the largest
+budget: restarts run one at a time in a fixed seed sequence whatever the budget, so a puzzle verified
+after I iterations at budget N is verified at every budget >= I and costs min(I, b) at budget b
+(``--plot`` draws it as a PNG).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ def run(client: Client, puzzles: list[str], solutions: list[str], concurrency: i
     wall = time.perf_counter() - t0
     right = [r.answer == s for r, s in zip(results, solutions, strict=True)]
     return {
+        "per_puzzle": [(sum(r.iterations), bool(r.verified), ok) for r, ok in zip(results, right, strict=True)],
         "exact": sum(right) / len(right),
         "iterations": sum(sum(r.iterations) for r in results) / len(results),
         "verified": sum(bool(r.verified) for r in results) / len(results),
@@ -54,6 +60,42 @@ def run(client: Client, puzzles: list[str], solutions: list[str], concurrency: i
     }
 
 
+def budget_curve(per_puzzle: list[tuple[int, bool, bool]], budgets: list[int]) -> list[dict]:
+    """Verified mode at each smaller budget, read off one run at the largest: a puzzle counts as answered at
+    budget b when it verified within b iterations, and costs min(its iterations, b) there."""
+    n = len(per_puzzle)
+    rows = []
+    for b in budgets:
+        hit = [(it, ok) for it, verified, ok in per_puzzle if verified and it <= b]
+        rows.append(
+            {
+                "budget": b,
+                "exact": sum(ok for _, ok in hit) / n,
+                "verified": len(hit) / n,
+                "iterations": sum(min(it, b) for it, _, _ in per_puzzle) / n,
+                "wrong_but_verified": sum(not ok for _, ok in hit),
+            }
+        )
+    return rows
+
+
+def plot_curve(rows: list[dict], title: str, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([r["iterations"] for r in rows], [r["exact"] for r in rows], "o-")
+    for r in rows:
+        ax.annotate(str(r["budget"]), (r["iterations"], r["exact"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("mean iterations per puzzle (labels: budget)")
+    ax.set_ylabel("exact (= verified) accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="top95.csv", help="a puzzle,solution CSV in shared/ or benchmarks/puzzles/")
@@ -61,6 +103,8 @@ def main() -> None:
     ap.add_argument("--breadth", default="1,16", help="fixed breadths to compare")
     ap.add_argument("--budget", default="1000,2000", help="verified mode's budgets (iterations per puzzle)")
     ap.add_argument("--quorum", default="2,3", help="breadth on demand's quorums (cap: the widest --breadth)")
+    ap.add_argument("--curve", default="", help="budgets of an accuracy-against-budget curve (one run at the largest)")
+    ap.add_argument("--plot", type=Path, help="draw --curve as a PNG here")
     ap.add_argument("--limit", type=int, help="first N puzzles only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=16)
@@ -80,6 +124,9 @@ def main() -> None:
         if q
     ]
     budgets = [int(n) for n in args.budget.split(",") if n]
+    curve = sorted(int(n) for n in args.curve.split(",") if n)
+    if curve and max(curve) not in budgets:
+        budgets.append(max(curve))
     policies += [(f"verified {args.depth}, budget {n}", {"verify": True, "budget": n}) for n in budgets]
     print(f"{len(puzzles)} puzzles of {shown(path)}, model {BUNDLED_MODEL.name}, depth {args.depth}, seed {args.seed}")
     rows = []
@@ -103,6 +150,20 @@ def main() -> None:
             f"{name:<34}{r['exact']:>8.1%}{r['iterations']:>19.0f}{r['verified']:>10.1%}{r['restarts']:>10.1f}"
             f"{r['wrong_but_verified']:>16}"
         )
+    if curve:
+        _, top = next(nr for nr in rows if nr[0] == f"verified {args.depth}, budget {max(curve)}")
+        points = budget_curve(top["per_puzzle"], curve)
+        print()
+        print(f"{'budget':>8}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'wrong+verified':>16}")
+        for p in points:
+            print(
+                f"{p['budget']:>8}{p['exact']:>8.1%}{p['iterations']:>19.0f}{p['verified']:>10.1%}"
+                f"{p['wrong_but_verified']:>16}"
+            )
+        if args.plot:
+            plot_curve(points, f"{shown(path)}: verified, depth {args.depth}, {len(puzzles)} puzzles", args.plot)
+            print(f"curve drawn to {args.plot}")
+        print()
     base_name, base = next(nr for nr in rows if nr[0] == f"fixed {args.depth} x {cap}")  # the widest fixed breadth
     adaptive = [nr for nr in rows if not nr[0].startswith("fixed")]
     for name, r in adaptive:
