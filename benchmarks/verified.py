@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--curve", default="", help="budgets of an accuracy-against-budget curve (one run at the largest)")
     ap.add_argument("--plot", type=Path, help="draw --curve as a PNG here")
     ap.add_argument("--limit", type=int, help="first N puzzles only")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for one answer (budget 16000: more)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
@@ -133,7 +134,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         embedded(BUNDLED_MODEL, args.slots, args.threads, Path(tmp)) as d,
-        Client(d.url, timeout=600) as client,
+        Client(d.url, timeout=args.timeout) as client,
     ):
         for name, options in policies:
             r = run(client, puzzles, solutions, args.concurrency, depth=args.depth, seed=args.seed, **options)
