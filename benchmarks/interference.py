@@ -8,7 +8,8 @@ Each policy (``EQR_SCHEDULER=fair`` and ``fcfs``) gets its own ``eqr serve`` pro
 1. **easy under load**: easy50 one at a time on the idle server, then again while ``--clients``
    clients each keep one top95 request (depth 256, breadth 4, vote) in flight; p50/p90 latency.
 2. **small behind verified**: the README's Sudoku alone, then sent 1 s after a verified request
-   (``verify``, budget 65536, breadth 16, a hard top95 puzzle) started; its latency.
+   (``verify``, budget 65536, breadth 16; the first top95 puzzle still unverified 1 s after it
+   started; a 20 s deadline bounds the wait) started; its latency.
 3. **paper-like on demand**: one request with the paper preset's fields spelled out (depth 64,
    breadth 128, noise 0.5, learned halting, most-converged) and ``breadth_mode: on_demand``, idle;
    wall time and iterations.
@@ -136,14 +137,24 @@ def measure(policy: str, args: argparse.Namespace, tmp: Path) -> dict[str, float
         }
 
         out["readme idle"] = statistics.median(solve(c, README_SUDOKU)[0] for _ in range(3))
-        verified_done: list[float] = []
-        v = threading.Thread(target=lambda: verified_done.append(solve(c, hard[0][0], seed=7, **VERIFIED)[0]))
-        v.start()
-        time.sleep(1.0)
-        out["readme behind verified"] = solve(c, README_SUDOKU)[0]
-        out["verified in flight (1/0)"] = float(v.is_alive())  # else the goal measured nothing
-        v.join()
-        out["verified request"] = verified_done[0]
+        # the goal needs a verified request still running 1 s after it started: the model verifies many
+        # top95 puzzles within a second, so take the first one it does not
+        for puzzle, _ in hard:
+            done: list[float] = []
+            # the deadline only bounds the benchmark's wait; the request spends its budget until then
+            fields = {**VERIFIED, "timeout_ms": args.verified_deadline_ms}
+            v = threading.Thread(target=lambda pz=puzzle, d=done, f=fields: d.append(solve(c, pz, seed=7, **f)[0]))
+            v.start()
+            time.sleep(1.0)
+            in_flight = v.is_alive()
+            if in_flight:
+                out["readme behind verified"] = solve(c, README_SUDOKU)[0]
+            v.join()
+            if in_flight:
+                break
+        out["verified in flight (1/0)"] = float(in_flight)  # else the goal measured nothing
+        out.setdefault("readme behind verified", float("nan"))
+        out["verified request"] = done[0]
 
         seconds, body = solve(c, hard[0][0], seed=1, **paper)
         out["paper-like wall"], out["paper-like iterations"] = seconds, sum(body["iterations"])
@@ -162,6 +173,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="loaders, each keeping one top95 request in flight")
     ap.add_argument("--paper-breadth", type=int, default=128, help="breadth cap of the paper-like request")
     ap.add_argument("--accuracy", type=int, default=5, help="top95 puzzles for the on-demand accuracy rows")
+    ap.add_argument("--verified-deadline-ms", type=int, default=20_000, help="deadline of the verified request")
     ap.add_argument("--policies", default="fair,fcfs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
