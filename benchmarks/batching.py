@@ -242,8 +242,7 @@ def main() -> None:
         f"(medians of {args.rounds} pairs): overhead {100 * (ratio - 1):+.1f}%"
     )
     print(f"continuous/static: {static['wall'] / cont['wall']:.2f}x")
-    # how much of the work continuous batching saves becomes time saved (issue #20's goal: >= 85%);
-    # what is lost is mostly the drain at the end, when a few slots run a step that costs a full chunk
+    # how much of the work continuous batching saves becomes time saved (issue #20's goal: >= 85%)
     saved_time, saved_work = static["wall"] / cont["wall"], static["slot_iters"] / cont["slot_iters"]
     print(f"wall ratio / slot-iteration ratio: {saved_time / saved_work:.0%}")
 

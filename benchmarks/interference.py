@@ -25,7 +25,6 @@ checkout for easy50/top95 (falls back to the bundled copies).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from puzzle_sets import BUNDLED, SHARED
+from puzzle_sets import BUNDLED, SHARED, read_set
 from servers import CLI, free_port, process, wait_ok
 
 from eqr.server.jobs import PRESETS
@@ -49,9 +48,7 @@ ON_DEMAND = {"depth": 256, "breadth": 16, "breadth_mode": "on_demand"}
 
 
 def puzzles(name: str, n: int) -> list[tuple[str, str]]:
-    with (DATA / f"{name}.csv").open() as f:
-        rows = [(r[0], r[1]) for r in csv.reader(f) if r and not r[0].startswith("#") and len(r[0]) == 81]
-    return rows[:n]
+    return list(zip(*read_set(DATA / f"{name}.csv", n), strict=True))
 
 
 @contextmanager

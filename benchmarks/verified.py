@@ -22,7 +22,6 @@ after I iterations at budget N is verified at every budget >= I and costs min(I,
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -30,18 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from puzzle_sets import BUNDLED, SHARED, shown
+from puzzle_sets import BUNDLED, SHARED, read_set, shown
 from servers import embedded
 
 from eqr.model.bundled import BUNDLED_MODEL
 from eqr_client import Client
-
-
-def read_set(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
-    with path.open() as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].startswith(("#", "puzzle"))]
-    rows = rows[:limit]
-    return [r[0] for r in rows], [r[1] for r in rows]
 
 
 def run(client: Client, puzzles: list[str], solutions: list[str], concurrency: int, **options) -> dict:
