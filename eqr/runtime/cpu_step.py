@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from eqr.kernels import ndtri, reference, rng
 from eqr.model.network import EqRNetwork
-from eqr.model.step import StepBatch, StepOutput
+from eqr.model.step import StepBatch, StepOutput, fresh_batch
 
 _MASK = 0xFFFFFFFF
 _A, _B, _C, _D, _P_LOW = ndtri.A, ndtri.B, ndtri.C, ndtri.D, ndtri.P_LOW
@@ -135,6 +135,14 @@ class CpuStep:
             )
             for layer in model.L_level.layers
         ]
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run one chunk of blank slots once. The first call in a process loads the numba kernels
+        (about a second on this 2-core CPU) and starts the worker threads: a server pays that when it
+        starts, not in its first request's latency, and a benchmark does not time it."""
+        tokens = torch.zeros(self.chunk, self.cfg.seq_len, dtype=torch.long)
+        self.iterate(fresh_batch(self.model, tokens, torch.zeros(self.chunk, dtype=torch.long), 0.0))
 
     def _block(self, h: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """One post-norm ReasoningBlock on a sequence-major chunk [S, k, D]."""

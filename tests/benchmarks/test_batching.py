@@ -28,6 +28,9 @@ def test_small_mixed_load_same_answers_and_less_work():
     assert work > 1.2, out  # static runs every batch as long as its slowest member
     assert re.search(r"easy p99 \(slot→result\) mixed/alone: [\d.]+x", out)
     assert re.search(r"overhead [+-][\d.]+%", out)
+    for mode in ("continuous", "static"):  # where the wall time goes: the model step or around it
+        step = re.search(mode + r": ([\d.]+) s of ([\d.]+) s wall in the model step \((\d+)%\)", out)
+        assert step and 0 < float(step.group(1)) <= float(step.group(2)) + 0.05, out
     *_, wall_line, share_line = out.strip().splitlines()
     assert re.fullmatch(r"continuous/static: \d+\.\d\dx", wall_line), out
     wall = float(wall_line.split()[-1].rstrip("x"))

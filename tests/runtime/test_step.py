@@ -2,6 +2,8 @@
 
 import dataclasses
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -174,6 +176,23 @@ def test_cpu_step_is_independent_of_threads_and_batch_company() -> None:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     alone = one.iterate(inputs.rows(5, 4))  # a chunk holds one slot: same numbers alone or batched
     assert torch.equal(alone.z_H[0], a.z_H[4]) and torch.equal(alone.pred[0], a.pred[4])
+
+
+def test_cpu_step_warms_up_when_built() -> None:
+    """The first call's cost (numba's kernels loaded, worker threads started) is paid at construction,
+    not by a server's first request: checked in a fresh process, where nothing ran before."""
+    code = (
+        "import torch\n"
+        "from eqr.model.config import EqRConfig\n"
+        "from eqr.model.network import EqRNetwork\n"
+        "from eqr.runtime import cpu_step\n"
+        f"cfg = EqRConfig(**{dataclasses.asdict(MLP_T)!r})\n"
+        "step = cpu_step.CpuStep(EqRNetwork(cfg), workers=2)\n"
+        "print(len(cpu_step._damped_update.signatures), len(step._pool._threads))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    compiled, threads = map(int, out.split())
+    assert compiled >= 1 and threads >= 1
 
 
 def test_cpu_step_refuses_attention_models() -> None:
