@@ -36,7 +36,8 @@ from pathlib import Path
 
 import httpx
 from puzzle_sets import BUNDLED, SHARED, read_set
-from servers import CLI, free_port, process, wait_ok
+from servers import embedded
+from stats import percentile
 
 from eqr.server.jobs import PRESETS
 
@@ -51,26 +52,12 @@ def puzzles(name: str, n: int) -> list[tuple[str, str]]:
     return list(zip(*read_set(DATA / f"{name}.csv", n), strict=True))
 
 
-@contextmanager
-def server(policy: str, tmp: Path) -> Iterator[str]:
-    """``eqr serve`` with its defaults and ``EQR_SCHEDULER=policy``, ready; yields its URL."""
-    port, log = free_port(), tmp / f"serve-{policy}.log"
-    with process([*CLI, "serve", "--port", str(port)], log, {"EQR_SCHEDULER": policy}) as proc:
-        url = f"http://127.0.0.1:{port}"
-        wait_ok(f"{url}/readyz", proc, log)
-        yield url
-
-
 def solve(client: httpx.Client, puzzle: str, **fields) -> tuple[float, dict]:
     """One request's latency in seconds and its body (raises on any non-200)."""
     t = time.perf_counter()
     r = client.post("/v1/solve", json={"puzzle": puzzle, **fields})
     r.raise_for_status()
     return time.perf_counter() - t, r.json()
-
-
-def p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 @contextmanager
@@ -119,7 +106,13 @@ def accuracy(client: httpx.Client, rows: list[tuple[str, str]], fields: dict) ->
 def measure(policy: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     easy, hard = puzzles("easy50", args.easy), puzzles("top95", args.top95)
     out: dict[str, float] = {}
-    with server(policy, tmp) as url, httpx.Client(base_url=url, timeout=600) as c:
+    (tmp / policy).mkdir()
+    # the server's defaults (16 slots, every bundled model), the policy named in its environment
+    with (
+        embedded(None, None, None, tmp / policy, {"EQR_SCHEDULER": policy}) as d,
+        httpx.Client(base_url=d.url, timeout=600) as c,
+    ):
+        url = d.url
         paper = on_demand_fields(args.paper_breadth)
         for puzzle, _ in easy[:3]:  # warm-up
             solve(c, puzzle)
@@ -127,10 +120,10 @@ def measure(policy: str, args: argparse.Namespace, tmp: Path) -> dict[str, float
         with loaders(url, args.clients, hard, HARD):
             loaded = [solve(c, pz)[0] for pz, _ in easy]
         out |= {
-            "easy idle p50": p(idle, 50),
-            "easy idle p90": p(idle, 90),
-            "easy loaded p50": p(loaded, 50),
-            "easy loaded p90": p(loaded, 90),
+            "easy idle p50": percentile(idle, 50),
+            "easy idle p90": percentile(idle, 90),
+            "easy loaded p50": percentile(loaded, 50),
+            "easy loaded p90": percentile(loaded, 90),
         }
 
         out["readme idle"] = statistics.median(solve(c, README_SUDOKU)[0] for _ in range(3))

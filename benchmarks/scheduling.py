@@ -36,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from puzzle_sets import BUNDLED, ROOT, SHARED
+from stats import percentile
 
 from eqr.model.checkpoint import load_model
 from eqr.model.tasks.registry import task_for
@@ -199,10 +200,6 @@ def arrivals_for(models: Models, args, load: float, capacity: float, demand: dic
         k += 1
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sudoku", type=Path, default=ROOT / "models" / "sudoku-small")
@@ -234,7 +231,8 @@ def main() -> None:
             r = run(models, arrivals, policy)
             table[(load_, policy)] = r
             cells = "  ".join(
-                f"{c} p50 {pct(r['latency'][c], 50):6.2f}s p99 {pct(r['latency'][c], 99):6.2f}s" for c in CLASSES
+                f"{c} p50 {percentile(r['latency'][c], 50):6.2f}s p99 {percentile(r['latency'][c], 99):6.2f}s"
+                for c in CLASSES
             )
             print(f"  {policy:5s} {cells}  throughput {r['throughput']:.2f}/s  utilisation {r['utilisation']:.0%}  "
                   f"preempted {r['preempted']} (max saved {r['max_saved'] / 1e6:.1f} MB)")  # fmt: skip
@@ -246,7 +244,8 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, cls in zip(axes, ("easy", "hard"), strict=True):
         for policy in policies:
-            ax.plot(loads, [pct(table[(x, policy)]["latency"][cls], 99) for x in loads], marker="o", label=policy)
+            p99 = [percentile(table[(x, policy)]["latency"][cls], 99) for x in loads]
+            ax.plot(loads, p99, marker="o", label=policy)
         ax.set_xlabel("load (fraction of capacity)")
         ax.set_ylabel("p99 latency (s)")
         ax.set_yscale("log")
@@ -258,8 +257,8 @@ def main() -> None:
     if {"fcfs", "fair"} <= set(policies):
         at = min(loads, key=lambda x: abs(x - 0.8))
         f, g = table[(at, "fcfs")], table[(at, "fair")]
-        easy = pct(f["latency"]["easy"], 99) / pct(g["latency"]["easy"], 99)
-        hard = pct(g["latency"]["hard"], 99) / pct(f["latency"]["hard"], 99)
+        easy = percentile(f["latency"]["easy"], 99) / percentile(g["latency"]["easy"], 99)
+        hard = percentile(g["latency"]["hard"], 99) / percentile(f["latency"]["hard"], 99)
         print(f"at {at:.0%} load: easy p99 fcfs/fair {easy:.1f}x; hard p99 fair/fcfs {hard:.2f}x; "
               f"throughput fair/fcfs {g['throughput'] / f['throughput']:.3f}")  # fmt: skip
 

@@ -74,15 +74,17 @@ def wait_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = START_
         time.sleep(0.2)
 
 
-def engine_args(model: Path, slots: int, threads: int) -> list[str]:
-    return ["--model", str(model), "--slots", str(slots), "--threads", str(threads)]
+def engine_args(model: Path | None, slots: int | None, threads: int | None) -> list[str]:
+    """The engine's flags; one left None keeps the server's default (no --model: every bundled model)."""
+    flags = {"--model": model, "--slots": slots, "--threads": threads}
+    return [arg for flag, value in flags.items() if value is not None for arg in (flag, str(value))]
 
 
 @contextmanager
 def embedded(
-    model: Path, slots: int, threads: int, tmp: Path, env: dict[str, str] | None = None
+    model: Path | None, slots: int | None, threads: int | None, tmp: Path, env: dict[str, str] | None = None
 ) -> Iterator[Deployment]:
-    """``eqr serve`` on a free port, ready."""
+    """``eqr serve`` on a free port, ready (its log in ``tmp``)."""
     port, log = free_port(), tmp / "serve.log"
     with process([*CLI, "serve", "--port", str(port), *engine_args(model, slots, threads)], log, env) as proc:
         url = f"http://127.0.0.1:{port}"
