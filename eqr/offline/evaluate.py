@@ -207,7 +207,7 @@ def plot_frontier(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_xlabel("mean iterations per puzzle (trajectories and restarts summed)")
         ax.set_ylabel("exact (%)")
         ax.set_title(f"{Path(name).name}: fixed compute (squares), adaptive (circles)")
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
