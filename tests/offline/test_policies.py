@@ -16,7 +16,7 @@ from eqr.offline.policies import grid, named, paper, reaching_reference, referen
 from eqr.server.cli import main
 from eqr.server.engine import SolveParams
 from eqr.server.jobs import PRESETS, field_specs
-from tests.model.test_evaluate import PNG_MAGIC, SOLUTION, SUDOKU, blanked, save_tiny_model
+from tests.offline.test_evaluate import PNG_MAGIC, SUDOKU
 
 
 def record(policy: str, adaptive: bool, solved: int, spent: float, puzzles: int = 40) -> dict:
@@ -119,18 +119,6 @@ def test_a_reference_that_spent_nothing_is_refused():
 
 
 # -- through the engine and the CLI, on a tiny model ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    path.write_text("".join(f"{blanked(k)},{SOLUTION}\n" for k in (2, 3, 5)))
-    return path
 
 
 def test_evaluate_runs_each_policy_as_its_request():

@@ -35,18 +35,6 @@ def blanked(step: int) -> str:
     return "".join("." if i % step == 0 else ch for i, ch in enumerate(SOLUTION))
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    path.write_text("".join(f"{blanked(k)},{SOLUTION}\n" for k in (2, 3, 5)))
-    return path
-
-
 # -- metric computation on hand-built results ---------------------------------------------------
 
 LABELS = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
