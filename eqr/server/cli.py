@@ -119,10 +119,10 @@ def _eval(args: argparse.Namespace) -> int:
     params = SolveParams(**{k: v for k, v in request_fields(args).items() if k not in grid})
     shown = ", ".join(f"{k} {v}" for k, v in vars(params).items() if v is not None)
     print(f"request fields: {shown}, under each policy's own; the rest the model's defaults")
-    records = []
+    records, last = [], []  # last: per data file, the cheapest adaptive policy reaching the paper protocol
     for path in args.data:
         try:
-            records += evaluate_file(
+            found = evaluate_file(
                 model,
                 meta,
                 path,
@@ -141,16 +141,17 @@ def _eval(args: argparse.Namespace) -> int:
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             print(f"eqr eval: {message}", file=sys.stderr)
             return 2
+        records += found
+        if args.policies:
+            line = policies.reference_line(found, next(r for r in found if r["policy"] == reference.name))
+            last.append(f"{Path(path).name}: {line}" if len(args.data) > 1 else line)
     if args.json:
         print(f"wrote {write_json(records, args.json)}")
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else "eval.png")
     print(f"wrote {(plot_frontier if args.policies else plot_records)(records, plot)}")
     print(format_table(records))
-    if args.policies:  # last: per data file, the cheapest adaptive policy reaching the paper protocol
-        for data in dict.fromkeys(r["data"] for r in records):
-            rows = [r for r in records if r["data"] == data]
-            line = policies.reference_line(rows, next(r for r in rows if r["policy"] == reference.name))
-            print(f"{data}: {line}" if len(args.data) > 1 else line)
+    for line in last:
+        print(line)
     return 0
 
 

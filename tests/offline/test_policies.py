@@ -1,6 +1,6 @@
 """The named policies and the fraction of the paper protocol's iterations: the list, the pure comparison on
-hand-built records, and ``eqr eval --policies`` on a tiny model (the paper row at its real size: a tiny
-network runs 64 x 128 in a few seconds)."""
+hand-built records, evaluate() on the bundled Sudoku model and ``eqr eval --policies`` on a tiny model,
+both with the paper protocol's row shrunk (its 64 x 128 is the one test here that would take minutes)."""
 
 from __future__ import annotations
 
@@ -143,23 +143,43 @@ def test_evaluate_runs_each_policy_as_its_request():
     assert by_name["fixed 8 x 4 quorum 3"]["iterations_spent"] < fixed["iterations_spent"]
 
 
-def test_eval_cli_policies_table_ends_with_the_fraction_line(model_dir, csv_file, tmp_path, capsys):
+@pytest.fixture
+def small_paper(monkeypatch):
+    """The paper preset shrunk to 6 x 4 (its 64 x 128 takes a minute even on the tiny model): the CLI's row
+    follows the preset, whatever its size."""
+    monkeypatch.setitem(PRESETS, "paper", {**PRESETS["paper"], "depth": 6, "breadth": 4})
+    return "paper 6 x 4"
+
+
+def test_eval_cli_policies_table_ends_with_the_fraction_line(model_dir, csv_file, small_paper, tmp_path, capsys):
     out = tmp_path / "policies.json"
     argv = ["eval", "--model", str(model_dir), "--data", str(csv_file), "--policies", "--depth", "4", "--breadth", "4"]
     assert main([*argv, "--limit", "2", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     records = json.loads(out.read_text())
     assert [r["policy"] for r in records] == [p.name for p in named(4, 4)]
-    real = next(r for r in records if r["policy"] == "paper 64 x 128")  # the real preset, not a shrunk one
-    assert (real["depth"], real["breadth"], real["aggregate"], real["puzzles"]) == (64, 128, "converged", 2)
+    real = next(r for r in records if r["policy"] == small_paper)
+    assert (real["depth"], real["breadth"], real["aggregate"], real["puzzles"]) == (6, 4, "converged", 2)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC  # the frontier plot
     rows = [line for line in lines if line.startswith("tiny.csv")]
     assert [line.split()[1:3] for line in rows][:2] == [["fixed", "4"], ["fixed", "4"]] and len(rows) == len(records)
-    assert any(re.search(r"paper 64 x 128 +64 +128 converged", line) for line in rows)
+    assert any(re.search(r"paper 6 x 4 +6 +4 converged", line) for line in rows)
     assert lines[-1] == reference_line(records, real)
     assert re.fullmatch(
         r"(best adaptive policy .+ at [\d.e-]+ of its iterations \(\d+ a puzzle\))|(no adaptive .+)", lines[-1]
     )
+
+
+def test_eval_cli_policies_ends_with_a_line_per_data_file(model_dir, csv_file, small_paper, tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text(csv_file.read_text().splitlines()[2] + "\n")
+    argv = ["eval", "--model", str(model_dir), "--data", str(csv_file), str(other), "--policies", "--depth", "2"]
+    assert main([*argv, "--breadth", "2", "--limit", "1", "--json", str(tmp_path / "two.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    records = json.loads((tmp_path / "two.json").read_text())
+    for line, name in zip(lines[-2:], ("tiny.csv", "other.csv"), strict=True):
+        own = [r for r in records if r["data"] == name]
+        assert line == f"{name}: " + reference_line(own, next(r for r in own if r["policy"] == small_paper))
 
 
 def test_eval_cli_policies_refuses_a_grid(model_dir, csv_file, capsys):
