@@ -1,21 +1,24 @@
 """Accuracy against compute for each policy the engine offers, on one mixed set, through the engine itself.
 
 The set mixes easy Sudoku (easy50), hard Sudoku (top95), 17-clue Sudoku (a royle17 sample) and 11×11
-mazes (the held-out maze11-1000); each puzzle goes to the bundled model of its task, both served by
-in-process engines (the continuous-batching scheduler, slot pools and steps the server runs). Every
-policy solves every puzzle with the same request seed:
+mazes (the held-out maze11-1000); each puzzle goes to the bundled model of its task, run by
+``eqr eval``'s evaluation (the serving engine in-process). Every policy of ``eqr.offline.policies``
+(the list ``eqr eval --policies`` runs) solves every puzzle with the same request seed:
 
 - fixed D × B with the vote and with the paper's most-converged rule (pure EqR, all B run);
+- the paper's protocol: 64 × 128, noise 0.5, learned halting, most-converged answer;
 - fixed D × B with a quorum (the siblings stop once Q agree);
 - breadth on demand with cap B and quorum Q;
 - verified mode with a budget N per puzzle.
 
 Compute is iterations per puzzle: every trajectory's iterations summed, restarts included; it does not
 drift with the machine's load. Prints one row per policy (exact per set, overall, mean iterations),
-writes a PNG of the frontier, and ends with the compute ratio at which the best adaptive policy
-matches the fixed D × B vote accuracy (within one point).
+writes a PNG of the frontier, and ends with the fraction of the paper protocol's iterations at which
+the cheapest adaptive policy reaches its accuracy (within one puzzle).
 
-``python benchmarks/frontier.py`` (about 20 minutes on 2 CPU cores; ``--limit 20`` for a quick look).
+``python benchmarks/frontier.py`` (hours on 2 CPU cores: the paper's 128 trajectories a puzzle dominate;
+``--limit 20`` for a quick look, ``--paper-depth``/``--paper-breadth`` to shrink its row, which its
+name then says).
 """
 
 from __future__ import annotations
@@ -23,44 +26,27 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import wait
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt
 from puzzle_sets import BUNDLED, SHARED, shown
 
 from eqr.model.bundled import BUNDLED_MODELS
 from eqr.model.checkpoint import load_model
 from eqr.model.tasks.registry import task_for
-from eqr.server.engine import Engine, EngineConfig, Job, SolveParams
+from eqr.offline.evaluate import evaluate, plot_frontier
+from eqr.offline.policies import Policy, named, paper, reference_line
+from eqr.server.engine import SolveParams
 
 ROOT = Path(__file__).resolve().parents[1]
 SUDOKU_SETS = ("easy50.csv", "top95.csv", "royle17-sample1000.csv")
 MAZES = ROOT / "evalsets" / "maze" / "maze11-1000.jsonl"
-
-
-def policies(depth: int, cap: int) -> list[tuple[str, bool, dict]]:
-    """(name, adaptive, request parameters)."""
-    fixed = [(f"fixed {depth} x 1", False, {"breadth": 1})]
-    fixed += [(f"fixed {depth} x {b} vote", False, {"breadth": b, "aggregate": "vote"}) for b in sorted({4, cap})]
-    fixed += [(f"fixed {depth} x {cap} converged", False, {"breadth": cap, "aggregate": "converged"})]
-    adaptive = [(f"fixed {depth} x {cap} quorum 3", True, {"breadth": cap, "aggregate": "vote", "quorum": 3})]
-    adaptive += [
-        (f"on demand <= {cap}, quorum {q}", True, {"breadth": cap, "breadth_mode": "on_demand", "quorum": q})
-        for q in (2, 3)
-    ]
-    # verified mode keeps each model's restart schedule (its verify_depth) rather than running to depth
-    adaptive += [
-        (f"verified, budget {n}", True, {"verify": True, "budget": n, "depth": None}) for n in (16 * depth, 32 * depth)
-    ]
-    return fixed + adaptive
 
 
 def load_sets(limit: int | None, royle: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
@@ -81,30 +67,27 @@ def load_sets(limit: int | None, royle: int) -> list[tuple[str, int, np.ndarray,
     return sets
 
 
-def run(engines: list[Engine], sets, params: dict, depth: int, seed: int) -> tuple[dict[str, float], float]:
-    """Exact share per set and mean iterations per puzzle over all of them."""
-    futures = []
-    for name, model, puzzles, _ in sets:
-        for p in puzzles:
-            job = Job([int(t) for t in p], SolveParams(**{"depth": depth, "seed": seed, **params}))
-            futures.append((name, engines[model].submit(job)))
-    wait([f for _, f in futures])
-    exact: dict[str, list[bool]] = {}
-    iterations = []
-    at = 0
-    for name, _, _, solutions in sets:
-        for solution in solutions:
-            result = futures[at][1].result()
-            exact.setdefault(name, []).append(result.answer == solution.tolist())
-            iterations.append(sum(result.iterations))
-            at += 1
-    return {k: float(np.mean(v)) for k, v in exact.items()}, float(np.mean(iterations))
+def overall(policy: Policy, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One policy's record over the whole mixed set, from its record per set (weighted by puzzles)."""
+    n = sum(r["puzzles"] for r in records)
+    exact = sum(r["exact_accuracy"] * r["puzzles"] for r in records) / n
+    spent = sum(r["iterations_spent"] * r["puzzles"] for r in records) / n
+    return {
+        "data": "mixed set",
+        "policy": policy.name,
+        "adaptive": policy.adaptive,
+        "exact_accuracy": exact,
+        "iterations_spent": spent,
+        "puzzles": n,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", type=int, default=64)
     ap.add_argument("--cap", type=int, default=16, help="the widest breadth (fixed, and on demand's cap)")
+    ap.add_argument("--paper-depth", type=int, help="shrink the paper protocol's row (default: its 64)")
+    ap.add_argument("--paper-breadth", type=int, help="shrink the paper protocol's row (default: its 128)")
     ap.add_argument("--limit", type=int, help="first N puzzles of each set (default: all; mazes: 100)")
     ap.add_argument("--royle", type=int, default=100, help="17-clue puzzles from the royle17 sample")
     ap.add_argument("--seed", type=int, default=0)
@@ -115,72 +98,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     royle = min(args.royle, args.limit) if args.limit is not None else args.royle
     sets = load_sets(args.limit, royle)
-    engines = []
-    for folder in BUNDLED_MODELS:
-        model, meta = load_model(folder)
-        config = EngineConfig(
-            slots=args.slots, max_queue=1 << 20, max_depth=args.depth, max_breadth=args.cap, threads=args.threads
-        )
-        engine = Engine(model, config, model_name=folder.name, task=task_for(meta), defaults=meta.get("inference"))
-        engine.start()
-        engines.append(engine)
+    reference = paper(args.paper_depth, args.paper_breadth)
+    policies = named(args.depth, args.cap, reference)
+    models = [(folder.name, *load_model(folder)) for folder in BUNDLED_MODELS]
     sizes = ", ".join(f"{name} {len(p)}" for name, _, p, _ in sets)
-    print(f"mixed set: {sizes}; depth {args.depth}, seed {args.seed}, {args.slots} slots per model")
-    rows = []
-    try:
-        for name, adaptive, params in policies(args.depth, args.cap):
-            t0 = time.perf_counter()
-            exact, iterations = run(engines, sets, params, args.depth, args.seed)
-            overall = float(np.mean([e for n, _, p, _ in sets for e in [exact[n]] * len(p)]))
-            rows.append((name, adaptive, exact, overall, iterations))
-            print(
-                f"  {name}: {overall:.1%} at {iterations:.0f} iterations ({time.perf_counter() - t0:.0f} s)", flush=True
-            )
-    finally:
-        for engine in engines:
-            engine.stop()
+    print(f"mixed set: {sizes}; depth {args.depth}, seed {args.seed}, {args.slots} slots")
+    records = []
+    for name, index, puzzles, solutions in sets:
+        folder, model, meta = models[index]
+        t0 = time.perf_counter()
+        params = SolveParams(seed=args.seed)
+        records += evaluate(
+            model, task_for(meta), meta, puzzles, solutions, policies, params, args.slots, data=name, name=folder
+        )
+        print(f"  {name}: every policy ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows = [overall(p, [r for r in records if r["policy"] == p.name]) for p in policies]
 
     names = [n for n, _, _, _ in sets]
+    exact = {(r["data"], r["policy"]): r["exact_accuracy"] for r in records}
     header = f"{'policy':<32}" + "".join(f"{n:>9}" for n in names) + f"{'overall':>9}{'iterations':>12}"
     print()
     print(header)
     print("-" * len(header))
-    for name, _, exact, overall, iterations in rows:
-        print(f"{name:<32}" + "".join(f"{exact[n]:>9.1%}" for n in names) + f"{overall:>9.1%}{iterations:>12.0f}")
-    plot(rows, args.out)
-    print(f"wrote {shown(args.out)}")
-    base = next(r for r in rows if r[0] == f"fixed {args.depth} x {args.cap} vote")
-    matching = [r for r in rows if r[1] and r[3] >= base[3] - 0.01]
-    if matching:
-        best = min(matching, key=lambda r: r[4])
-        print(
-            f"best adaptive policy matching fixed {args.depth} x {args.cap} vote ({base[3]:.1%}): {best[0]} "
-            f"({best[3]:.1%}) at {best[4] / base[4]:.2f}x its iterations"
-        )
-    else:
-        print(f"no adaptive policy matches fixed {args.depth} x {args.cap} vote ({base[3]:.1%}) within one point")
-
-
-def plot(rows, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, adaptive, _, overall, iterations in rows:
-        ax.scatter(iterations, 100 * overall, marker="o" if adaptive else "s", color="C3" if adaptive else "C0")
-        ax.annotate(name, (iterations, 100 * overall), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    points = sorted((r[4], 100 * r[3]) for r in rows)
-    frontier, best = [], -1.0
-    for x, y in points:
-        if y > best:
-            frontier.append((x, y))
-            best = y
-    ax.plot(*zip(*frontier, strict=True), "--", color="grey", linewidth=1, label="frontier")
-    ax.set_xscale("log")
-    ax.set_xlabel("mean iterations per puzzle (trajectories and restarts summed)")
-    ax.set_ylabel("exact (%) on the mixed set")
-    ax.set_title("accuracy against compute: fixed breadth (squares) and adaptive policies (circles)")
-    ax.legend(loc="lower right")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    for row in rows:
+        per_set = "".join(f"{exact[n, row['policy']]:>9.1%}" for n in names)
+        print(f"{row['policy']:<32}{per_set}{row['exact_accuracy']:>9.1%}{row['iterations_spent']:>12.0f}")
+    print(f"wrote {shown(plot_frontier(rows, args.out))}")
+    print(reference_line(rows, next(r for r in rows if r["policy"] == reference.name)))
 
 
 if __name__ == "__main__":

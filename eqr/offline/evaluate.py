@@ -1,9 +1,10 @@
 """Offline evaluation: accuracy and cost of any request on a labelled set, through the serving engine.
 
-Every cell of the grid (depth × breadth × aggregate, with whatever other request fields are given:
-verified mode, breadth on demand, a budget, a quorum...) sends each puzzle as a request seeded
-``seed`` to one in-process engine, exactly as a server would run it, so a cell measures what
-serving that request costs. All cells share one engine and run batched together. Per cell:
+Every policy (``eqr.offline.policies``: a cell of the depth × breadth × aggregate grid, or a named
+policy: verified mode, breadth on demand, a quorum, the paper's protocol...) sends each puzzle as a
+request seeded ``seed`` to one in-process engine, exactly as a server would run it, so a row
+measures what serving that request costs. All policies share one engine and run batched together.
+Per policy:
 
 - exact and cell accuracy of the answers (the givens count, eqr.md §5.3);
 - iterations to convergence of the answer (mean and p90): where the chosen trajectory's answer
@@ -24,11 +25,14 @@ from tqdm import tqdm
 
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.base import Task
+from eqr.offline.policies import Policy
 from eqr.offline.solve import offline_engine, run_jobs
 from eqr.server.engine import Job, SolveParams, SolveResult
 
 RECORD_KEYS = (
     "data",
+    "policy",
+    "adaptive",
     "depth",
     "breadth",
     "aggregate",
@@ -57,12 +61,19 @@ def iteration_stats(results: Sequence[SolveResult], depth: int) -> tuple[float, 
 
 
 def cell_record(
-    results: Sequence[SolveResult], labels: np.ndarray, depth: int, breadth: int, rule: str, data: str = ""
+    results: Sequence[SolveResult],
+    labels: np.ndarray,
+    policy: Policy,
+    depth: int,
+    breadth: int,
+    rule: str,
+    data: str = "",
 ) -> dict[str, Any]:
-    """One cell's record from the results of its puzzles (in the order of ``labels`` [N, S])."""
+    """One policy's record from the results of its puzzles (in the order of ``labels`` [N, S]); ``depth``,
+    ``breadth`` and ``rule``: what its requests resolved to (verified mode: the restart schedule's depth)."""
     exact, cell = accuracy(np.array([r.answer for r in results]), labels)
-    values = (data, depth, breadth, rule, exact, cell, *iteration_stats(results, depth), len(results))
-    return dict(zip(RECORD_KEYS, values, strict=True))
+    values = (data, policy.name, policy.adaptive, depth, breadth, rule, exact, cell)
+    return dict(zip(RECORD_KEYS, (*values, *iteration_stats(results, depth), len(results)), strict=True))
 
 
 def evaluate(
@@ -71,38 +82,33 @@ def evaluate(
     meta: dict[str, Any],
     puzzles: np.ndarray,
     solutions: np.ndarray,
-    depths: Sequence[int],
-    breadths: Sequence[int],
-    rules: Sequence[str],
+    policies: Sequence[Policy],
     params: SolveParams | None = None,
     batch_size: int = 256,
     progress: bool = False,
     data: str = "",
     name: str = "model",
 ) -> list[dict[str, Any]]:
-    """Evaluate puzzles and their solutions (token arrays [n, seq_len]) for every (depth, breadth, rule)
-    cell; ``params``: the other request fields, the same in every cell (its seed seeds every puzzle);
-    ``name``: the model's, as a server names it (messages name it)."""
+    """Evaluate puzzles and their solutions (token arrays [n, seq_len]) under every policy, one record
+    each; ``params``: the other request fields, under every policy's own (its seed seeds every puzzle);
+    ``name``: the model's, as a server names it (messages name it). Raises InvalidParam for a policy the
+    model refuses, before anything runs."""
     if len(puzzles) == 0:
         raise ValueError(f"{data or 'data'}: no puzzles to evaluate")
-    if min(depths) < 1 or min(breadths) < 1:
-        raise ValueError("depths and breadths must be at least 1")
     base = params or SolveParams(seed=0)
-    cells = [(d, b, rule) for d in sorted(set(depths)) for b in sorted(set(breadths)) for rule in rules]
-    jobs = [
-        Job([int(t) for t in p], dataclasses.replace(base, depth=d, breadth=b, aggregate=rule))
-        for d, b, rule in cells
-        for p in puzzles
-    ]
-    bar = tqdm(total=len(jobs), desc=data or "eval", unit="puzzle", disable=not progress)
+    requests = [dataclasses.replace(base, **policy.fields) for policy in policies]
+    jobs = [Job([int(t) for t in p], request) for request in requests for p in puzzles]
     # first-come: idle slots at the end of a run must not start breadth on demand or restarts ahead of
     # need, so the iterations spent per puzzle are the request's own
     engine = offline_engine(model, task, meta, batch_size, name=name, scheduler="fcfs")
+    plans = [engine.plan(Job([int(t) for t in puzzles[0]], request)) for request in requests]
+    bar = tqdm(total=len(jobs), desc=data or "eval", unit="puzzle", disable=not progress)
     results = run_jobs(engine, jobs, bar.update)
     bar.close()
     n = len(puzzles)
     return [
-        cell_record(results[k * n : (k + 1) * n], solutions, d, b, rule, data) for k, (d, b, rule) in enumerate(cells)
+        cell_record(results[k * n : (k + 1) * n], solutions, policy, plan.depth, plan.breadth, plan.aggregate, data)
+        for k, (policy, plan) in enumerate(zip(policies, plans, strict=True))
     ]
 
 
@@ -118,15 +124,17 @@ def evaluate_file(
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table of records, one line per cell of the grid."""
+    """A fixed-width text table of records, one line per policy and data file. ``spent`` is the cost:
+    mean iterations per puzzle, all trajectories and restarts summed."""
+    width = max(len("policy"), *(len(r["policy"]) for r in records))
     head = (
-        f"{'data':<24} {'depth':>5} {'breadth':>7} {'aggregate':<9} "
+        f"{'data':<24} {'policy':<{width}} {'depth':>5} {'breadth':>7} {'aggregate':<9} "
         f"{'exact':>7} {'cell':>7} {'mean_it':>7} {'p90_it':>6} {'spent':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
         lines.append(
-            f"{Path(r['data']).name:<24} {r['depth']:>5} {r['breadth']:>7} {r['aggregate']:<9} "
+            f"{Path(r['data']).name:<24} {r['policy']:<{width}} {r['depth']:>5} {r['breadth']:>7} {r['aggregate']:<9} "
             f"{r['exact_accuracy']:>7.3f} {r['cell_accuracy']:>7.3f} {r['mean_iterations']:>7.2f} "
             f"{r['p90_iterations']:>6.0f} {r['iterations_spent']:>8.1f}"
         )
@@ -171,4 +179,36 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_frontier(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Exact accuracy against iterations spent per puzzle (log axis), one point per policy, squares for
+    fixed compute and circles for adaptive, with the frontier (the best accuracy at each cost) dashed;
+    one panel per data file."""
+    from matplotlib.figure import Figure
+
+    files = list(dict.fromkeys(r["data"] for r in records))
+    fig = Figure(figsize=(8 * len(files), 5), layout="constrained")
+    axes = fig.subplots(1, len(files), squeeze=False)[0]
+    for ax, name in zip(axes, files, strict=True):
+        rows = [r for r in records if r["data"] == name]
+        for r in rows:
+            x, y = r["iterations_spent"], 100 * r["exact_accuracy"]
+            ax.scatter(x, y, marker="o" if r["adaptive"] else "s", color="C3" if r["adaptive"] else "C0")
+            ax.annotate(r["policy"], (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        frontier, best = [], -1.0
+        for x, y in sorted((r["iterations_spent"], 100 * r["exact_accuracy"]) for r in rows):
+            if y > best:
+                frontier.append((x, y))
+                best = y
+        ax.plot(*zip(*frontier, strict=True), "--", color="grey", linewidth=1, label="frontier")
+        ax.set_xscale("log")
+        ax.set_xlabel("mean iterations per puzzle (trajectories and restarts summed)")
+        ax.set_ylabel("exact (%)")
+        ax.set_title(f"{Path(name).name}: fixed compute (squares), adaptive (circles)")
+        ax.legend(loc="best")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
     return out

@@ -87,10 +87,25 @@ def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eqr.model.tasks.registry import task_for
-    from eqr.offline.evaluate import evaluate_file, format_table, plot_records, write_json
+    from eqr.offline import policies
+    from eqr.offline.evaluate import evaluate_file, format_table, plot_frontier, plot_records, write_json
     from eqr.server.engine import InvalidParam, SolveParams
     from eqr.server.flags import request_fields
 
+    if args.policies:
+        if args.aggregate is not None or len(args.depth or [0]) > 1 or len(args.breadth or [0]) > 1:
+            print(
+                "eqr eval: --policies takes one --depth and one --breadth (the cap) and no --aggregate: "
+                "each named policy sets its own",
+                file=sys.stderr,
+            )
+            return 2
+        reference = policies.paper()
+        chosen = policies.named((args.depth or [64])[0], (args.breadth or [16])[0], reference)
+    else:
+        chosen = policies.grid(
+            args.depth or [1, 4, 16, 64], args.breadth or [1, 4, 16], args.aggregate or ["converged", "vote"]
+        )
     missing = [f for f in args.data if not os.path.isfile(f)]
     if missing:
         print(f"eqr eval: data file not found: {', '.join(missing)}", file=sys.stderr)
@@ -100,22 +115,20 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     model, meta = loaded
     task = task_for(meta)
-    grid = ("depth", "breadth", "aggregate")  # lists: one cell each
+    grid = ("depth", "breadth", "aggregate")  # the policies' own
     params = SolveParams(**{k: v for k, v in request_fields(args).items() if k not in grid})
     shown = ", ".join(f"{k} {v}" for k, v in vars(params).items() if v is not None)
-    print(f"request fields: {shown}; the rest the model's defaults")
-    records = []
+    print(f"request fields: {shown}, under each policy's own; the rest the model's defaults")
+    records, last = [], []  # last: per data file, the cheapest adaptive policy reaching the paper protocol
     for path in args.data:
         try:
-            records += evaluate_file(
+            found = evaluate_file(
                 model,
                 meta,
                 path,
                 task,
                 limit=args.limit,
-                depths=args.depth,
-                breadths=args.breadth,
-                rules=args.aggregate,
+                policies=chosen,
                 params=params,
                 batch_size=args.batch_size,
                 progress=True,
@@ -128,11 +141,17 @@ def _eval(args: argparse.Namespace) -> int:
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             print(f"eqr eval: {message}", file=sys.stderr)
             return 2
-    print(format_table(records))
+        records += found
+        if args.policies:
+            line = policies.reference_line(found, next(r for r in found if r["policy"] == reference.name))
+            last.append(f"{Path(path).name}: {line}" if len(args.data) > 1 else line)
     if args.json:
         print(f"wrote {write_json(records, args.json)}")
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else "eval.png")
-    print(f"wrote {plot_records(records, plot)}")
+    print(f"wrote {(plot_frontier if args.policies else plot_records)(records, plot)}")
+    print(format_table(records))
+    for line in last:
+        print(line)
     return 0
 
 
@@ -335,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
-        "eval", help="accuracy and cost of a model on labelled sets for every depth x breadth x aggregate rule"
+        "eval",
+        help="accuracy and cost of a model on labelled sets for every depth x breadth x aggregate rule, or for "
+        "every named policy (--policies)",
     )
     p.add_argument("--model", help="model folder (default: the bundled model, or $EQR_MODEL)")
     p.add_argument(
@@ -344,9 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="labelled set(s) of the model's task: Sudoku puzzle,solution CSV, maze JSON lines",
     )
-    p.add_argument("--depth", type=_int_list, default=[1, 4, 16, 64], help="iteration budgets (default 1,4,16,64)")
-    p.add_argument("--breadth", type=_int_list, default=[1, 4, 16], help="trajectories per puzzle (default 1,4,16)")
-    p.add_argument("--aggregate", type=_rule_list, default=["converged", "vote"], help="rules (default converged,vote)")
+    p.add_argument("--depth", type=_int_list, help="iteration budgets (default 1,4,16,64; --policies: one, default 64)")
+    p.add_argument(
+        "--breadth", type=_int_list, help="trajectories per puzzle (default 1,4,16; --policies: the cap, default 16)"
+    )
+    p.add_argument("--aggregate", type=_rule_list, help="rules (default converged,vote)")
+    p.add_argument(
+        "--policies",
+        action="store_true",
+        help="instead of the grid, the named policies: fixed depth x breadth, the paper's protocol (64 x 128, "
+        "noise 0.5, learned halting, most-converged), a quorum, breadth on demand, verified mode; the last "
+        "line says at what fraction of the paper protocol's iterations the cheapest adaptive policy reaches its "
+        "accuracy",
+    )
     p.add_argument("--seed", type=int, default=0, help="the request seed of every puzzle (default 0)")
     add_request_flags(p, skip=("depth", "breadth", "aggregate", "seed"))
     p.add_argument("--limit", type=_positive_int, help="use only the first N puzzles of each file")

@@ -14,7 +14,7 @@ from eqr.model.tasks.sudoku import BLANK_ID, SudokuTask, format_board, parse_puz
 from eqr.offline.solve import offline_engine, run_jobs, solve_offline
 from eqr.server.cli import main
 from eqr.server.engine import Job, SolveParams
-from tests.model.test_evaluate import SOLUTION, blanked, save_tiny_model
+from tests.offline.test_evaluate import SOLUTION, blanked, save_tiny_model
 
 PUZZLE = blanked(2)
 SUDOKU = SudokuTask()

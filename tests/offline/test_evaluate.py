@@ -12,6 +12,7 @@ from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, read_csv, to_tokens
 from eqr.offline.evaluate import RECORD_KEYS, accuracy, cell_record, evaluate_file, iteration_stats
+from eqr.offline.policies import Policy, grid
 from eqr.offline.solve import solve_offline
 from eqr.server.cli import main
 from eqr.server.engine import SolveParams, SolveResult, Status
@@ -34,18 +35,6 @@ def blanked(step: int) -> str:
     return "".join("." if i % step == 0 else ch for i, ch in enumerate(SOLUTION))
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    path.write_text("".join(f"{blanked(k)},{SOLUTION}\n" for k in (2, 3, 5)))
-    return path
-
-
 # -- metric computation on hand-built results ---------------------------------------------------
 
 LABELS = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
@@ -59,8 +48,9 @@ def result(answer, iterations, converged_at):
 
 def test_cell_record_hand_built():
     results = [result(WRONG0, [2, 5, 1], 1), result(RIGHT1, [3, 9], None)]
-    r = cell_record(results, LABELS, depth=8, breadth=3, rule="vote", data="x.csv")
+    r = cell_record(results, LABELS, Policy("q", True), depth=8, breadth=3, rule="vote", data="x.csv")
     assert tuple(r) == RECORD_KEYS and (r["data"], r["puzzles"], r["depth"], r["breadth"]) == ("x.csv", 2, 8, 3)
+    assert (r["policy"], r["adaptive"]) == ("q", True)
     assert (r["exact_accuracy"], r["cell_accuracy"]) == (0.5, 7 / 8)
     # one answer settled at 1, the other never: it counts its depth; every iteration of every trajectory is spent
     assert (r["mean_iterations"], r["p90_iterations"], r["iterations_spent"]) == (4.5, 8.0, 10.0)
@@ -89,8 +79,8 @@ def test_an_evaluation_seeds_each_puzzle_as_a_request_for_it(model_dir, csv_file
     """Breadth b of puzzle i in an evaluation seeded s runs what ``eqr solve --seed s`` runs for it."""
     model, meta = load_model(model_dir)
     puzzles, solutions = read_csv(str(csv_file))
-    kw = {"depths": [3], "rules": ["vote"], "params": SolveParams(noise=0.1, seed=5), "batch_size": 4}
-    (record,) = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[2], **kw)
+    kw = {"params": SolveParams(noise=0.1, seed=5), "batch_size": 4}
+    (record,) = evaluate_file(model, meta, csv_file, SUDOKU, policies=grid([3], [2], ["vote"]), **kw)
     params = SolveParams(depth=3, breadth=2, aggregate="vote", noise=0.1, seed=5)
     offline = [solve_offline(model, SUDOKU, meta, to_tokens(p), params).answer for p in puzzles]
     cells = np.mean([np.mean(np.asarray(a) == to_tokens(sol)) for a, sol in zip(offline, solutions, strict=True)])
@@ -104,8 +94,9 @@ def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
     from eqr.model.checkpoint import load_model
 
     model, meta = load_model(model_dir)
-    kw = {"depths": [1, 3], "rules": ["converged", "vote"], "params": SolveParams(noise=0.1, seed=3), "batch_size": 4}
-    records = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[1, 2], **kw)
+    kw = {"params": SolveParams(noise=0.1, seed=3), "batch_size": 4}
+    rules = ["converged", "vote"]
+    records = evaluate_file(model, meta, csv_file, SUDOKU, policies=grid([1, 3], [1, 2], rules), **kw)
     assert len(records) == 2 * 2 * 2
     for r in records:
         assert tuple(r) == RECORD_KEYS and r["puzzles"] == 3 and r["data"] == csv_file.name  # never the absolute path
@@ -113,9 +104,9 @@ def test_evaluate_file_grid_and_breadth_prefix(model_dir, csv_file):
         assert 1.0 <= r["mean_iterations"] <= r["p90_iterations"] <= r["depth"]
         assert r["mean_iterations"] <= r["iterations_spent"] <= r["depth"] * r["breadth"]
     # breadth 1 of a breadth-2 run is the same trajectory as a breadth-1 run, and --limit keeps trajectories
-    narrow = evaluate_file(model, meta, csv_file, SUDOKU, breadths=[1], **kw)
+    narrow = evaluate_file(model, meta, csv_file, SUDOKU, policies=grid([1, 3], [1], rules), **kw)
     assert narrow == [r for r in records if r["breadth"] == 1]
-    limited = evaluate_file(model, meta, csv_file, SUDOKU, limit=2, breadths=[1], **kw)
+    limited = evaluate_file(model, meta, csv_file, SUDOKU, limit=2, policies=grid([1, 3], [1], rules), **kw)
     assert len(limited) == 4 and limited[0]["puzzles"] == 2
 
 
