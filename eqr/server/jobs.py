@@ -60,6 +60,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 AGGREGATES = ("converged", "vote")  # most-converged trajectory (the paper's), or a majority over whole boards
 BREADTH_MODES = ("fixed", "on_demand")  # fixed: all of breadth starts; on_demand: breadth is a cap
 HALTS = ("convergence", "q_halt")  # the convergence rule, or the learned halting head
+# verified mode's restart after a failed answer: fresh latents everywhere, or the failed trajectory's final
+# latents with only the cells the task finds in conflict drawn fresh (policies.RESTART_POLICIES)
+RESTARTS = ("full", "renoise")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ class SolveParams:
             "restart) while the budget lasts, the first verified answer ends the request, and the answer never "
             "changes a given; without a `depth` each trajectory gets the model's verify_depth (its restart "
             "schedule); default: the model's (off: pure EqR)",
+        )
+    )
+    restart: str | None = _field(
+        FieldSpec(
+            str,
+            "verified mode: what a restart after a failed answer starts from: `full`, fresh random latents (the "
+            "next seed's); `renoise`, the failed trajectory's final latents with only the cells that break a rule "
+            "or a given drawn fresh from the next seed (local search; a task that cannot say which cells are "
+            "wrong restarts in full); default: the model's (`full` unless its folder says otherwise)",
+            choices=RESTARTS,
         )
     )
     budget: int | None = _field(

@@ -40,6 +40,7 @@ VALUES: dict[str, Any] = {
     "stream_every": 2,
     "breadth_mode": "on_demand",
     "verify": True,
+    "restart": "renoise",
     "budget": 40,
 }
 
