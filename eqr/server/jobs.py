@@ -21,6 +21,7 @@ class Status(str, enum.Enum):
     VERIFIED = "verified"  # verified mode: the answer passed the task's rules (however its trajectory stopped)
     CONVERGED = "converged"  # the answer came from converged trajectories
     MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
+    STUCK = "stuck"  # verified mode with stuck_after: one wrong answer kept coming back; best-so-far answer
     DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer
     CANCELLED = "cancelled"
     FAILED = "failed"  # the engine raised; ``error`` says why
@@ -134,6 +135,16 @@ class SolveParams:
             "or a given drawn fresh from the next seed (local search; a task that cannot say which cells are "
             "wrong restarts in full); default: the model's (`full` unless its folder says otherwise)",
             choices=RESTARTS,
+        )
+    )
+    stuck_after: int | None = _field(
+        FieldSpec(
+            int,
+            "verified mode: end the request (status `stuck`) once one wrong answer has failed this many times, as "
+            "its restarts keep landing on the same wrong attractor, rather than spend the rest of the budget; "
+            "default: the model's (none: spend the budget)",
+            lo=2,
+            hi=1_000_000,
         )
     )
     budget: int | None = _field(

@@ -52,6 +52,8 @@ class ModelDefaults:
     # what verified mode's restarts start from (jobs.RESTARTS): fresh latents, or the failed trajectory's with
     # its cells in conflict re-noised; docs/eval/restarts.txt measured both
     restart: str = "full"
+    # verified mode's early stop: one wrong answer failing this many times ends the request (None: never)
+    stuck_after: int | None = None
     breadth: int = 1
     halt: str = "convergence"
     stream_every: int = 1
@@ -90,6 +92,7 @@ class ModelDefaults:
             verify_depth=meta.get("verify_depth"),
             verify_budget=meta.get("verify_budget"),
             restart=str(meta.get("restart", "full")),
+            stuck_after=meta.get("stuck_after"),
             presets=tuple(meta.get("presets", ())),
         )
 
@@ -118,6 +121,7 @@ class Plan:
     halt: str  # convergence | q_halt
     verify: bool  # verified restarts
     restart: str  # what a verified-mode restart starts from: full | renoise (policies.RESTART_POLICIES)
+    stuck_after: int | None  # verified mode: one wrong answer failing this many times ends the request
     budget: int | None  # iterations of all trajectories together
     timeout_ms: int | None  # the deadline, from submission
     priority: int
@@ -161,6 +165,8 @@ def resolve(params: SolveParams, defaults: ModelDefaults, caps: Mapping[str, int
 
     breadth, verify, breadth_mode = value("breadth"), value("verify"), value("breadth_mode")
     depth, budget = restart_schedule(defaults, verify, merged.depth, merged.budget, breadth, caps)
+    if merged.stuck_after is not None and not verify:
+        raise InvalidParam("stuck_after", "stuck_after counts failed answers, so it needs verified mode (verify: true)")
     quorum = merged.quorum
     if quorum is None and breadth_mode == "on_demand":
         quorum = min(ON_DEMAND_QUORUM, breadth)
@@ -188,6 +194,7 @@ def resolve(params: SolveParams, defaults: ModelDefaults, caps: Mapping[str, int
         halt=value("halt"),
         verify=verify,
         restart=value("restart"),
+        stuck_after=value("stuck_after") if verify else None,
         budget=budget,
         timeout_ms=merged.timeout_ms,
         priority=value("priority"),

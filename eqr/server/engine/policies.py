@@ -13,6 +13,7 @@ Where each policy lives (the scheduler applies them without knowing which are on
 - quorum: :class:`Quorum`;
 - verified restarts and the restart schedule: :class:`VerifiedRestarts` (the schedule's resolution is
   :func:`eqr.server.engine.plan.restart_schedule`), what a restart starts from: :data:`RESTART_POLICIES`;
+- verified mode's early stop: :class:`StuckStop`;
 - budget and its split: :class:`Budget`;
 - aggregation: :func:`pick`; priority: :func:`queue_key`; deadline: :func:`deadline` (the scheduler's).
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from eqr.model.aggregate import Choice, aggregate
 from eqr.model.tasks.base import Task
+from eqr.server.jobs import Status
 
 if TYPE_CHECKING:
     from eqr.server.engine.plan import Plan
@@ -67,6 +69,10 @@ class Policy:
         """Narrow ``pool`` (initially ``answered``: every trajectory with an answer) to those the answer is
         picked from."""
         return pool
+
+    def outcome(self, r: Request) -> Status | None:
+        """The status of a request this policy ended without a verified answer (None: the answer's own)."""
+        return None
 
 
 class DepthAndHalting(Policy):
@@ -217,6 +223,29 @@ class VerifiedRestarts(Policy):
         return [t for t in answered if t.verified] or pool
 
 
+class StuckStop(Policy):
+    """Verified mode's early stop: once one wrong answer has failed ``repeats`` times, the restarts keep
+    landing on the same wrong attractor and more of them seldom pay, so the request spends nothing more and
+    ends ``stuck`` with its best-so-far answer. Runs after :class:`VerifiedRestarts`, which marks the answers
+    that failed."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.failed: Counter[tuple[int, ...] | None] = Counter()  # how often each wrong answer came back
+        self.stuck = False
+
+    def finished(self, r: Request, t: Trajectory) -> None:
+        if not t.verified:
+            self.failed[t.answer] += 1
+            self.stuck = self.stuck or self.failed[t.answer] >= self.repeats
+
+    def exhausted(self, r: Request) -> bool:
+        return self.stuck
+
+    def outcome(self, r: Request) -> Status | None:
+        return Status.STUCK if self.stuck else None
+
+
 def room(r: Request) -> int:
     """Trajectories that may still be added at a full depth each within the budget (unbounded without one),
     so trajectories added ahead of need never shorten the cap :class:`Budget` gives the others."""
@@ -230,6 +259,8 @@ def policies_for(plan: Plan, task: Task) -> list[Policy]:
     found: list[Policy] = [DepthAndHalting(plan.depth)]
     if plan.verify:  # first: a finished answer is verified before the breadth policy reads the request
         found.append(VerifiedRestarts(task, RESTART_POLICIES[plan.restart]))
+        if plan.stuck_after is not None:
+            found.append(StuckStop(plan.stuck_after))
     if plan.quorum is not None:
         found.append(Quorum(plan.quorum))
     if plan.budget is not None:

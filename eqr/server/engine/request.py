@@ -279,6 +279,8 @@ class Request:
             chosen, answer, agreement, converged = None, self.tokens, 0.0, False
         if status is None:
             status = _status(chosen, converged)
+            if status is not Status.VERIFIED:  # a policy that ended it early says why (verified mode: stuck)
+                status = next((s for p in self.policies if (s := p.outcome(self)) is not None), status)
         return SolveResult(
             request_id=self.id,
             status=status,

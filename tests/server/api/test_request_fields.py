@@ -41,6 +41,7 @@ VALUES: dict[str, Any] = {
     "breadth_mode": "on_demand",
     "verify": True,
     "restart": "renoise",
+    "stuck_after": 3,
     "budget": 40,
 }
 
