@@ -1,7 +1,7 @@
 """Verified mode's ``restart: renoise`` with the bundled Sudoku model: a restart starts from the failed
 trajectory's final latents with only the cells in conflict drawn fresh from its own seed; the same seed
-gives the same answer and iterations; a preempted renoise restart resumes bit for bit; the state a
-restart starts from is freed whether or not it starts."""
+gives the same answer and iterations; the state a restart starts from is freed whether or not it starts.
+A preempted renoise restart resumes bit for bit: tests/runtime/test_preemption.py."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from eqr.offline.solve import offline_engine, run_jobs
 from eqr.server.engine import InvalidParam, Job, SolveParams
 from eqr.server.engine.plan import ModelDefaults
 from eqr.server.engine.policies import RESTART_POLICIES
-from eqr.server.engine.request import Trajectory, TrajectoryStatus
-from tests.server.engine.test_batching import Recorder
+from eqr.server.engine.request import Trajectory
 
 BUNDLED = Path(__file__).resolve().parents[3] / "models" / "sudoku-small"
 HARD = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"  # top95 #1
@@ -106,36 +105,6 @@ def test_renoise_is_deterministic_and_not_a_full_restart(bundled):
         b.status,
     )
     assert (a.answer, a.iterations) != (full.answer, full.iterations)
-
-
-def test_a_preempted_renoise_restart_resumes_bit_for_bit(bundled):
-    """A renoise request whose restarts are preempted by an easy request at a higher priority, and resumed,
-    returns what it returns alone."""
-    job = _hard(bundled, seed=0, restart="renoise", breadth=4, budget=160)  # no answer verifies
-    (reference,) = run_jobs(_engine(bundled, slots=4), [job])
-
-    recorder = Recorder()
-    engine = _engine(bundled, slots=4, observer=recorder)
-    again = Job(job.tokens, job.params)
-    future = engine.submit(again)
-    for _ in range(11):  # the breadth failed at 8: its renoise restarts are 3 iterations in
-        engine.step()
-    request = engine.scheduler.active[again.id]
-    task = engine.task
-    easy = engine.submit(Job(_tokens(task, EASY), SolveParams(breadth=4, seed=1, priority=10)))
-    engine.step()
-    preempted = [t for t in request.trajectories if t.status is TrajectoryStatus.PREEMPTED]
-    assert len(preempted) == 4 and all(t.base is not None and t.attained > 0 for t in preempted)
-    while not (future.done() and easy.done()):
-        engine.step()
-    assert recorder.moves["preempted"] == 4 and recorder.moves["resumed"] == 4
-    got = future.result()
-    assert (got.answer, got.iterations, got.restarts, got.convergence_score) == (
-        reference.answer,
-        reference.iterations,
-        reference.restarts,
-        reference.convergence_score,
-    )
 
 
 def test_the_restart_policy_is_the_model_folders_default_and_a_bad_one_is_refused(bundled):
