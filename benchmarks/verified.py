@@ -7,7 +7,10 @@ the set under each policy, and prints a table measured side by side in one run:
 - ``on demand D × ≤B, quorum Q``: breadth B as a cap; Q trajectories start, more join only while the
   finished ones cannot agree (pure EqR, no verifier);
 - ``verified D, budget N``: one trajectory at a time; an answer that fails the rules is restarted from a
-  fresh latent until one verifies or N iterations are spent.
+  fresh latent until one verifies or N iterations are spent; ``--restart full,renoise`` adds the same
+  budgets with restarts that keep the failed trajectory's latents and re-noise only its cells in conflict
+  (``verified D, budget N, renoise``), side by side; ``--stuck-after 8`` adds each of them ending early once
+  one wrong answer has failed 8 times (``..., stuck after 8``).
 
 Iterations per puzzle are every trajectory's iterations summed (restarts included): what a puzzle cost
 the server, and what does not drift with the machine's load. One command:
@@ -94,6 +97,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=64)
     ap.add_argument("--breadth", default="1,16", help="fixed breadths to compare")
     ap.add_argument("--budget", default="1000,2000", help="verified mode's budgets (iterations per puzzle)")
+    ap.add_argument("--restart", default="full", help="verified mode's restart policies to compare (full,renoise)")
+    ap.add_argument("--stuck-after", default="", help="verified mode's early stops to compare (e.g. 8)")
     ap.add_argument("--quorum", default="2,3", help="breadth on demand's quorums (cap: the widest --breadth)")
     ap.add_argument("--curve", default="", help="budgets of an accuracy-against-budget curve (one run at the largest)")
     ap.add_argument("--plot", type=Path, help="draw --curve as a PNG here")
@@ -120,7 +125,14 @@ def main() -> None:
     curve = sorted(int(n) for n in args.curve.split(",") if n)
     if curve and max(curve) not in budgets:
         budgets.append(max(curve))
-    policies += [(f"verified {args.depth}, budget {n}", {"verify": True, "budget": n}) for n in budgets]
+    restarts = args.restart.split(",")
+    stops = [None] + [int(k) for k in args.stuck_after.split(",") if k]
+    policies += [
+        (verified_name(args.depth, n, mode, k), {"verify": True, "budget": n, "restart": mode, "stuck_after": k})
+        for mode in restarts
+        for k in stops
+        for n in budgets
+    ]
     print(f"{len(puzzles)} puzzles of {shown(path)}, model {BUNDLED_MODEL.name}, depth {args.depth}, seed {args.seed}")
     rows = []
     with (
@@ -133,18 +145,18 @@ def main() -> None:
             rows.append((name, r))
             print(f"  {name}: {r['exact']:.1%} in {r['wall']:.0f} s", flush=True)
     header = (
-        f"{'policy':<34}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'restarts':>10}{'wrong+verified':>16}"
+        f"{'policy':<42}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'restarts':>10}{'wrong+verified':>16}"
     )
     print()
     print(header)
     print("-" * len(header))
     for name, r in rows:
         print(
-            f"{name:<34}{r['exact']:>8.1%}{r['iterations']:>19.0f}{r['verified']:>10.1%}{r['restarts']:>10.1f}"
+            f"{name:<42}{r['exact']:>8.1%}{r['iterations']:>19.0f}{r['verified']:>10.1%}{r['restarts']:>10.1f}"
             f"{r['wrong_but_verified']:>16}"
         )
     if curve:
-        _, top = next(nr for nr in rows if nr[0] == f"verified {args.depth}, budget {max(curve)}")
+        _, top = next(nr for nr in rows if nr[0] == verified_name(args.depth, max(curve), restarts[0]))
         points = budget_curve(top["per_puzzle"], curve)
         print()
         print(f"{'budget':>8}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'wrong+verified':>16}")
@@ -164,6 +176,22 @@ def main() -> None:
             f"{name} / {base_name}: accuracy {r['exact']:.1%} vs {base['exact']:.1%} "
             f"at {r['iterations'] / base['iterations']:.2f}x the iterations"
         )
+    for mode in restarts:  # each variant of verified mode against the first restart policy without a stop
+        for k in stops:
+            for n in budgets:
+                name, first = verified_name(args.depth, n, mode, k), verified_name(args.depth, n, restarts[0], None)
+                if name != first:
+                    r, base = dict(rows)[name], dict(rows)[first]
+                    print(
+                        f"{name} / {first}: accuracy {r['exact']:.1%} vs {base['exact']:.1%} at "
+                        f"{r['iterations'] / base['iterations']:.2f}x the iterations"
+                    )
+
+
+def verified_name(depth: int, budget: int, restart: str, stuck_after: int | None = None) -> str:
+    """A verified-mode row's name: the restart policy shows unless it is the default (full), and the stop if any."""
+    name = f"verified {depth}, budget {budget}" + ("" if restart == "full" else f", {restart}")
+    return name + ("" if stuck_after is None else f", stuck after {stuck_after}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class SolveOptions(TypedDict, total=False):
     stream_every: int  # streaming: an event every this many iterations
     breadth_mode: Literal["fixed", "on_demand"]  # on_demand: breadth is a cap, trajectories join until a quorum
     verify: bool  # verified mode: restart answers that fail the task's rules, stop at the first that passes
+    restart: Literal["full", "renoise"]  # verified mode's restarts: fresh latents, or re-noise only cells in conflict
+    stuck_after: int  # verified mode: end (status "stuck") once one wrong answer has failed this many times
     budget: int  # most iterations of all trajectories together, restarts included
 
 

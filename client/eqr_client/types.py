@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eqr_client.puzzle import format_board
 
-Status = Literal["verified", "converged", "max_iterations", "deadline", "cancelled", "failed"]
+Status = Literal["verified", "converged", "max_iterations", "stuck", "deadline", "cancelled", "failed"]
 JobState = Literal["pending", "running", "done", "cancelled"]
 
 
@@ -38,7 +38,8 @@ class SolveResult(_View):
     id: str = Field(description="request id")
     model: str
     status: Status = Field(
-        description="verified (verified mode: the answer passed the rules), converged, max_iterations, deadline, "
+        description="verified (verified mode: the answer passed the rules), converged, max_iterations, stuck (verified "
+        "mode with stuck_after: one wrong answer kept coming back), deadline, "
         "cancelled or failed"
     )
     answer: str | list[str] = Field(

@@ -41,7 +41,8 @@ class State(NamedTuple):
 
 
 class Admission(NamedTuple):
-    """A trajectory to start in a free slot, from fresh latents drawn from its seed."""
+    """A trajectory to start in a free slot, from fresh latents drawn from its seed (or, with ``renoise``,
+    from latents kept for it: see :attr:`Decision.keep`)."""
 
     owner: Any
     seed: int
@@ -49,17 +50,25 @@ class Admission(NamedTuple):
     noise: float
     depth: int  # its iteration cap
     halt_on_q: bool  # leave when the learned halting head says so (else: the convergence rule)
+    # a restart that keeps what is right: the cells [seq_len] whose latents are drawn fresh from ``seed``; the
+    # others start from the latents kept for this owner (``Decision.keep``). None: fresh latents everywhere
+    renoise: np.ndarray | None = None
 
 
 @dataclass
 class Decision:
-    """What the runner does to the slot pool before the next model step: read, preempt, evict, resume, admit."""
+    """What the runner does to the slot pool before the next model step: read, preempt, keep, evict, resume,
+    admit."""
 
     evict: Sequence[Any] = ()  # owners leaving for good: their slots, or their saved state, are freed
     read: Sequence[Any] = ()  # owners (among ``evict``) whose state is read before they leave
     admit: Sequence[Admission] = ()
     preempt: Sequence[Any] = ()  # owners leaving their slots with their whole state saved on the host
     resume: Sequence[Any] = ()  # preempted owners going back into free slots, exactly as they left
+    # (leaving owner, later owner): the leaving one's final state is kept on the host for the later one, a
+    # restart that starts from it (its ``Admission.renoise``); ``forget``: later owners that will never start
+    keep: Sequence[tuple[Any, Any]] = ()
+    forget: Sequence[Any] = ()
     # the scheduler's own notes, which the runner ignores: the requests these evictions end, and why they failed
     ending: list[Any] = field(default_factory=list)
     error: str | None = None

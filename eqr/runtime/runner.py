@@ -8,7 +8,9 @@ device-to-host copy of a step that nothing leaves; :meth:`Runner.read` copies th
 trajectories to the host in one copy. What to do with them is the scheduler's.
 
 Preempted trajectories' state waits in :attr:`Runner.saved` (host memory, :attr:`Runner.saved_bytes`)
-until a decision resumes them or ends them; the scheduler bounds how many there may be.
+until a decision resumes them or ends them; the scheduler bounds how many there may be. The final state
+of a trajectory that a restart starts from (``restart: renoise``) waits in :attr:`Runner.kept` until
+that restart is admitted or forgotten.
 """
 
 from __future__ import annotations
@@ -30,19 +32,25 @@ class Runner:
         self.stepper = stepper
         self.pool = pool
         self.saved: dict[Any, Saved] = {}  # preempted owners' state, on the host
+        self.kept: dict[Any, Saved] = {}  # the state a restart starts from, by the restart, on the host
 
     @property
     def saved_bytes(self) -> int:
         return len(self.saved) * self.pool.row_bytes
 
     def apply(self, decision: Decision) -> State | None:
-        """Read, save the preempted, free the slots (and saved state) of the evicted, resume, admit; the
-        state of ``decision.read`` as it was before they left (None: none asked)."""
+        """Read, save the preempted, keep what restarts start from, free the slots (and saved state) of the
+        evicted, resume, admit; the state of ``decision.read`` as it was before they left (None: none asked)."""
         p = self.pool
         state = self.read(decision.read) if decision.read else None
         if decision.preempt:
             for owner, row in zip(decision.preempt, p.save([o.slot for o in decision.preempt]), strict=True):
                 self.saved[owner] = row
+        if decision.keep:
+            for (_, later), row in zip(decision.keep, p.save([o.slot for o, _ in decision.keep]), strict=True):
+                self.kept[later] = row
+        for later in decision.forget:
+            del self.kept[later]
         gone = [o.slot for o in decision.preempt]
         for o in decision.evict:
             if self.saved.pop(o, None) is None:
@@ -60,6 +68,7 @@ class Runner:
                 [x.noise for x in a],
                 [x.depth for x in a],
                 [x.halt_on_q for x in a],
+                [None if x.renoise is None else (self.kept.pop(x.owner), x.renoise) for x in a],
             )
         return state
 

@@ -17,6 +17,11 @@ iteration count, which keys the counter-based noise, streak, last change, score 
 stopped: the next iteration is bit-identical to the one it would have run without leaving. Every
 saved row has the same size, :attr:`SlotPool.row_bytes`.
 
+A restart that keeps what is right (verified mode's ``restart: renoise``) gets its slot with a saved
+row as its base: its latents are the base's, except the cells it re-noises, whose latents are drawn
+from its own seed exactly as a fresh start's would be (so the same seed gives the same restart).
+Everything else (iteration count, tracker, previous logits) starts fresh.
+
 Answers are read here (:meth:`SlotPool.snapshot`), and read under the puzzle's constraints: each
 row holds the mask of tokens its cells may take (the task's ``allowed``, set when it gets its slot),
 and a cell whose predicted token is not allowed answers its most likely allowed token. So every
@@ -116,8 +121,11 @@ class SlotPool:
         noise: Sequence[float],
         depth: Sequence[int],
         halt_on_q: Sequence[bool],
+        bases: Sequence[tuple[Saved, np.ndarray] | None] | None = None,
     ) -> None:
-        """Give each owner the next free row (``owner.slot`` is set), with fresh latents drawn from its seed."""
+        """Give each owner the next free row (``owner.slot`` is set), with fresh latents drawn from its seed;
+        ``bases[i]`` (a saved row and a bool mask [seq_len]): owner ``i`` keeps that row's latents except on
+        the masked cells, which get the fresh ones (a puzzle-embedding prefix is kept)."""
         n, k = self.live, len(owners)
         if k > self.capacity - n:
             raise ValueError(f"{k} trajectories do not fit in {self.capacity - n} free slots")
@@ -128,7 +136,17 @@ class SlotPool:
         mask = self._allowed(np.asarray(tokens)) if self._allowed is not None else None
         self.allowed[rows] = True if mask is None else torch.as_tensor(mask, dtype=torch.bool).to(dev)
         self.noise[rows] = torch.tensor(list(noise), dtype=torch.float32, device=dev)
-        self.z_H[rows], self.z_L[rows] = self._init_state(seed_t)
+        z_H, z_L = self._init_state(seed_t)
+        if any(b is not None for b in bases or ()):
+            z_H, z_L = z_H.clone(), z_L.clone()  # written row by row below
+        for i, base in enumerate(bases or ()):
+            if base is not None:
+                row, cells = base
+                prefix = np.zeros(z_H.shape[1] - len(cells), dtype=bool)
+                fresh = torch.as_tensor(np.concatenate([prefix, cells]), device=dev)[:, None]
+                z_H[i] = torch.where(fresh, z_H[i], row["z_H"].to(dev))
+                z_L[i] = torch.where(fresh, z_L[i], row["z_L"].to(dev))
+        self.z_H[rows], self.z_L[rows] = z_H, z_L
         self.prev_logits[rows] = 0  # the first iteration's delta is not scored (tracker.py)
         self.prev_pred[rows] = -1  # never a prediction, so the first iteration always counts as a change
         self.tracker.start(

@@ -21,6 +21,7 @@ class Status(str, enum.Enum):
     VERIFIED = "verified"  # verified mode: the answer passed the task's rules (however its trajectory stopped)
     CONVERGED = "converged"  # the answer came from converged trajectories
     MAX_ITERATIONS = "max_iterations"  # depth budget used without convergence
+    STUCK = "stuck"  # verified mode with stuck_after: one wrong answer kept coming back; best-so-far answer
     DEADLINE = "deadline"  # timeout_ms passed; best-so-far answer
     CANCELLED = "cancelled"
     FAILED = "failed"  # the engine raised; ``error`` says why
@@ -60,6 +61,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 AGGREGATES = ("converged", "vote")  # most-converged trajectory (the paper's), or a majority over whole boards
 BREADTH_MODES = ("fixed", "on_demand")  # fixed: all of breadth starts; on_demand: breadth is a cap
 HALTS = ("convergence", "q_halt")  # the convergence rule, or the learned halting head
+# verified mode's restart after a failed answer: fresh latents everywhere, or the failed trajectory's final
+# latents with only the cells the task finds in conflict drawn fresh (policies.RESTART_POLICIES)
+RESTARTS = ("full", "renoise")
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,26 @@ class SolveParams:
             "restart) while the budget lasts, the first verified answer ends the request, and the answer never "
             "changes a given; without a `depth` each trajectory gets the model's verify_depth (its restart "
             "schedule); default: the model's (off: pure EqR)",
+        )
+    )
+    restart: str | None = _field(
+        FieldSpec(
+            str,
+            "verified mode: what a restart after a failed answer starts from: `full`, fresh random latents (the "
+            "next seed's); `renoise`, the failed trajectory's final latents with only the cells that break a rule "
+            "or a given drawn fresh from the next seed (local search; a task that cannot say which cells are "
+            "wrong restarts in full); default: the model's (`full` unless its folder says otherwise)",
+            choices=RESTARTS,
+        )
+    )
+    stuck_after: int | None = _field(
+        FieldSpec(
+            int,
+            "verified mode: end the request (status `stuck`) once one wrong answer has failed this many times, as "
+            "its restarts keep landing on the same wrong attractor, rather than spend the rest of the budget; "
+            "default: the model's (none: spend the budget)",
+            lo=2,
+            hi=1_000_000,
         )
     )
     budget: int | None = _field(

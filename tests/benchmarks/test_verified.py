@@ -36,3 +36,19 @@ def test_curve_point_matches_a_real_run_at_that_budget():
     # exact, iterations/puzzle, verified of the real budget-24 run == the curve's 24 row, read off the 96 run
     assert curve["24"][1:4] == [real[4], real[5], real[6]], run.stdout
     assert curve["96"][4] == "0" and curve["24"][4] == "0"
+
+
+def test_restart_policies_and_early_stops_side_by_side():
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "verified.py"), "--data",
+        str(ROOT / "benchmarks" / "puzzles" / "top95.csv"), "--limit", "3", "--depth", "4", "--breadth", "1",
+        "--quorum", "", "--budget", "24", "--restart", "full,renoise", "--stuck-after", "2", "--slots", "4",
+        "--concurrency", "3",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    rows = {line.split("  ")[0] for line in run.stdout.splitlines()}
+    variants = ["verified 4, budget 24" + v for v in ("", ", stuck after 2", ", renoise", ", renoise, stuck after 2")]
+    assert set(variants) <= rows, run.stdout
+    ratios = [line for line in run.stdout.splitlines() if line.endswith("the iterations")]
+    assert [r.split(" / ")[0] for r in ratios[-3:]] == variants[1:], run.stdout

@@ -90,3 +90,32 @@ def test_read_csv(tmp_path):
     path.write_text(f"{PUZZLE},{SOLUTION}\n\n")
     puzzles, solutions = sudoku.read_csv(str(path))
     assert len(puzzles) == 1 and sudoku.is_valid_solution(puzzles[0], solutions[0])
+
+
+def test_conflict_mask_names_the_cells_at_fault():
+    puzzle, solution = sudoku.parse_puzzle(PUZZLE), sudoku.parse_puzzle(SOLUTION)
+    assert not sudoku.conflict_mask(puzzle, solution).any()
+    wrong = list(solution)
+    wrong[1], wrong[2] = wrong[2], wrong[1]  # r1c2 <-> r1c3: each now clashes in its column (and box)
+    wrong[80] = 0  # a blank answer cell
+    mask = sudoku.conflict_mask(puzzle, wrong)
+    assert mask[1] and mask[2] and mask[80]
+    # the peers holding the swapped digits in columns 2 and 3 are at fault too; the rest of row 1 is not
+    col2 = [r * 9 + 1 for r in range(1, 9) if solution[r * 9 + 1] == wrong[1]]
+    assert all(mask[i] for i in col2) and not mask[[0, 3, 4, 5, 6, 7, 8]].any()
+    changed = list(solution)
+    changed[0] = 5  # a given (4) changed: r1c1 and its peers that hold 5
+    assert sudoku.conflict_mask(puzzle, changed)[0]
+
+
+def test_task_conflicts_on_tokens_and_generic_tasks_say_none():
+    from eqr.model.tasks.registry import task_for
+
+    task = task_for({"task": "sudoku"})
+    p, s = task.encode(PUZZLE), task.encode(SOLUTION)
+    assert task.conflicts(p, s).shape == (81,) and not task.conflicts(p, s).any()
+    bad = s.copy()
+    bad[10] = bad[11]
+    assert task.conflicts(p, bad)[[10, 11]].all()
+    grid = task_for({"task": "grid", "grid": {"rows": 2, "cols": 3, "charset": ".ab", "inputs": ".a"}})
+    assert grid.conflicts(grid.encode([".a.", "aa."]), np.array([3, 3, 1, 2, 2, 1])) is None

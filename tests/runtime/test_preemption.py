@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 
 from eqr.model.checkpoint import load_model
+from eqr.model.tasks.base import Task
 from eqr.model.tasks.registry import task_for
 from eqr.offline.solve import offline_engine, run_jobs
-from eqr.server.engine import Job, SolveParams
+from eqr.server.engine import Job, SolveParams, SolveResult
+from eqr.server.engine.request import Trajectory, TrajectoryStatus
 from tests.server.engine.test_batching import Recorder
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "sudoku-small"
@@ -61,28 +63,56 @@ def test_saved_rows_resume_bit_for_bit():
         assert torch.equal(value, interrupted[name]), name
 
 
+def _preempted(hard: Job, steps: int) -> tuple[SolveResult, list[Trajectory]]:
+    """``hard`` runs ``steps`` steps on 4 slots, then an easy request at a higher priority takes all of them
+    and ``hard`` resumes once it is answered: its result, and its trajectories that were preempted."""
+    recorder = Recorder()
+    engine = _engine(4, recorder)
+    future = engine.submit(hard)
+    for _ in range(steps):
+        engine.step()
+    request = engine.scheduler.active[hard.id]
+    easy = engine.submit(Job(_tokens(engine.task, EASY), SolveParams(breadth=4, seed=1, priority=10)))
+    engine.step()
+    preempted = [t for t in request.trajectories if t.status is TrajectoryStatus.PREEMPTED]
+    while not (future.done() and easy.done()):
+        engine.step()
+    assert recorder.moves["preempted"] == 4 and recorder.moves["resumed"] == 4
+    return future.result(), preempted
+
+
+def _tokens(task: Task, puzzle: str) -> list[int]:
+    return [int(t) for t in task.parse(puzzle).tokens]
+
+
 def test_preempted_requests_answer_as_uninterrupted():
     """A seeded hard request, preempted by an easy one arriving at a higher priority and resumed, returns
     what it returns alone: answer, iterations per trajectory, convergence score."""
     params = SolveParams(depth=64, breadth=4, seed=3, aggregate="vote")
     alone = _engine(4)
-    task = alone.task
-    hard = Job([int(t) for t in task.parse(HARD).tokens], params)
+    hard = Job(_tokens(alone.task, HARD), params)
     (reference,) = run_jobs(alone, [hard])
-
-    recorder = Recorder()
-    engine = _engine(4, recorder)
-    future = engine.submit(Job(hard.tokens, params))
-    for _ in range(7):
-        engine.step()
-    easy = engine.submit(Job([int(t) for t in task.parse(EASY).tokens], SolveParams(breadth=4, seed=1, priority=10)))
-    while not (future.done() and easy.done()):
-        engine.step()
-    assert recorder.moves["preempted"] == 4 and recorder.moves["resumed"] == 4
-    got = future.result()
+    got, _ = _preempted(Job(hard.tokens, params), 7)
     assert (got.answer, got.iterations, got.iterations_to_convergence, got.convergence_score) == (
         reference.answer,
         reference.iterations,
         reference.iterations_to_convergence,
+        reference.convergence_score,
+    )
+
+
+def test_a_preempted_renoise_restart_resumes_bit_for_bit():
+    """Verified mode's renoise restarts (each started from a failed trajectory's latents), preempted a few
+    iterations in and resumed, give what the request gives alone."""
+    params = SolveParams(depth=8, breadth=4, seed=0, verify=True, restart="renoise", budget=160)  # none verifies
+    alone = _engine(4)
+    hard = Job(_tokens(alone.task, HARD), params)
+    (reference,) = run_jobs(alone, [hard])
+    got, preempted = _preempted(Job(hard.tokens, params), 11)  # the breadth failed at 8: restarts 3 in
+    assert len(preempted) == 4 and all(t.base is not None and t.attained == 3 for t in preempted)
+    assert (got.answer, got.iterations, got.restarts, got.convergence_score) == (
+        reference.answer,
+        reference.iterations,
+        reference.restarts,
         reference.convergence_score,
     )

@@ -65,6 +65,16 @@ class Task(ABC):
         ``None`` when the task has no rules to check (a generic grid task).
         """
 
+    def conflicts(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray | None:
+        """The cells of ``answer`` (tokens [seq_len]) that break a rule or a given of ``puzzle``: a bool mask
+        [seq_len], or ``None`` when the task cannot say which cells are at fault (a generic grid task).
+
+        Why: a restart that keeps what is right re-noises only these cells' latents, as local search
+        does; ``None`` means a full restart. Only the task knows its rules, so this is the one place
+        that decides which cells are wrong.
+        """
+        return None
+
     def allowed(self, puzzle: np.ndarray) -> np.ndarray | None:
         """The tokens each answer cell may take given ``puzzle`` (tokens [..., seq_len]): a bool mask
         [..., seq_len, vocab_size], or ``None`` when any token may stand anywhere (nothing is given).

@@ -86,6 +86,19 @@ def _peers(i: int, j: int) -> bool:
     return ri == rj or ci == cj or (ri // 3 == rj // 3 and ci // 3 == cj // 3)
 
 
+# PEERS[i, j]: cells i != j share a row, column or box (one rule)
+PEERS = np.array([[i != j and _peers(i, j) for j in range(CELLS)] for i in range(CELLS)])
+
+
+def conflict_mask(puzzle: list[int] | np.ndarray, answer: list[int] | np.ndarray) -> np.ndarray:
+    """Cells of ``answer`` (digits, 0 = blank) at fault: blank, changing a given of ``puzzle``, or holding
+    the digit of a peer in its row, column or box. A bool mask [81]; all False for a valid solution."""
+    a = np.asarray(answer, dtype=np.int64)
+    p = np.asarray(puzzle, dtype=np.int64)
+    clash = (PEERS & (a[:, None] == a[None, :])).any(axis=1)
+    return (a == 0) | ((p != 0) & (p != a)) | (clash & (a != 0))
+
+
 def parse_puzzle(puzzle: str | list) -> list[int]:
     """Parse an 81-char string or a 9x9 list into 81 digits (0 = blank); raise :class:`PuzzleError`."""
     if isinstance(puzzle, str):
@@ -189,6 +202,9 @@ class SudokuTask(Task):
 
     def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return is_valid_solution(from_tokens(puzzle), from_tokens(answer))
+
+    def conflicts(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        return conflict_mask(from_tokens(puzzle), from_tokens(answer))
 
     def allowed(self, puzzle: np.ndarray) -> np.ndarray:
         puzzle = np.asarray(puzzle)[..., None]  # a clue stays; a blank takes a digit

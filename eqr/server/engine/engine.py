@@ -366,6 +366,7 @@ class Engine:
         self._record_failure(exc)
         self.pool.owners.clear()
         self.runner.saved.clear()
+        self.runner.kept.clear()
         self.scheduler = self._scheduler()
         for request in lost:
             if not request.future.done():

@@ -19,7 +19,7 @@ from typing import Any
 from eqr.model.tasks.base import Task
 from eqr.server.engine.interface import InvalidParam
 from eqr.server.engine.validation import check_job, check_params
-from eqr.server.jobs import AGGREGATES, BREADTH_MODES, PRESETS, Job, SolveParams, field_specs
+from eqr.server.jobs import AGGREGATES, BREADTH_MODES, PRESETS, RESTARTS, Job, SolveParams, field_specs
 
 # verified mode's restart schedule when the model folder names no budget: this many depth-capped
 # trajectories per unit of breadth (restarts included), so a puzzle the model cannot answer costs a
@@ -49,6 +49,11 @@ class ModelDefaults:
     # VERIFY_BUDGET_DEPTHS x depth x breadth); docs/eval/restart-schedule.txt measured both
     verify_depth: int | None = None
     verify_budget: int | None = None
+    # what verified mode's restarts start from (jobs.RESTARTS): fresh latents, or the failed trajectory's with
+    # its cells in conflict re-noised; docs/eval/restarts.txt measured both
+    restart: str = "full"
+    # verified mode's early stop: one wrong answer failing this many times ends the request (None: never)
+    stuck_after: int | None = None
     breadth: int = 1
     halt: str = "convergence"
     stream_every: int = 1
@@ -64,6 +69,8 @@ class ModelDefaults:
             raise ValueError(f"the model's inference.breadth_mode must be one of {BREADTH_MODES}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"the model's inference.aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.restart not in RESTARTS:
+            raise ValueError(f"the model's inference.restart must be one of {RESTARTS}, got {self.restart!r}")
 
     @classmethod
     def from_folder(
@@ -84,6 +91,8 @@ class ModelDefaults:
             verify=bool(meta.get("verify", False)),
             verify_depth=meta.get("verify_depth"),
             verify_budget=meta.get("verify_budget"),
+            restart=str(meta.get("restart", "full")),
+            stuck_after=meta.get("stuck_after"),
             presets=tuple(meta.get("presets", ())),
         )
 
@@ -111,6 +120,8 @@ class Plan:
     aggregate: str  # converged | vote
     halt: str  # convergence | q_halt
     verify: bool  # verified restarts
+    restart: str  # what a verified-mode restart starts from: full | renoise (policies.RESTART_POLICIES)
+    stuck_after: int | None  # verified mode: one wrong answer failing this many times ends the request
     budget: int | None  # iterations of all trajectories together
     timeout_ms: int | None  # the deadline, from submission
     priority: int
@@ -154,6 +165,8 @@ def resolve(params: SolveParams, defaults: ModelDefaults, caps: Mapping[str, int
 
     breadth, verify, breadth_mode = value("breadth"), value("verify"), value("breadth_mode")
     depth, budget = restart_schedule(defaults, verify, merged.depth, merged.budget, breadth, caps)
+    if merged.stuck_after is not None and not verify:
+        raise InvalidParam("stuck_after", "stuck_after counts failed answers, so it needs verified mode (verify: true)")
     quorum = merged.quorum
     if quorum is None and breadth_mode == "on_demand":
         quorum = min(ON_DEMAND_QUORUM, breadth)
@@ -180,6 +193,8 @@ def resolve(params: SolveParams, defaults: ModelDefaults, caps: Mapping[str, int
         aggregate=value("aggregate"),
         halt=value("halt"),
         verify=verify,
+        restart=value("restart"),
+        stuck_after=value("stuck_after") if verify else None,
         budget=budget,
         timeout_ms=merged.timeout_ms,
         priority=value("priority"),

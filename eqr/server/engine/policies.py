@@ -12,7 +12,8 @@ Where each policy lives (the scheduler applies them without knowing which are on
 - breadth and breadth mode: :class:`FixedBreadth`, :class:`OnDemandBreadth`;
 - quorum: :class:`Quorum`;
 - verified restarts and the restart schedule: :class:`VerifiedRestarts` (the schedule's resolution is
-  :func:`eqr.server.engine.plan.restart_schedule`);
+  :func:`eqr.server.engine.plan.restart_schedule`), what a restart starts from: :data:`RESTART_POLICIES`;
+- verified mode's early stop: :class:`StuckStop`;
 - budget and its split: :class:`Budget`;
 - aggregation: :func:`pick`; priority: :func:`queue_key`; deadline: :func:`deadline` (the scheduler's).
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from eqr.model.aggregate import Choice, aggregate
 from eqr.model.tasks.base import Task
+from eqr.server.jobs import Status
 
 if TYPE_CHECKING:
     from eqr.server.engine.plan import Plan
@@ -67,6 +69,10 @@ class Policy:
         """Narrow ``pool`` (initially ``answered``: every trajectory with an answer) to those the answer is
         picked from."""
         return pool
+
+    def outcome(self, r: Request) -> Status | None:
+        """The status of a request this policy ended without a verified answer (None: the answer's own)."""
+        return None
 
 
 class DepthAndHalting(Policy):
@@ -153,33 +159,61 @@ class Budget(Policy):
         return not r.live and self.left(r) <= 0
 
 
+class FullRestart:
+    """A restart from fresh latents everywhere (the next seed's): a new random start, as the paper's breadth."""
+
+    def renoised(self, task: Task, puzzle: np.ndarray, failed: Trajectory) -> np.ndarray | None:
+        """The cells whose latents a restart after ``failed`` draws fresh, keeping the others' final
+        latents; ``None``: it keeps nothing (a full restart)."""
+        return None
+
+
+class Renoise(FullRestart):
+    """A restart that keeps what is right, as local search does: it starts from the failed trajectory's
+    final latents with only the cells the task finds in conflict (:meth:`Task.conflicts`) drawn fresh from
+    the next seed. Why: a board that fails on a few cells is mostly right, and a fresh start throws the
+    right part away. A task that cannot say which cells are wrong restarts in full."""
+
+    def renoised(self, task: Task, puzzle: np.ndarray, failed: Trajectory) -> np.ndarray | None:
+        mask = task.conflicts(puzzle, np.asarray(failed.answer))
+        return mask if mask is not None and mask.any() else None
+
+
+# the request field ``restart`` (jobs.RESTARTS) names one of these, resolved once per request
+RESTART_POLICIES: dict[str, FullRestart] = {"full": FullRestart(), "renoise": Renoise()}
+
+
 class VerifiedRestarts(Policy):
     """Verified mode: each finished answer is checked with the task's rules; one that fails is followed
-    by a fresh trajectory (a restart, next in the seed sequence) while the budget lasts, the first that
-    passes ends the request and is the answer, and the answer never overwrites a given. The restart
-    schedule (depth and budget when the request names none) is resolved into the plan."""
+    by a restart (the next trajectory of the seed sequence) while the budget lasts, the first that
+    passes ends the request and is the answer, and the answer never overwrites a given. What a restart
+    starts from is ``restart``'s (:data:`RESTART_POLICIES`). The restart schedule (depth and budget when
+    the request names none) is resolved into the plan."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, restart: FullRestart) -> None:
         self.task = task
-        self.failed = 0  # finished answers that failed and are owed a restart
+        self.restart = restart
+        self.failed: list[Trajectory] = []  # finished trajectories whose answers failed, each owed a restart
 
     def finished(self, r: Request, t: Trajectory) -> None:
         t.verified = t.answer is not None and self.task.verify(r.tokens, np.asarray(t.answer)) is True
         if not t.verified:
-            self.failed += 1
+            self.failed.append(t)
 
     def release(self, r: Request) -> int:
-        owed, self.failed = self.failed, 0
+        failed, self.failed = self.failed, []
         if self.answered(r) or (r.plan.budget is not None and r.committed >= r.plan.budget):
             return 0
-        for _ in range(owed):
-            r.add(restart=True)
+        for t in failed:
+            renoise = self.restart.renoised(self.task, r.tokens, t)
+            r.add(restart=True, base=t if renoise is not None else None, renoise=renoise)
         return 0  # added here, as restarts: the breadth policy does not count them
 
     ahead_restarts = True
 
     def ahead(self, r: Request, spare: int) -> int:
-        """Restarts before an answer fails, as idle slots and the budget allow (each with a full depth)."""
+        """Restarts before an answer fails, as idle slots and the budget allow (each with a full depth; no
+        answer has failed yet, so they start from fresh latents whatever ``restart`` says)."""
         return 0 if self.answered(r) else min(spare, room(r))
 
     def answered(self, r: Request) -> bool:
@@ -187,6 +221,29 @@ class VerifiedRestarts(Policy):
 
     def candidates(self, r: Request, answered: list[Trajectory], pool: list[Trajectory]) -> list[Trajectory]:
         return [t for t in answered if t.verified] or pool
+
+
+class StuckStop(Policy):
+    """Verified mode's early stop: once one wrong answer has failed ``repeats`` times, the restarts keep
+    landing on the same wrong attractor and more of them seldom pay, so the request spends nothing more and
+    ends ``stuck`` with its best-so-far answer. Runs after :class:`VerifiedRestarts`, which marks the answers
+    that failed."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.failed: Counter[tuple[int, ...] | None] = Counter()  # how often each wrong answer came back
+        self.stuck = False
+
+    def finished(self, r: Request, t: Trajectory) -> None:
+        if not t.verified:
+            self.failed[t.answer] += 1
+            self.stuck = self.stuck or self.failed[t.answer] >= self.repeats
+
+    def exhausted(self, r: Request) -> bool:
+        return self.stuck
+
+    def outcome(self, r: Request) -> Status | None:
+        return Status.STUCK if self.stuck else None
 
 
 def room(r: Request) -> int:
@@ -201,7 +258,9 @@ def policies_for(plan: Plan, task: Task) -> list[Policy]:
     """The policies a plan turns on, in the order their hooks run."""
     found: list[Policy] = [DepthAndHalting(plan.depth)]
     if plan.verify:  # first: a finished answer is verified before the breadth policy reads the request
-        found.append(VerifiedRestarts(task))
+        found.append(VerifiedRestarts(task, RESTART_POLICIES[plan.restart]))
+        if plan.stuck_after is not None:
+            found.append(StuckStop(plan.stuck_after))
     if plan.quorum is not None:
         found.append(Quorum(plan.quorum))
     if plan.budget is not None:

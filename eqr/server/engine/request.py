@@ -44,6 +44,10 @@ class Trajectory:
     status: TrajectoryStatus = TrajectoryStatus.WAITING
     depth: int = 0  # its iteration cap, set when it gets a slot (the policies' caps)
     restart: bool = False  # started by verified mode after a failed answer (not part of the breadth)
+    # a restart that keeps what is right (``restart: renoise``): the failed trajectory whose final latents it
+    # starts from, and the cells [seq_len] whose latents it draws fresh from its own seed; None: fresh latents
+    base: Trajectory | None = None
+    renoise: np.ndarray | None = None
     verified: bool = False  # verified mode: its answer passed the task's verify
     started: bool = False  # it got a slot (a restart queued after the request had its answer never does)
     slot: int = -1  # row in the slot pool while RUNNING (the runner keeps it)
@@ -132,10 +136,13 @@ class Request:
         """Iterations spent or promised: what ended trajectories ran plus the caps of the live ones."""
         return sum(t.depth if t in self.live else t.iterations for t in self.trajectories)
 
-    def add(self, *, restart: bool = False) -> Trajectory:
-        """One more trajectory, waiting: the next in the seed sequence."""
+    def add(
+        self, *, restart: bool = False, base: Trajectory | None = None, renoise: np.ndarray | None = None
+    ) -> Trajectory:
+        """One more trajectory, waiting: the next in the seed sequence (``base``, ``renoise``: see
+        :class:`Trajectory`)."""
         k = len(self.trajectories)
-        t = Trajectory(self, k, trajectory_seed(self.seed, self.key, k), restart=restart)
+        t = Trajectory(self, k, trajectory_seed(self.seed, self.key, k), restart=restart, base=base, renoise=renoise)
         self.trajectories.append(t)
         if not restart:
             self.breadth_released += 1
@@ -272,6 +279,8 @@ class Request:
             chosen, answer, agreement, converged = None, self.tokens, 0.0, False
         if status is None:
             status = _status(chosen, converged)
+            if status is not Status.VERIFIED:  # a policy that ended it early says why (verified mode: stuck)
+                status = next((s for p in self.policies if (s := p.outcome(self)) is not None), status)
         return SolveResult(
             request_id=self.id,
             status=status,

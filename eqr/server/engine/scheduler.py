@@ -12,7 +12,9 @@ what happened from the runner's reports. A step is schedule → run → postproc
 - :meth:`Scheduler.postprocess` records the leaving trajectories, lets each request's policies
   react (a restart, more breadth), completes each request that is done (the remaining siblings
   are evicted), samples the streams, and refills the freed slots in the same step, so the next
-  model step runs a full pool;
+  model step runs a full pool; a restart that starts from a leaving trajectory's final latents
+  (``restart: renoise``) has that state kept for it (``Decision.keep``) until it starts, or
+  forgotten (``Decision.forget``) when it never will;
 - :meth:`Scheduler.settle`, once the runner applied a decision, finishes the requests it ended.
 
 Two policies decide who holds the slots (``EngineConfig.scheduler``, ``EQR_SCHEDULER``):
@@ -102,6 +104,7 @@ class Scheduler:
         self._streaming: dict[str, Request] = {}
         self._due: list[tuple[Request, list[Trajectory]]] = []  # streams due an event this step
         self._seq = itertools.count()
+        self._forget: list[Trajectory] = []  # restarts with kept state that will never start (dropped by budget)
 
     def add(self, request: Request) -> None:
         seq = next(self._seq)
@@ -151,6 +154,7 @@ class Scheduler:
             at += len(group)
         last: list[Progress] = []  # the last iteration of each streamed trajectory leaving with its answer
         touched: dict[str, Request] = {}
+        keep: list[tuple[Trajectory, Trajectory]] = []  # (leaving, the restart that starts from its state)
         for i, (t, code) in enumerate(leaving):
             settled = int(state.changed_at[i]) if code != Leave.DEPTH else None  # where its answer appeared
             r = t.request
@@ -162,6 +166,7 @@ class Scheduler:
             if r.id in self._streaming:
                 last.append(Progress(r, t, t.iterations, state.preds[i], float(state.residuals[i]), 0, code.label))
             if added:
+                keep += [(t, u) for u in r.trajectories[-added:] if u.base is t]
                 self.waiting += added
                 if not r.queued:
                     self._enqueue(r)
@@ -170,6 +175,7 @@ class Scheduler:
         self._dirty = self._dirty or bool(leaving)
         decision = self._end((r, None) for r in touched.values() if r.done)
         decision.evict = [t for t, _ in leaving] + list(decision.evict)
+        decision.keep = keep
         self._fill(decision)
         ended = {r.id for r, _ in decision.ending}
         # a request that ended streams its trajectories' ends (before its result), no more progress
@@ -216,6 +222,8 @@ class Scheduler:
         read = [t for t, s in leaving if s in _BEST_SO_FAR and t.ran(self.clock) > 0]
         for _, status in leaving:
             self.evictions[_DROPPED[status]] += 1
+        # restarts that were to start from a kept state and never will
+        forget = [t for r, _ in items for t in r.trajectories[r.next_waiting :] if t.base is not None]
         for r, _ in items:
             self.live -= r.in_slot
             self.preempted -= len(r.live) - r.in_slot
@@ -226,7 +234,7 @@ class Scheduler:
             del self.active[r.id]
             self._streaming.pop(r.id, None)
             r.status = RequestStatus.FINISHED  # waits no more: the queue skips it
-        return Decision(evict=[t for t, _ in leaving], read=read, ending=items, error=error)
+        return Decision(evict=[t for t, _ in leaving], read=read, ending=items, error=error, forget=forget)
 
     def _enqueue(self, request: Request) -> None:
         """Into the first-come queue at the request's own place (fixed at arrival: a restart does not lose it)."""
@@ -242,12 +250,15 @@ class Scheduler:
         elif self._dirty or self.waiting or self.preempted:
             self._dirty = False
             self._choose(decision)
+        if self._forget:
+            decision.forget, self._forget = [*decision.forget, *self._forget], []
         return decision
 
     def _take(self, r: Request, n: int) -> list[Trajectory]:
         """Start up to ``n`` of ``r``'s waiting trajectories now."""
-        was_waiting, before = r.status is RequestStatus.WAITING, r.waiting
+        was_waiting, before, first = r.status is RequestStatus.WAITING, r.waiting, r.next_waiting
         got = r.take(n)
+        self._forget += [t for t in r.trajectories[first : r.next_waiting] if t.base is not None and not t.started]
         if was_waiting and got:
             self.queued_requests -= 1
         for t in got:
@@ -335,7 +346,9 @@ class Scheduler:
     @staticmethod
     def _admissions(taken: list[Trajectory]) -> list[Admission]:
         return [
-            Admission(t, t.seed, t.request.tokens, t.request.plan.noise, t.depth, t.request.plan.halt == "q_halt")
+            Admission(
+                t, t.seed, t.request.tokens, t.request.plan.noise, t.depth, t.request.plan.halt == "q_halt", t.renoise
+            )
             for t in taken
         ]
 

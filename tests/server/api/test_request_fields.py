@@ -40,6 +40,8 @@ VALUES: dict[str, Any] = {
     "stream_every": 2,
     "breadth_mode": "on_demand",
     "verify": True,
+    "restart": "renoise",
+    "stuck_after": 3,
     "budget": 40,
 }
 

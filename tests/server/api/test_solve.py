@@ -157,3 +157,15 @@ async def test_breadth_on_demand_over_http(client: httpx.AsyncClient):
     assert 2 <= len(got["iterations"]) <= 4 and all(n == 3 for n in got["iterations"])
     r = await client.post("/v1/solve", json={**body, "breadth_mode": "lazy"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "breadth_mode"
+
+
+async def test_verified_renoise_restarts_over_http(client: httpx.AsyncClient):
+    """A verified request with ``restart: renoise`` runs its restarts within the budget (test_request_fields
+    shows the value reaching the plan); a bad value is a 422 naming the field and the values it takes."""
+    body = {"puzzle": PUZZLE, "verify": True, "restart": "renoise", "depth": 2, "budget": 6, "seed": 3}
+    got = (await client.post("/v1/solve", json=body)).json()
+    assert got["restarts"] == 2 and got["iterations"] == [2, 2, 2] and got["verified"] is False
+    r = await client.post("/v1/solve", json={**body, "restart": "local"})
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["field"] == "restart"
+    assert "full" in error["message"] and "renoise" in error["message"]

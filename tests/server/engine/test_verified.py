@@ -113,3 +113,27 @@ def test_verified_mode_is_a_model_default_and_budget_is_capped(make_engine):
         engine.submit(Job(puzzle(2), SolveParams(budget=0)))
     with pytest.raises(InvalidParam, match="verify"):
         engine.submit(Job(puzzle(2), SolveParams(verify="yes")))
+
+
+def test_stuck_after_ends_the_request_when_one_wrong_answer_keeps_coming_back(make_engine):
+    """With ``stuck_after: 3`` a request whose third failure of one wrong answer comes at trajectory k ends
+    there (status stuck) rather than spending its budget; without it the budget runs out."""
+    seed = next(s for s in range(10_000) if GOOD not in variants_of(s, 40))
+    variants = variants_of(seed, 40)
+    third = next(k for k in range(40) if variants[: k + 1].count(variants[k]) == 3)  # the first third repeat
+    engine = make_engine(FakeModel(variants=VARIANTS), slots=4, scheduler="fcfs")  # one restart at a time
+    params = {"seed": seed, "verify": True, "budget": 200}
+    stuck = engine.submit(Job(puzzle(2), SolveParams(stuck_after=3, **params)))
+    spent = engine.submit(Job(puzzle(2), SolveParams(**params)))
+    run_until_done(engine, [stuck, spent])
+    s, p = stuck.result(), spent.result()
+    assert s.status is Status.STUCK and s.iterations == [5] * (third + 1) and s.restarts == third
+    assert s.verified is False and s.answer[0] == puzzle(2)[0]  # the best-so-far answer, keeping the given
+    assert p.status is not Status.STUCK and sum(p.iterations) == 200
+    from eqr.server.engine import InvalidParam
+
+    with pytest.raises(InvalidParam, match="needs verified mode") as e:
+        engine.submit(Job(puzzle(2), SolveParams(stuck_after=3)))
+    assert e.value.field == "stuck_after"
+    with pytest.raises(InvalidParam, match="stuck_after must be"):
+        engine.submit(Job(puzzle(2), SolveParams(verify=True, stuck_after=1)))
