@@ -172,20 +172,21 @@ def main() -> None:
     base_name, base = next(nr for nr in rows if nr[0] == f"fixed {args.depth} x {cap}")  # the widest fixed breadth
     adaptive = [nr for nr in rows if not nr[0].startswith("fixed")]
     for name, r in adaptive:
-        print(
-            f"{name} / {base_name}: accuracy {r['exact']:.1%} vs {base['exact']:.1%} "
-            f"at {r['iterations'] / base['iterations']:.2f}x the iterations"
-        )
+        print(comparison(name, r, base_name, base))
     for mode in restarts:  # each variant of verified mode against the first restart policy without a stop
         for k in stops:
             for n in budgets:
                 name, first = verified_name(args.depth, n, mode, k), verified_name(args.depth, n, restarts[0], None)
                 if name != first:
-                    r, base = dict(rows)[name], dict(rows)[first]
-                    print(
-                        f"{name} / {first}: accuracy {r['exact']:.1%} vs {base['exact']:.1%} at "
-                        f"{r['iterations'] / base['iterations']:.2f}x the iterations"
-                    )
+                    print(comparison(name, dict(rows)[name], first, dict(rows)[first]))
+
+
+def comparison(name: str, r: dict, base_name: str, base: dict) -> str:
+    """One ratio line: a policy's accuracy and cost against another's on the same puzzles."""
+    return (
+        f"{name} / {base_name}: accuracy {r['exact']:.1%} vs {base['exact']:.1%} "
+        f"at {r['iterations'] / base['iterations']:.2f}x the iterations"
+    )
 
 
 def verified_name(depth: int, budget: int, restart: str, stuck_after: int | None = None) -> str:
