@@ -73,6 +73,13 @@ class Progress(NamedTuple):
 # agrees, or verified mode verified one)
 _DROPPED = {Status.CANCELLED: "cancelled", Status.DEADLINE: "deadline", Status.FAILED: "failed", None: "quorum"}
 _BEST_SO_FAR = (Status.DEADLINE, Status.CANCELLED)  # endings whose live trajectories still offer an answer
+
+
+def _kept_unstarted(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
+    """Restarts that were to start from a kept state (renoise) and now never will: the runner frees it."""
+    return [t for t in trajectories if t.base is not None and not t.started]
+
+
 POLICIES = ("fair", "fcfs")
 
 
@@ -222,8 +229,7 @@ class Scheduler:
         read = [t for t, s in leaving if s in _BEST_SO_FAR and t.ran(self.clock) > 0]
         for _, status in leaving:
             self.evictions[_DROPPED[status]] += 1
-        # restarts that were to start from a kept state and never will
-        forget = [t for r, _ in items for t in r.trajectories[r.next_waiting :] if t.base is not None]
+        forget = [t for r, _ in items for t in _kept_unstarted(r.trajectories[r.next_waiting :])]
         for r, _ in items:
             self.live -= r.in_slot
             self.preempted -= len(r.live) - r.in_slot
@@ -258,7 +264,7 @@ class Scheduler:
         """Start up to ``n`` of ``r``'s waiting trajectories now."""
         was_waiting, before, first = r.status is RequestStatus.WAITING, r.waiting, r.next_waiting
         got = r.take(n)
-        self._forget += [t for t in r.trajectories[first : r.next_waiting] if t.base is not None and not t.started]
+        self._forget += _kept_unstarted(r.trajectories[first : r.next_waiting])  # dropped for want of budget
         if was_waiting and got:
             self.queued_requests -= 1
         for t in got:

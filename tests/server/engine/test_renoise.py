@@ -19,6 +19,7 @@ from eqr.server.engine import InvalidParam, Job, SolveParams
 from eqr.server.engine.plan import ModelDefaults
 from eqr.server.engine.policies import RESTART_POLICIES
 from eqr.server.engine.request import Trajectory
+from eqr.server.jobs import RESTARTS
 
 BUNDLED = Path(__file__).resolve().parents[3] / "models" / "sudoku-small"
 HARD = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"  # top95 #1
@@ -117,6 +118,8 @@ def test_the_restart_policy_is_the_model_folders_default_and_a_bad_one_is_refuse
     assert e.value.field == "restart"
     with pytest.raises(ValueError, match=r"inference\.restart"):
         ModelDefaults(depth=8, restart="local")
+    # the names validation accepts (jobs.RESTARTS) are exactly the ones dispatch knows
+    assert tuple(RESTART_POLICIES) == RESTARTS
 
 
 def test_renoise_falls_back_to_a_full_restart_when_the_task_cannot_say_which_cells_are_wrong(bundled):
