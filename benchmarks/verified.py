@@ -93,6 +93,7 @@ def plot_curve(rows: list[dict], title: str, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="a Sudoku model folder (default: bundled)")
     ap.add_argument("--data", default="top95.csv", help="a puzzle,solution CSV in shared/ or benchmarks/puzzles/")
     ap.add_argument("--depth", type=int, default=64)
     ap.add_argument("--breadth", default="1,16", help="fixed breadths to compare")
@@ -133,11 +134,11 @@ def main() -> None:
         for k in stops
         for n in budgets
     ]
-    print(f"{len(puzzles)} puzzles of {shown(path)}, model {BUNDLED_MODEL.name}, depth {args.depth}, seed {args.seed}")
+    print(f"{len(puzzles)} puzzles of {shown(path)}, model {args.model.name}, depth {args.depth}, seed {args.seed}")
     rows = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        embedded(BUNDLED_MODEL, args.slots, args.threads, Path(tmp)) as d,
+        embedded(args.model, args.slots, args.threads, Path(tmp)) as d,
         Client(d.url, timeout=args.timeout) as client,
     ):
         for name, options in policies:
