@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from eqr.model.tasks import maze, mazegrid
+from eqr.model.tasks import maze, mazegen, mazegrid
 from eqr.model.tasks.errors import PuzzleError
+from eqr.model.tasks.maze import MazeTask
 
 MAZE = [
     "#######",
@@ -133,3 +134,57 @@ def test_jsonl_round_trip_and_bad_solution(tmp_path):
     path.write_text(path.read_text().replace('"#oooo', '"#ooo '))
     with pytest.raises(ValueError, match=r"set\.jsonl:1: the solution does not mark a shortest path"):
         maze.read_jsonl(path)
+
+
+def _faults(rows: list[str], answer: list[str]) -> set[tuple[int, int]]:
+    grid = maze.parse_maze(rows)
+    return {(int(r), int(c)) for r, c in np.argwhere(maze.conflict_mask(grid, maze._answer_grid(answer)))}
+
+
+def test_conflicts_name_the_cells_that_break_the_path():
+    assert _faults(MAZE, ANSWER) == set()
+    # a gap: the two dangling ends and the open cells next to them (the unmarked one between them first)
+    assert _faults(MAZE, _with(ANSWER, 3, 1, " ")) == {(2, 1), (3, 1), (4, 1), (5, 1)}
+    # one mark too many, next to S: off every shortest path, and S now has two path neighbours
+    assert {(1, 1), (1, 2)} <= _faults(MAZE, _with(ANSWER, 1, 2, "o"))
+    assert (5, 3) not in _faults(MAZE, _with(ANSWER, 1, 2, "o"))  # the right part of the path is kept
+    # a detour: every mark of the 12-step path off the shortest one is at fault
+    longer = ["#######", "#Soooo#", "# ###o#", "# #ooo#", "# #o###", "#  ooG#", "#######"]
+    assert {(1, 2), (1, 5), (3, 3), (4, 3)} <= _faults(MAZE, longer)
+
+
+def test_conflicts_accept_any_shortest_path_and_find_a_loop_of_shortest_cells():
+    rows = ["########", "#S     #", "#      #", "#      #", "#      #", "#     G#", "########"]
+    straight = ["########", "#Sooooo#", "#     o#", "#     o#", "#     o#", "#     G#", "########"]
+    down = ["########", "#S     #", "#o     #", "#o     #", "#o     #", "#oooooG#", "########"]
+    assert maze.verify(rows, straight) and _faults(rows, straight) == set()
+    assert maze.verify(rows, down) and _faults(rows, down) == set()
+    # every mark lies on some shortest path and every path cell has two path neighbours, yet a 2×2 loop
+    # of marks stands apart from the path: its cell nearest S has two neighbours farther from S
+    loop = ["########", "#Sooooo#", "#     o#", "# oo  o#", "# oo  o#", "#     G#", "########"]
+    assert not maze.verify(rows, loop) and _faults(rows, loop) >= {(3, 2)}
+    assert not _faults(rows, loop) & {(1, 3), (2, 6)}  # the right path is kept
+
+
+def test_conflicts_are_empty_exactly_when_the_answer_verifies_on_mazes_of_every_kind():
+    rng = np.random.default_rng(3)
+    for kind in mazegen.KINDS:
+        puzzles, solutions, _, _ = mazegen.generate(20, mazegen.kind_spec(kind, 11), seed=11)
+        for puzzle, solution in zip(puzzles, solutions, strict=True):
+            grid, answer = maze.from_tokens(puzzle, 11), maze.from_tokens(solution, 11)
+            assert not maze.conflict_mask(grid, answer).any()
+            open_cells = np.argwhere(grid == maze.OPEN_ID)
+            for flips in (1, 2, 3, 6):  # answers as a model writes them: givens kept, open cells marked or not
+                wrong = answer.copy()
+                for r, c in open_cells[rng.choice(len(open_cells), flips, replace=False)]:
+                    wrong[r, c] = maze.OPEN_ID if wrong[r, c] == maze.PATH_ID else maze.PATH_ID
+                mask = maze.conflict_mask(grid, wrong)
+                assert mask.any() != maze.verify(grid, wrong)
+                assert not mask[(grid == maze.WALL_ID)].any()  # a wall is never at fault when it stands
+
+
+def test_maze_task_conflicts_work_on_tokens():
+    task, grid = MazeTask(7), maze.parse_maze(MAZE)
+    broken = maze.to_tokens(maze._answer_grid(_with(ANSWER, 3, 1, " ")))
+    mask = task.conflicts(maze.to_tokens(grid), broken)
+    assert mask.shape == (49,) and set(np.flatnonzero(mask)) == {2 * 7 + 1, 3 * 7 + 1, 4 * 7 + 1, 5 * 7 + 1}

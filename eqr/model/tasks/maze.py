@@ -65,9 +65,9 @@ def _find(grid: np.ndarray, token: int) -> tuple[int, int]:
     return int(r), int(c)
 
 
-def _search(grid: np.ndarray, passable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _search(grid: np.ndarray, passable: np.ndarray, source: int = START_ID) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = grid.shape
-    s = _find(grid, START_ID)
+    s = _find(grid, source)
     dist = np.empty(rows * cols, np.int64)
     count = np.empty(rows * cols, np.int64)
     bfs(passable.reshape(-1), rows, cols, s[0] * cols + s[1], dist, count)
@@ -138,6 +138,44 @@ def verify(puzzle: str | list | np.ndarray, answer: str | list | np.ndarray) -> 
     return int(marked.sum()) == length - 1 and int(dist[_goal_index(grid)]) == length
 
 
+def _shifted(values: np.ndarray, fill: int) -> list[np.ndarray]:
+    """``values`` [rows, cols] as seen from each cell's four neighbours (``fill`` beyond the border)."""
+    padded = np.pad(values, 1, constant_values=fill)
+    return [padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc] for dr, dc in STEPS]
+
+
+def conflict_mask(grid: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """Cells of ``answer`` [rows, cols] at fault against the maze ``grid``: a bool mask [rows, cols], all
+    False exactly when the answer is valid.
+
+    The path's rules, checked where they break rather than against one solution (a maze may have
+    several shortest paths): a given changed; a path cell whose distances from S and from G do not add
+    up to the shortest length (it lies on no shortest path); a path cell whose path neighbours are not
+    exactly one a step nearer S and one a step farther (S and G count as path), or S or G without
+    exactly one path neighbour. A path that keeps those rules runs from S to G in shortest steps and
+    nothing else is marked (a loop has a cell nearest S, with two neighbours farther). The open cells
+    next to a broken one are at fault too: a gap in the path is the unmarked cells between two
+    dangling ends, and they must change for the path to close.
+    """
+    grid, answer = np.asarray(grid), np.asarray(answer)
+    fixed = grid != OPEN_ID
+    changed = np.where(fixed, answer != grid, (answer != OPEN_ID) & (answer != PATH_ID))
+    marked = (answer == PATH_ID) & ~fixed
+    ends = (grid == START_ID) | (grid == GOAL_ID)
+    passable = grid != WALL_ID
+    from_s = _search(grid, passable, START_ID)[0].reshape(grid.shape)
+    from_g = _search(grid, passable, GOAL_ID)[0].reshape(grid.shape)
+    on_shortest = (from_s >= 0) & (from_g >= 0) & (from_s + from_g == from_s[grid == GOAL_ID])
+    path = marked | ends
+    neighbours = list(zip(_shifted(path, False), _shifted(from_s, -2), strict=True))
+    degree = sum(p.astype(np.int64) for p, _ in neighbours)
+    nearer = sum((p & (d == from_s - 1)).astype(np.int64) for p, d in neighbours)
+    farther = sum((p & (d == from_s + 1)).astype(np.int64) for p, d in neighbours)
+    broken = (marked & (~on_shortest | (degree != 2) | (nearer != 1) | (farther != 1))) | (ends & (degree != 1))
+    near = np.logical_or.reduce(_shifted(broken, False)) & ~fixed
+    return changed | broken | near
+
+
 def solution(grid: np.ndarray) -> np.ndarray:
     """The answer grid of a Maze-Unique maze: the one shortest path marked ``o``."""
     if shortest_path_count(grid) != 1:
@@ -197,6 +235,9 @@ class MazeTask(Task):
 
     def verify(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return verify(from_tokens(puzzle, self.size), from_tokens(answer, self.size))
+
+    def conflicts(self, puzzle: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        return conflict_mask(from_tokens(puzzle, self.size), from_tokens(answer, self.size)).reshape(-1)
 
     def allowed(self, puzzle: np.ndarray) -> np.ndarray:
         puzzle = np.asarray(puzzle)  # walls, S and G stay; an open cell stays open or becomes path
