@@ -10,7 +10,10 @@ the set under each policy, and prints a table measured side by side in one run:
   fresh latent until one verifies or N iterations are spent; ``--restart full,renoise`` adds the same
   budgets with restarts that keep the failed trajectory's latents and re-noise only its cells in conflict
   (``verified D, budget N, renoise``), side by side; ``--stuck-after 8`` adds each of them ending early once
-  one wrong answer has failed 8 times (``..., stuck after 8``).
+  one wrong answer has failed 8 times (``..., stuck after 8``; the other rows spend their whole budget, whatever
+  stop the model folder sets by default); ``--halt convergence,q_halt`` adds them with
+  each trajectory ended by the learned halting head (``q_halt > 0``) instead of the convergence rule, so the
+  verifier sees an answer as soon as the model says it is done (``..., learned halting``).
 
 Iterations per puzzle are every trajectory's iterations summed (restarts included): what a puzzle cost
 the server, and what does not drift with the machine's load. One command:
@@ -100,6 +103,7 @@ def main() -> None:
     ap.add_argument("--budget", default="1000,2000", help="verified mode's budgets (iterations per puzzle)")
     ap.add_argument("--restart", default="full", help="verified mode's restart policies to compare (full,renoise)")
     ap.add_argument("--stuck-after", default="", help="verified mode's early stops to compare (e.g. 8)")
+    ap.add_argument("--halt", default="convergence", help="verified mode's halting rules (convergence,q_halt)")
     ap.add_argument("--quorum", default="2,3", help="breadth on demand's quorums (cap: the widest --breadth)")
     ap.add_argument("--curve", default="", help="budgets of an accuracy-against-budget curve (one run at the largest)")
     ap.add_argument("--plot", type=Path, help="draw --curve as a PNG here")
@@ -128,12 +132,8 @@ def main() -> None:
         budgets.append(max(curve))
     restarts = args.restart.split(",")
     stops = [None] + [int(k) for k in args.stuck_after.split(",") if k]
-    policies += [
-        (verified_name(args.depth, n, mode, k), {"verify": True, "budget": n, "restart": mode, "stuck_after": k})
-        for mode in restarts
-        for k in stops
-        for n in budgets
-    ]
+    halts = args.halt.split(",")
+    policies += verified_policies(args.depth, budgets, restarts, stops, halts)
     print(f"{len(puzzles)} puzzles of {shown(path)}, model {args.model.name}, depth {args.depth}, seed {args.seed}")
     rows = []
     with (
@@ -157,7 +157,7 @@ def main() -> None:
             f"{r['wrong_but_verified']:>16}"
         )
     if curve:
-        _, top = next(nr for nr in rows if nr[0] == verified_name(args.depth, max(curve), restarts[0]))
+        _, top = next(nr for nr in rows if nr[0] == verified_name(args.depth, max(curve), restarts[0], None, halts[0]))
         points = budget_curve(top["per_puzzle"], curve)
         print()
         print(f"{'budget':>8}{'exact':>8}{'iterations/puzzle':>19}{'verified':>10}{'wrong+verified':>16}")
@@ -174,12 +174,33 @@ def main() -> None:
     adaptive = [nr for nr in rows if not nr[0].startswith("fixed")]
     for name, r in adaptive:
         print(comparison(name, r, base_name, base))
-    for mode in restarts:  # each variant of verified mode against the first restart policy without a stop
-        for k in stops:
-            for n in budgets:
-                name, first = verified_name(args.depth, n, mode, k), verified_name(args.depth, n, restarts[0], None)
-                if name != first:
-                    print(comparison(name, dict(rows)[name], first, dict(rows)[first]))
+    for halt in halts:  # each variant of verified mode against the first restart and halting rules without a stop
+        for mode in restarts:
+            for k in stops:
+                for n in budgets:
+                    name = verified_name(args.depth, n, mode, k, halt)
+                    first = verified_name(args.depth, n, restarts[0], None, halts[0])
+                    if name != first:
+                        print(comparison(name, dict(rows)[name], first, dict(rows)[first]))
+
+
+def verified_policies(
+    depth: int, budgets: list[int], restarts: list[str], stops: list[int | None], halts: list[str]
+) -> list[tuple[str, dict]]:
+    """Verified mode's rows, (name, request options), every combination of halting rule, restart policy, stop
+    and budget. A row without a stop spends its whole budget: no wrong answer can fail more than ``budget``
+    times, so ``stuck_after`` budget + 1 overrides a stop the model folder sets by default (the bundled Sudoku
+    folder's 16), and the row measures what its name says."""
+    return [
+        (
+            verified_name(depth, n, mode, k, halt),
+            {"verify": True, "budget": n, "restart": mode, "stuck_after": k or n + 1, "halt": halt},
+        )
+        for halt in halts
+        for mode in restarts
+        for k in stops
+        for n in budgets
+    ]
 
 
 def comparison(name: str, r: dict, base_name: str, base: dict) -> str:
@@ -190,10 +211,14 @@ def comparison(name: str, r: dict, base_name: str, base: dict) -> str:
     )
 
 
-def verified_name(depth: int, budget: int, restart: str, stuck_after: int | None = None) -> str:
-    """A verified-mode row's name: the restart policy shows unless it is the default (full), and the stop if any."""
+def verified_name(
+    depth: int, budget: int, restart: str, stuck_after: int | None = None, halt: str = "convergence"
+) -> str:
+    """A verified-mode row's name: the restart policy shows unless it is the default (full), the stop if any,
+    and the halting rule unless it is the convergence rule."""
     name = f"verified {depth}, budget {budget}" + ("" if restart == "full" else f", {restart}")
-    return name + ("" if stuck_after is None else f", stuck after {stuck_after}")
+    name += "" if stuck_after is None else f", stuck after {stuck_after}"
+    return name + ("" if halt == "convergence" else ", learned halting")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,17 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     return out
 
 
+def label_lines(points: Sequence[tuple[float, float]]) -> list[int]:
+    """How many lines below its point each label goes, for points of (iterations, accuracy in %) on a log-x
+    plot: policies of about the same cost and accuracy would print their names over each other, so each
+    label near points already labelled goes one line lower per such point."""
+    lines = []
+    for i, (x, y) in enumerate(points):
+        near = [abs(math.log10(max(x, 1) / max(px, 1))) < 0.3 and abs(y - py) < 3 for px, py in points[:i]]
+        lines.append(sum(near))
+    return lines
+
+
 def plot_frontier(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Exact accuracy against iterations spent per puzzle (log axis), one point per policy, squares for
     fixed compute and circles for adaptive, with the frontier (the best accuracy at each cost) dashed;
@@ -193,10 +205,10 @@ def plot_frontier(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     axes = fig.subplots(1, len(files), squeeze=False)[0]
     for ax, name in zip(axes, files, strict=True):
         rows = [r for r in records if r["data"] == name]
-        for r in rows:
-            x, y = r["iterations_spent"], 100 * r["exact_accuracy"]
+        points = [(r["iterations_spent"], 100 * r["exact_accuracy"]) for r in rows]
+        for r, (x, y), lines_down in zip(rows, points, label_lines(points), strict=True):
             ax.scatter(x, y, marker="o" if r["adaptive"] else "s", color="C3" if r["adaptive"] else "C0")
-            ax.annotate(r["policy"], (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+            ax.annotate(r["policy"], (x, y), fontsize=7, xytext=(4, 2 - 9 * lines_down), textcoords="offset points")
         frontier, best = [], -1.0
         for x, y in sorted((r["iterations_spent"], 100 * r["exact_accuracy"]) for r in rows):
             if y > best:

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from verified import budget_curve  # noqa: E402
+from verified import budget_curve, verified_policies  # noqa: E402
 
 
 def test_budget_curve_on_plain_data():
@@ -20,6 +20,17 @@ def test_budget_curve_on_plain_data():
     assert mid["exact"] == 2 / 3 and mid["iterations"] == (40 + 300 + 500) / 3
     assert full["iterations"] == 1340 / 3
     assert budget_curve([(10, True, False)], [10])[0]["wrong_but_verified"] == 1
+
+
+def test_rows_without_a_stop_spend_their_budget_whatever_the_folder_sets():
+    # the bundled Sudoku folder stops after 16 failures by default; a row named without a stop must not
+    rows = dict(verified_policies(8, [500, 4000], ["full"], [None, 16], ["convergence", "q_halt"]))
+    assert rows["verified 8, budget 4000"]["stuck_after"] == 4001
+    assert rows["verified 8, budget 500, learned halting"] == {
+        "verify": True, "budget": 500, "restart": "full", "stuck_after": 501, "halt": "q_halt"
+    }  # fmt: skip
+    assert rows["verified 8, budget 4000, stuck after 16"]["stuck_after"] == 16
+    assert len(rows) == 8
 
 
 def test_curve_point_matches_a_real_run_at_that_budget():
@@ -38,17 +49,23 @@ def test_curve_point_matches_a_real_run_at_that_budget():
     assert curve["96"][4] == "0" and curve["24"][4] == "0"
 
 
-def test_restart_policies_and_early_stops_side_by_side():
+def test_restart_policies_early_stops_and_halting_rules_side_by_side():
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "verified.py"), "--data",
         str(ROOT / "benchmarks" / "puzzles" / "top95.csv"), "--limit", "3", "--depth", "4", "--breadth", "1",
-        "--quorum", "", "--budget", "24", "--restart", "full,renoise", "--stuck-after", "2", "--slots", "4",
-        "--concurrency", "3",
+        "--quorum", "", "--budget", "24", "--restart", "full,renoise", "--stuck-after", "2",
+        "--halt", "convergence,q_halt", "--slots", "4", "--concurrency", "3",
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     rows = {line.split("  ")[0] for line in run.stdout.splitlines()}
-    variants = ["verified 4, budget 24" + v for v in ("", ", stuck after 2", ", renoise", ", renoise, stuck after 2")]
+    variants = [
+        "verified 4, budget 24" + v + h
+        for h in ("", ", learned halting")
+        for v in ("", ", stuck after 2", ", renoise", ", renoise, stuck after 2")
+    ]
     assert set(variants) <= rows, run.stdout
     ratios = [line for line in run.stdout.splitlines() if line.endswith("the iterations")]
-    assert [r.split(" / ")[0] for r in ratios[-3:]] == variants[1:], run.stdout
+    # every variant against the first (full restarts, no stop, the convergence rule)
+    assert [r.split(" / ")[0] for r in ratios[-7:]] == variants[1:], run.stdout
+    assert {r.split(" / ")[1].split(":")[0] for r in ratios[-7:]} == {variants[0]}, run.stdout

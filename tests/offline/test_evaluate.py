@@ -11,7 +11,7 @@ from eqr.model.checkpoint import load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.network import EqRNetwork
 from eqr.model.tasks.sudoku import SudokuTask, parse_puzzle, read_csv, to_tokens
-from eqr.offline.evaluate import RECORD_KEYS, accuracy, cell_record, evaluate_file, iteration_stats
+from eqr.offline.evaluate import RECORD_KEYS, accuracy, cell_record, evaluate_file, iteration_stats, label_lines
 from eqr.offline.policies import Policy, grid
 from eqr.offline.solve import solve_offline
 from eqr.server.cli import main
@@ -149,3 +149,10 @@ def test_eval_cli_errors(model_dir, csv_file, tmp_path, capsys):
 
     assert main(["eval", "--model", str(tmp_path), "--data", str(csv_file)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_frontier_labels_of_nearby_points_go_on_separate_lines():
+    # two policies at about the same cost and accuracy, a third just as accurate but 10x dearer, one apart
+    points = [(157.0, 77.5), (218.0, 77.5), (1570.0, 77.5), (234.0, 78.3), (20.0, 64.2)]
+    assert label_lines(points) == [0, 1, 0, 2, 0]
+    assert label_lines([(1.0, 0.0), (0.0, 0.0)]) == [0, 1]  # no iterations at all: no log of zero
