@@ -133,7 +133,8 @@ def main() -> None:
     restarts = args.restart.split(",")
     stops = [None] + [int(k) for k in args.stuck_after.split(",") if k]
     halts = args.halt.split(",")
-    policies += verified_policies(args.depth, budgets, restarts, stops, halts)
+    verified = verified_policies(args.depth, budgets, restarts, stops, halts)
+    policies += verified
     print(f"{len(puzzles)} puzzles of {shown(path)}, model {args.model.name}, depth {args.depth}, seed {args.seed}")
     rows = []
     with (
@@ -174,14 +175,10 @@ def main() -> None:
     adaptive = [nr for nr in rows if not nr[0].startswith("fixed")]
     for name, r in adaptive:
         print(comparison(name, r, base_name, base))
-    for halt in halts:  # each variant of verified mode against the first restart and halting rules without a stop
-        for mode in restarts:
-            for k in stops:
-                for n in budgets:
-                    name = verified_name(args.depth, n, mode, k, halt)
-                    first = verified_name(args.depth, n, restarts[0], None, halts[0])
-                    if name != first:
-                        print(comparison(name, dict(rows)[name], first, dict(rows)[first]))
+    for name, options in verified:  # each variant against the first restart and halting rules without a stop
+        first = verified_name(args.depth, options["budget"], restarts[0], None, halts[0])
+        if name != first:
+            print(comparison(name, dict(rows)[name], first, dict(rows)[first]))
 
 
 def verified_policies(

@@ -210,7 +210,7 @@ def plot_frontier(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
             ax.scatter(x, y, marker="o" if r["adaptive"] else "s", color="C3" if r["adaptive"] else "C0")
             ax.annotate(r["policy"], (x, y), fontsize=7, xytext=(4, 2 - 9 * lines_down), textcoords="offset points")
         frontier, best = [], -1.0
-        for x, y in sorted((r["iterations_spent"], 100 * r["exact_accuracy"]) for r in rows):
+        for x, y in sorted(points):
             if y > best:
                 frontier.append((x, y))
                 best = y
