@@ -99,6 +99,29 @@ class RunConfig:
         }
 
 
+def earlier_legs(meta: dict[str, Any], folder: str | Path) -> list[dict[str, Any]]:
+    """The legs behind a fine-tune's starting folder, oldest first, one flat entry each.
+
+    An entry keeps the recipe (config name, train and data blocks), its length and its last
+    evaluation, not the whole history: a model tuned leg after leg keeps a config that stays small
+    and still says how it was made.
+    """
+    training = meta.get("training")
+    if not training:
+        return []
+    config, history = training["config"], training.get("history", [])
+    leg = {
+        "folder": str(folder),
+        "config": config.get("name"),
+        "train": config.get("train"),
+        "data": config.get("data"),
+        "steps": training.get("steps"),
+        "minutes": training.get("minutes"),
+        "last_eval": history[-1] if history else None,
+    }
+    return [*training.get("earlier", []), leg]
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -217,6 +240,7 @@ def train(
     ema = EMA(model, tc.ema_decay)
     step, elapsed = 0, 0.0
     history: list[dict[str, Any]] = []
+    earlier: list[dict[str, Any]] = []
     state_path = out / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -224,13 +248,15 @@ def train(
         opt.load_state_dict(state["optimizer"])
         ema.shadow = state["ema"]
         step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
+        earlier = state.get("earlier", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
     elif tc.init is not None:
-        start, _ = load_model(tc.init, device)
+        start, start_meta = load_model(tc.init, device)
         if start.cfg != cfg.arch:
             raise ValueError(f"train.init {tc.init}: its architecture differs from the config's arch")
         model.load_state_dict(start.state_dict())
         ema = EMA(model, tc.ema_decay)
+        earlier = earlier_legs(start_meta, tc.init)
         print(f"starting from the weights of {tc.init}")
 
     data = cfg.task_data(cache_dir, seed=tc.seed * 7919 + step)
@@ -248,7 +274,13 @@ def train(
         ema.copy_to(eval_model)
         meta = {
             **data.meta,
-            "training": {"config": cfg.to_dict(), "steps": step, "minutes": round(elapsed / 60, 1), "history": history},
+            "training": {
+                "config": cfg.to_dict(),
+                "steps": step,
+                "minutes": round(elapsed / 60, 1),
+                "history": history,
+                **({"earlier": earlier} if earlier else {}),
+            },
             "inference": {"depth": 32, "noise": sigma, "window": 3, "tol": 0.05},
             **({"accuracy": metrics} if metrics else {}),
         }
@@ -261,6 +293,7 @@ def train(
                 "step": step,
                 "elapsed": elapsed,
                 "history": history,
+                "earlier": earlier,
             },
             state_path,
         )

@@ -189,6 +189,15 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     model, meta = load_model(tuned)
     assert meta["training"]["steps"] == 1 and meta["training"]["config"]["train"]["init"] == str(out)
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
+    # each leg records the legs behind it flat, oldest first, with its last evaluation and no whole history
+    (first,) = meta["training"]["earlier"]
+    assert (first["folder"], first["steps"], first["last_eval"]["step"]) == (str(out), 6, 6)
+    assert "history" not in first
+    config["train"]["init"] = str(tuned)
+    path.write_text(json.dumps(config))
+    train(path, tmp_path / "tuned-again", cache_dir=tmp_path / "cache")
+    _, meta = load_model(tmp_path / "tuned-again")
+    assert [leg["folder"] for leg in meta["training"]["earlier"]] == [str(out), str(tuned)]
     config["arch"]["hidden_size"] = 32
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="architecture differs"):
