@@ -252,7 +252,8 @@ def train(
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
     elif tc.init is not None:
         start, start_meta = load_model(tc.init, device)
-        if start.cfg != cfg.arch:
+        # halt_max_steps is how many supervised steps a row gets, not a weight shape: a fine-tune may change it
+        if dataclasses.replace(start.cfg, halt_max_steps=cfg.arch.halt_max_steps) != cfg.arch:
             raise ValueError(f"train.init {tc.init}: its architecture differs from the config's arch")
         model.load_state_dict(start.state_dict())
         ema = EMA(model, tc.ema_decay)

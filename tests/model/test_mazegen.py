@@ -198,6 +198,12 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     train(path, tmp_path / "tuned-again", cache_dir=tmp_path / "cache")
     _, meta = load_model(tmp_path / "tuned-again")
     assert [leg["folder"] for leg in meta["training"]["earlier"]] == [str(out), str(tuned)]
+    # a fine-tune may supervise more steps a row than its start did; it may not change a weight's shape
+    config["arch"]["halt_max_steps"] = model.cfg.halt_max_steps + 4
+    path.write_text(json.dumps(config))
+    train(path, tmp_path / "longer", cache_dir=tmp_path / "cache")
+    longer, _ = load_model(tmp_path / "longer")
+    assert longer.cfg.halt_max_steps == model.cfg.halt_max_steps + 4
     config["arch"]["hidden_size"] = 32
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="architecture differs"):
