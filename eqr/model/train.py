@@ -50,6 +50,7 @@ class TrainConfig:
     threads: int = 2
     eval_every: int = 500
     eval_puzzles: int = 256
+    eval_depth: int = 16  # iterations of the held-out probe; a model that settles later reads low at 16
     checkpoint_minutes: float = 5.0
     seed: int = 0
     device: str = "cpu"
@@ -319,7 +320,8 @@ def train(
             eval_model.load_state_dict(model.state_dict())
             ema.copy_to(eval_model)
             metrics = {
-                f"generated_{k}_depth16": v for k, v in evaluate_generated(eval_model, eval_sets, 16, data.meta).items()
+                f"generated_{k}_depth{tc.eval_depth}": v
+                for k, v in evaluate_generated(eval_model, eval_sets, tc.eval_depth, data.meta).items()
             }
             history.append({"step": step, "minutes": round(elapsed / 60, 1), **metrics, **stats})
             bar.write(f"step {step}: {json.dumps(history[-1])}")

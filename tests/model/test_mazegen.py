@@ -160,7 +160,8 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
             "L_cycles": 1,
             "halt_max_steps": 2,
         },
-        "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "eval_every": 2, "eval_puzzles": 4, "threads": 1},
+        "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "eval_every": 2, "eval_puzzles": 4, "threads": 1,
+                  "eval_depth": 3},
         "data": {"size": 7, "kinds": {"perfect": 1.0, "rooms": 1.0}},
     }
     path = tmp_path / "tiny.json"
@@ -171,8 +172,8 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     assert meta["task"] == "maze" and meta["grid"] == {"rows": 7, "cols": 7}
     assert model.cfg.vocab_size == 6 and model.cfg.seq_len == 49
     assert meta["training"]["steps"] == 4 and set(meta["accuracy"]) == {
-        "generated_perfect_depth16",
-        "generated_rooms_depth16",
+        "generated_perfect_depth3",
+        "generated_rooms_depth3",
     }
     assert (out / STATE_FILE).exists() and (out / "model.safetensors").exists()
     config["train"]["max_steps"] = 6
