@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from eqr.model.checkpoint import load_model, save_model
+from eqr.model.checkpoint import CheckpointError, load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
@@ -30,6 +30,7 @@ from eqr.model.optim import EMA, AdamATan2
 from eqr.model.step import answers, fresh_batch
 from eqr.model.tasks.data import DataConfig, MazeMix, TaskData, maze_data, sudoku_data
 from eqr.model.tasks.registry import task_for
+from eqr.model.widen import widen
 
 STATE_FILE = "train_state.pt"
 DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeMix]] = {"sudoku": DataConfig, "maze": MazeMix}
@@ -58,6 +59,40 @@ class TrainConfig:
     init: str | None = None
 
 
+SECTIONS = ("arch", "train", "data")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot start a run; the message names the file or key and why."""
+
+
+def read_run_doc(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A run config's JSON with its ``base`` resolved.
+
+    A fine-tune leg is its predecessor's recipe with two or three keys changed: ``"base"`` names that
+    config (a path from this file's folder), and this file's ``arch``, ``train`` and ``data`` keys
+    override the base's one by one. The name is never inherited. What a run records is the resolved
+    config, so a model folder still says all of its recipe.
+    """
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: its base chain comes back to itself")
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    doc.setdefault("name", path.stem)
+    base = doc.pop("base", None)
+    if base is None:
+        return doc
+    parent = read_run_doc(path.parent / base, (*seen, path.resolve()))
+    merged = {**parent, **doc}
+    for section in SECTIONS:
+        merged[section] = {**parent.get(section, {}), **doc.get(section, {})}
+    return merged
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str
@@ -69,24 +104,33 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         """Read a run config; its ``task`` (default ``sudoku``) says what the ``data`` section describes."""
-        doc = json.loads(Path(path).read_text())
+        doc = read_run_doc(Path(path))
         task = doc.get("task", "sudoku")
         if task not in DATA_CONFIGS:
-            raise ValueError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
-        return cls(
-            name=doc.get("name", Path(path).stem),
-            arch=EqRConfig.from_dict(doc.get("arch", {})),
-            train=TrainConfig(**doc.get("train", {})),
-            data=DATA_CONFIGS[task](**doc.get("data", {})),
-            task=task,
-        )
+            raise ConfigError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
+        for section, block in (("train", TrainConfig), ("data", DATA_CONFIGS[task])):
+            known = {f.name for f in dataclasses.fields(block)}
+            unknown = sorted(set(doc.get(section, {})) - known)
+            if unknown:
+                keys = ", ".join(sorted(known))
+                raise ConfigError(f"{path}: {section} has no key {', '.join(unknown)}; its keys: {keys}")
+        try:
+            return cls(
+                name=doc["name"],
+                arch=EqRConfig.from_dict(doc.get("arch", {})),
+                train=TrainConfig(**doc.get("train", {})),
+                data=DATA_CONFIGS[task](**doc.get("data", {})),
+                task=task,
+            )
+        except (TypeError, ValueError) as exc:  # values a block refuses
+            raise ConfigError(f"{path}: {exc}") from exc
 
     def task_data(self, cache_dir: str | Path, seed: int) -> TaskData:
         """The task's training stream (sampler seeded with ``seed``) and held-out sets."""
         if isinstance(self.data, MazeMix):
             if self.arch.seq_len != self.data.size**2:
-                size = self.data.size
-                raise ValueError(f"arch.seq_len {self.arch.seq_len} does not fit {size}x{size} mazes (needs {size**2})")
+                size, seq = self.data.size, self.arch.seq_len
+                raise ConfigError(f"arch.seq_len {seq} does not fit {size}x{size} mazes (needs {size**2})")
             return maze_data(self.data, seed, self.train.eval_puzzles)
         return sudoku_data(self.data, cache_dir, seed, self.train.eval_puzzles)
 
@@ -114,6 +158,7 @@ def earlier_legs(meta: dict[str, Any], folder: str | Path) -> list[dict[str, Any
     leg = {
         "folder": str(folder),
         "config": config.get("name"),
+        "hidden_size": config.get("arch", {}).get("hidden_size"),  # a later leg may have widened it
         "train": config.get("train"),
         "data": config.get("data"),
         "steps": training.get("steps"),
@@ -252,14 +297,23 @@ def train(
         earlier = state.get("earlier", [])
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
     elif tc.init is not None:
-        start, start_meta = load_model(tc.init, device)
-        # halt_max_steps is how many supervised steps a row gets, not a weight shape: a fine-tune may change it
-        if dataclasses.replace(start.cfg, halt_max_steps=cfg.arch.halt_max_steps) != cfg.arch:
-            raise ValueError(f"train.init {tc.init}: its architecture differs from the config's arch")
+        try:
+            start, start_meta = load_model(tc.init, device)
+        except CheckpointError as exc:
+            raise ConfigError(f"train.init: {exc}") from exc
+        # halt_max_steps is how many supervised steps a row gets, not a weight shape: a fine-tune may change
+        # it; a wider hidden_size starts from the widened weights (eqr.model.widen), which compute the same map
+        same = dataclasses.replace(start.cfg, halt_max_steps=cfg.arch.halt_max_steps, hidden_size=cfg.arch.hidden_size)
+        if same != cfg.arch:
+            raise ConfigError(f"train.init {tc.init}: its architecture differs from the config's arch")
+        try:
+            start = widen(start, cfg.arch.hidden_size)
+        except ValueError as exc:
+            raise ConfigError(f"train.init {tc.init}: {exc}") from exc
         model.load_state_dict(start.state_dict())
         ema = EMA(model, tc.ema_decay)
         earlier = earlier_legs(start_meta, tc.init)
-        print(f"starting from the weights of {tc.init}")
+        print(f"starting from the weights of {tc.init} (hidden_size {start_meta['arch']['hidden_size']})")
 
     data = cfg.task_data(cache_dir, seed=tc.seed * 7919 + step)
     gen = torch.Generator().manual_seed(tc.seed * 104729 + step)

@@ -17,9 +17,13 @@ if TYPE_CHECKING:  # imported lazily at run time: `eqr --help` must not import t
 
 
 def _train(args: argparse.Namespace) -> int:
-    from eqr.model.train import train
+    from eqr.model.train import ConfigError, train
 
-    train(args.config, args.out, cache_dir=args.cache, threads=args.threads)
+    try:
+        train(args.config, args.out, cache_dir=args.cache, threads=args.threads)
+    except ConfigError as exc:
+        print(f"eqr train: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

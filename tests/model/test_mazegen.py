@@ -160,8 +160,15 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
             "L_cycles": 1,
             "halt_max_steps": 2,
         },
-        "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "eval_every": 2, "eval_puzzles": 4, "threads": 1,
-                  "eval_depth": 3},
+        "train": {
+            "batch_size": 8,
+            "max_steps": 4,
+            "warmup_steps": 2,
+            "eval_every": 2,
+            "eval_puzzles": 4,
+            "threads": 1,
+            "eval_depth": 3,
+        },
         "data": {"size": 7, "kinds": {"perfect": 1.0, "rooms": 1.0}},
     }
     path = tmp_path / "tiny.json"
@@ -205,7 +212,18 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     train(path, tmp_path / "longer", cache_dir=tmp_path / "cache")
     longer, _ = load_model(tmp_path / "longer")
     assert longer.cfg.halt_max_steps == model.cfg.halt_max_steps + 4
+    # a wider hidden_size starts from the widened weights; any other shape change is refused
     config["arch"]["hidden_size"] = 32
+    path.write_text(json.dumps(config))
+    train(path, tmp_path / "wider", cache_dir=tmp_path / "cache")
+    wider, meta = load_model(tmp_path / "wider")
+    assert wider.cfg.hidden_size == 32 and [leg["hidden_size"] for leg in meta["training"]["earlier"]] == [16, 16]
+    assert torch.equal(wider.lm_head.weight, start.lm_head.weight.repeat(1, 2) / 2)  # lr 0: the widened start
+    config["arch"]["hidden_size"] = 24
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="not a whole multiple"):
+        train(path, tmp_path / "other", cache_dir=tmp_path / "cache")
+    config["arch"] = {**config["arch"], "hidden_size": 16, "L_layers": 2}
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="architecture differs"):
         train(path, tmp_path / "other", cache_dir=tmp_path / "cache")

@@ -1,13 +1,19 @@
 """Training pieces: stablemax loss, AdamATan2, EMA, schedule, and a short real run with resume."""
 
+import dataclasses
 import json
+from pathlib import Path
 
+import pytest
 import torch
 
 from eqr.model.checkpoint import load_model
 from eqr.model.losses import stablemax_log_probs, supervision_loss
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.train import STATE_FILE, TrainConfig, lr_at, train
+from eqr.model.train import STATE_FILE, ConfigError, RunConfig, TrainConfig, lr_at, train
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS, MODELS = ROOT / "configs", ROOT / "models"
 
 
 def test_stablemax_is_a_distribution_and_orders_like_softmax():
@@ -89,3 +95,64 @@ def test_short_training_run_writes_model_and_resumes(tmp_path):
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 8
     assert [h["step"] for h in meta["training"]["history"]] == [3, 6, 8]
+
+
+def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
+    base = {
+        "name": "base",
+        "arch": {"hidden_size": 16, "L_layers": 1},
+        "train": {"lr": 1e-3, "max_steps": 100, "seed": 1},
+        "data": {"mixed_puzzles": 40, "workers": 1},
+    }
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "legs").mkdir()
+    leg = {"base": "../base.json", "arch": {"hidden_size": 32}, "train": {"lr": 2e-4}}
+    (tmp_path / "legs" / "leg.json").write_text(json.dumps(leg))
+    leg2 = {"name": "second", "base": "leg.json", "train": {"seed": 9}}
+    (tmp_path / "legs" / "leg2.json").write_text(json.dumps(leg2))
+    cfg = RunConfig.load(tmp_path / "legs" / "leg.json")
+    assert cfg.name == "leg"  # never the base's name
+    assert (cfg.arch.hidden_size, cfg.arch.L_layers) == (32, 1)
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.train.seed, cfg.data.mixed_puzzles) == (2e-4, 100, 1, 40)
+    second = RunConfig.load(tmp_path / "legs" / "leg2.json")
+    assert second.name == "second" and (second.arch.hidden_size, second.train.lr, second.train.seed) == (32, 2e-4, 9)
+
+    (tmp_path / "base.json").write_text(json.dumps({**base, "base": "legs/leg2.json"}))
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
+    (tmp_path / "base.json").unlink()
+    with pytest.raises(ConfigError, match=r"base\.json: no such config"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
+    (tmp_path / "base.json").write_text(json.dumps({**base, "train": {"learning_rate": 1e-3}}))
+    with pytest.raises(ConfigError, match="train has no key learning_rate"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.json")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(config):
+    assert RunConfig.load(config).name == config.stem
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in MODELS.glob("*/config.json")), ids=lambda p: p.name)
+def test_a_bundled_model_was_trained_on_what_its_config_file_says(folder):
+    recorded = json.loads((folder / "config.json").read_text())["training"]["config"]
+    resolved = RunConfig.load(CONFIGS / f"{recorded['name']}.json").to_dict()
+    assert recorded["arch"] == resolved["arch"] and recorded["data"] == resolved["data"]
+    defaults = dataclasses.asdict(TrainConfig())
+    for key, value in resolved["train"].items():
+        if key == "init":  # a run names its start where it was; the configs name the runs folder
+            assert Path(value).name == Path(recorded["train"][key]).name
+        else:  # keys added since the run take their defaults
+            assert recorded["train"].get(key, defaults[key]) == value, key
+
+
+def test_eqr_train_says_what_is_wrong_with_a_config(tmp_path, capsys):
+    from eqr.server.cli import main
+
+    config = tmp_path / "leg.json"
+    config.write_text(json.dumps({"base": "missing.json"}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "missing.json: no such config" in capsys.readouterr().err
+    config.write_text(json.dumps({"arch": {"hidden_size": 16}, "train": {"init": str(tmp_path / "nowhere")}}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "train.init:" in capsys.readouterr().err and not (tmp_path / "out" / STATE_FILE).exists()
