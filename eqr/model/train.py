@@ -108,7 +108,7 @@ class RunConfig:
         task = doc.get("task", "sudoku")
         if task not in DATA_CONFIGS:
             raise ConfigError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
-        for section, block in (("train", TrainConfig), ("data", DATA_CONFIGS[task])):
+        for section, block in (("arch", EqRConfig), ("train", TrainConfig), ("data", DATA_CONFIGS[task])):
             known = {f.name for f in dataclasses.fields(block)}
             unknown = sorted(set(doc.get(section, {})) - known)
             if unknown:

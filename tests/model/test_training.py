@@ -126,6 +126,9 @@ def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
     (tmp_path / "base.json").write_text(json.dumps({**base, "train": {"learning_rate": 1e-3}}))
     with pytest.raises(ConfigError, match="train has no key learning_rate"):
         RunConfig.load(tmp_path / "legs" / "leg.json")
+    (tmp_path / "base.json").write_text(json.dumps({**base, "arch": {"hidden": 16}}))
+    with pytest.raises(ConfigError, match="arch has no key hidden;"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.json")), ids=lambda p: p.stem)
