@@ -50,10 +50,11 @@ def widen(model: EqRNetwork, hidden_size: int) -> EqRNetwork:
             if ".mlp_t." in name:  # works along positions, shared by every channel
                 new[name] = tensor.clone()
             elif name.endswith(".mlp.gate_up_proj.weight"):
-                fresh = trunc_normal_(torch.empty(2, wide_inner - inner, hidden_size), 1.0 / math.sqrt(hidden_size))
+                std = 1.0 / math.sqrt(hidden_size)  # a fresh unit's init, as CastedLinear's
+                fresh = trunc_normal_(tensor.new_empty(2, wide_inner - inner, hidden_size), std)
                 halves = reads_channels(tensor).view(2, inner, hidden_size)  # [gate | up]
                 new[name] = torch.cat([halves, fresh], dim=1).reshape(2 * wide_inner, hidden_size)
             elif name.endswith(".mlp.down_proj.weight"):
                 new[name] = torch.cat([tensor, tensor.new_zeros(cfg.hidden_size, wide_inner - inner)], 1).repeat(k, 1)
-    wide.load_state_dict(new)  # strict: a tensor this function does not know about fails here
+    wide.to(model.lm_head.weight.device).load_state_dict(new)  # strict: a tensor not handled above fails here
     return wide
