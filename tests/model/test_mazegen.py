@@ -1,5 +1,5 @@
 """Maze generator and maze training: unique shortest paths, the length spread, every kind of maze,
-disjoint seeds, the committed eval sets, and tiny training runs that resume or start from a model."""
+disjoint seeds, the committed eval sets, and tiny training runs that resume, fine-tune, widen or refuse."""
 
 import json
 from pathlib import Path
@@ -145,8 +145,9 @@ def test_committed_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):
         assert min(lengths) <= lo + 2 and max(lengths) >= hi - 5 and {m["kind"] for m in meta} == {"perfect", "random"}
 
 
-def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
-    config = {
+def _tiny_config() -> dict:
+    """A 7x7 maze run small enough to train in a second: the start of every training test here."""
+    return {
         "name": "tiny-maze",
         "task": "maze",
         "arch": {
@@ -171,10 +172,35 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
         },
         "data": {"size": 7, "kinds": {"perfect": 1.0, "rooms": 1.0}},
     }
-    path = tmp_path / "tiny.json"
+
+
+def _train(config: dict, folder: Path, out: Path) -> Path:
+    """Writes the config next to the run and trains it (the data cache shared within the folder)."""
+    path = folder / f"{out.name}.json"
     path.write_text(json.dumps(config))
-    out = tmp_path / "model"
-    train(path, out, cache_dir=tmp_path / "cache")
+    train(path, out, cache_dir=folder / "cache")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_start(tmp_path_factory) -> Path:
+    """A tiny maze model trained 6 steps, the start the fine-tune tests widen and tune."""
+    folder = tmp_path_factory.mktemp("tiny-start")
+    config = _tiny_config()
+    config["train"]["max_steps"] = 6
+    return _train(config, folder, folder / "model")
+
+
+def _fine_tune(start: Path) -> dict:
+    """One step at lr 0 from ``start``: the tuned weights are exactly the start's (or its widening)."""
+    config = _tiny_config()
+    config["train"] = {**config["train"], "init": str(start), "max_steps": 1, "lr": 0.0, "eval_every": 1}
+    return config
+
+
+def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
+    config = _tiny_config()
+    out = _train(config, tmp_path, tmp_path / "model")
     model, meta = load_model(out)
     assert meta["task"] == "maze" and meta["grid"] == {"rows": 7, "cols": 7}
     assert model.cfg.vocab_size == 6 and model.cfg.seq_len == 49
@@ -184,49 +210,50 @@ def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     }
     assert (out / STATE_FILE).exists() and (out / "model.safetensors").exists()
     config["train"]["max_steps"] = 6
-    path.write_text(json.dumps(config))
-    train(path, out, cache_dir=tmp_path / "cache")
+    _train(config, tmp_path, out)
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 6 and [h["step"] for h in meta["training"]["history"]] == [2, 4, 6]
-    # a fine-tune starts from that model's weights (lr 0: the one step changes nothing)
-    config["train"] = {**config["train"], "init": str(out), "max_steps": 1, "lr": 0.0, "eval_every": 1}
-    path.write_text(json.dumps(config))
-    tuned = tmp_path / "tuned"
-    train(path, tuned, cache_dir=tmp_path / "cache")
-    start, _ = load_model(out)
+
+
+def test_a_fine_tune_starts_from_its_init_and_records_the_legs_behind_it(tiny_start, tmp_path):
+    tuned = _train(_fine_tune(tiny_start), tmp_path, tmp_path / "tuned")
+    start, _ = load_model(tiny_start)
     model, meta = load_model(tuned)
-    assert meta["training"]["steps"] == 1 and meta["training"]["config"]["train"]["init"] == str(out)
+    assert meta["training"]["steps"] == 1 and meta["training"]["config"]["train"]["init"] == str(tiny_start)
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
     # each leg records the legs behind it flat, oldest first, with its last evaluation and no whole history
     (first,) = meta["training"]["earlier"]
-    assert (first["folder"], first["steps"], first["last_eval"]["step"]) == (str(out), 6, 6)
+    assert (first["folder"], first["steps"], first["last_eval"]["step"]) == (str(tiny_start), 6, 6)
     assert "history" not in first
-    config["train"]["init"] = str(tuned)
-    path.write_text(json.dumps(config))
-    train(path, tmp_path / "tuned-again", cache_dir=tmp_path / "cache")
+    _train(_fine_tune(tuned), tmp_path, tmp_path / "tuned-again")
     _, meta = load_model(tmp_path / "tuned-again")
-    assert [leg["folder"] for leg in meta["training"]["earlier"]] == [str(out), str(tuned)]
-    # a fine-tune may supervise more steps a row than its start did; it may not change a weight's shape
-    config["arch"]["halt_max_steps"] = model.cfg.halt_max_steps + 4
-    path.write_text(json.dumps(config))
-    train(path, tmp_path / "longer", cache_dir=tmp_path / "cache")
-    longer, _ = load_model(tmp_path / "longer")
-    assert longer.cfg.halt_max_steps == model.cfg.halt_max_steps + 4
-    # a wider hidden_size starts from the widened weights; any other shape change is refused
+    assert [leg["folder"] for leg in meta["training"]["earlier"]] == [str(tiny_start), str(tuned)]
+
+
+def test_a_fine_tune_may_supervise_more_steps_a_row_than_its_start(tiny_start, tmp_path):
+    config = _fine_tune(tiny_start)
+    config["arch"]["halt_max_steps"] = 6
+    longer, _ = load_model(_train(config, tmp_path, tmp_path / "longer"))
+    assert longer.cfg.halt_max_steps == 6
+
+
+def test_a_fine_tune_may_widen_its_start_by_a_whole_multiple(tiny_start, tmp_path):
+    config = _fine_tune(tiny_start)
     config["arch"]["hidden_size"] = 32
-    path.write_text(json.dumps(config))
-    train(path, tmp_path / "wider", cache_dir=tmp_path / "cache")
-    wider, meta = load_model(tmp_path / "wider")
-    assert wider.cfg.hidden_size == 32 and [leg["hidden_size"] for leg in meta["training"]["earlier"]] == [16, 16]
+    wider, meta = load_model(_train(config, tmp_path, tmp_path / "wider"))
+    start, _ = load_model(tiny_start)
+    assert wider.cfg.hidden_size == 32 and [leg["hidden_size"] for leg in meta["training"]["earlier"]] == [16]
     assert torch.equal(wider.lm_head.weight, start.lm_head.weight.repeat(1, 2) / 2)  # lr 0: the widened start
+
+
+def test_a_fine_tune_refuses_any_other_change_of_shape(tiny_start, tmp_path):
+    config = _fine_tune(tiny_start)
     config["arch"]["hidden_size"] = 24
-    path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="not a whole multiple"):
-        train(path, tmp_path / "other", cache_dir=tmp_path / "cache")
+        _train(config, tmp_path, tmp_path / "other")
     config["arch"] = {**config["arch"], "hidden_size": 16, "L_layers": 2}
-    path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="architecture differs"):
-        train(path, tmp_path / "other", cache_dir=tmp_path / "cache")
+        _train(config, tmp_path, tmp_path / "other")
 
 
 def test_a_config_whose_board_does_not_fit_the_mazes_is_refused(tmp_path):
