@@ -301,9 +301,16 @@ def train(
             start, start_meta = load_model(tc.init, device)
         except CheckpointError as exc:
             raise ConfigError(f"train.init: {exc}") from exc
-        # halt_max_steps is how many supervised steps a row gets, not a weight shape: a fine-tune may change
-        # it; a wider hidden_size starts from the widened weights (eqr.model.widen), which compute the same map
-        same = dataclasses.replace(start.cfg, halt_max_steps=cfg.arch.halt_max_steps, hidden_size=cfg.arch.hidden_size)
+        # halt_max_steps (supervised steps a row) and the cycle counts (how often one step applies the same
+        # block) are not weight shapes: a fine-tune may change them; a wider hidden_size starts from the
+        # widened weights (eqr.model.widen), which compute the same map
+        same = dataclasses.replace(
+            start.cfg,
+            halt_max_steps=cfg.arch.halt_max_steps,
+            hidden_size=cfg.arch.hidden_size,
+            H_cycles=cfg.arch.H_cycles,
+            L_cycles=cfg.arch.L_cycles,
+        )
         if same != cfg.arch:
             raise ConfigError(f"train.init {tc.init}: its architecture differs from the config's arch")
         try:

@@ -198,6 +198,10 @@ def _fine_tune(start: Path) -> dict:
     return config
 
 
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
 def test_tiny_maze_training_run_records_the_task_and_resumes(tmp_path):
     config = _tiny_config()
     out = _train(config, tmp_path, tmp_path / "model")
@@ -220,7 +224,7 @@ def test_a_fine_tune_starts_from_its_init_and_records_the_legs_behind_it(tiny_st
     start, _ = load_model(tiny_start)
     model, meta = load_model(tuned)
     assert meta["training"]["steps"] == 1 and meta["training"]["config"]["train"]["init"] == str(tiny_start)
-    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
+    assert _same_weights(start, model)
     # each leg records the legs behind it flat, oldest first, with its last evaluation and no whole history
     (first,) = meta["training"]["earlier"]
     assert (first["folder"], first["steps"], first["last_eval"]["step"]) == (str(tiny_start), 6, 6)
@@ -230,11 +234,14 @@ def test_a_fine_tune_starts_from_its_init_and_records_the_legs_behind_it(tiny_st
     assert [leg["folder"] for leg in meta["training"]["earlier"]] == [str(tiny_start), str(tuned)]
 
 
-def test_a_fine_tune_may_supervise_more_steps_a_row_than_its_start(tiny_start, tmp_path):
+def test_a_fine_tune_may_supervise_more_steps_and_cycle_its_block_more_than_its_start(tiny_start, tmp_path):
     config = _fine_tune(tiny_start)
-    config["arch"]["halt_max_steps"] = 6
+    config["arch"] = {**config["arch"], "halt_max_steps": 6, "H_cycles": 2, "L_cycles": 3}
     longer, _ = load_model(_train(config, tmp_path, tmp_path / "longer"))
-    assert longer.cfg.halt_max_steps == 6
+    start, _ = load_model(tiny_start)
+    assert (longer.cfg.halt_max_steps, longer.cfg.H_cycles, longer.cfg.L_cycles) == (6, 2, 3)
+    # the same weights (lr 0), applied more often a step
+    assert _same_weights(start, longer)
 
 
 def test_a_fine_tune_may_widen_its_start_by_a_whole_multiple(tiny_start, tmp_path):
