@@ -82,6 +82,11 @@ def read_run_doc(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such config") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a run config is a JSON object, not {type(doc).__name__}")
+    for section in SECTIONS:
+        if not isinstance(doc.get(section, {}), dict):
+            raise ConfigError(f"{path}: {section} is a JSON object of keys, not {type(doc[section]).__name__}")
     doc.setdefault("name", path.stem)
     base = doc.pop("base", None)
     if base is None:

@@ -129,6 +129,12 @@ def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
     (tmp_path / "base.json").write_text(json.dumps({**base, "arch": {"hidden": 16}}))
     with pytest.raises(ConfigError, match="arch has no key hidden;"):
         RunConfig.load(tmp_path / "legs" / "leg.json")
+    (tmp_path / "base.json").write_text(json.dumps({**base, "train": "lr=1e-3"}))
+    with pytest.raises(ConfigError, match=r"base\.json: train is a JSON object of keys, not str"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
+    (tmp_path / "base.json").write_text(json.dumps([base]))
+    with pytest.raises(ConfigError, match=r"base\.json: a run config is a JSON object, not list"):
+        RunConfig.load(tmp_path / "legs" / "leg.json")
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.json")), ids=lambda p: p.stem)
