@@ -16,6 +16,8 @@ class EqRConfig:
     hidden_size: int = 512
     num_heads: int = 8
     expansion: float = 4.0
+    # the token-mixing MLP's own expansion (over positions); None: ``expansion``, as in the paper
+    token_expansion: float | None = None
     multiple_of: int = 256  # SwiGLU inner width is rounded up to this (paper: 256)
     L_layers: int = 2
     H_cycles: int = 3
@@ -36,6 +38,8 @@ class EqRConfig:
             raise ValueError(f"pos_encodings must be 'rope' or 'none', got {self.pos_encodings!r}")
         if not self.mlp_t and self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be divisible by num_heads for attention")
+        if self.token_expansion is not None and self.token_expansion <= 0:
+            raise ValueError(f"token_expansion must be positive, got {self.token_expansion}")
         if self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
             raise ValueError("puzzle_emb_ndim does not fit in puzzle_emb_len tokens")
 
@@ -43,6 +47,11 @@ class EqRConfig:
     def seq_total(self) -> int:
         """S_total: board cells plus the puzzle-embedding prefix."""
         return self.seq_len + self.puzzle_emb_len
+
+    @property
+    def mixer_expansion(self) -> float:
+        """The token-mixing MLP's expansion: its own, else the channel MLP's."""
+        return self.expansion if self.token_expansion is None else self.token_expansion
 
     @property
     def blocks_per_step(self) -> int:

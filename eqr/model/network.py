@@ -126,7 +126,7 @@ class ReasoningBlock(nn.Module):
         super().__init__()
         self.eps = cfg.rms_norm_eps
         if cfg.mlp_t:
-            self.mlp_t = SwiGLU(cfg.seq_total, cfg.expansion, cfg.multiple_of)
+            self.mlp_t = SwiGLU(cfg.seq_total, cfg.mixer_expansion, cfg.multiple_of)
         else:
             self.self_attn = Attention(cfg)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion, cfg.multiple_of)

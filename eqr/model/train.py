@@ -307,19 +307,13 @@ def train(
         except CheckpointError as exc:
             raise ConfigError(f"train.init: {exc}") from exc
         # halt_max_steps (supervised steps a row) and the cycle counts (how often one step applies the same
-        # block) are not weight shapes: a fine-tune may change them; a wider hidden_size starts from the
-        # widened weights (eqr.model.widen), which compute the same map
-        same = dataclasses.replace(
-            start.cfg,
-            halt_max_steps=cfg.arch.halt_max_steps,
-            hidden_size=cfg.arch.hidden_size,
-            H_cycles=cfg.arch.H_cycles,
-            L_cycles=cfg.arch.L_cycles,
-        )
-        if same != cfg.arch:
+        # block) are not weight shapes: a fine-tune may change them; a wider hidden_size or token mixer
+        # starts from the widened weights (eqr.model.widen), which compute the same map
+        grown = ("halt_max_steps", "H_cycles", "L_cycles", "hidden_size", "token_expansion")
+        if dataclasses.replace(start.cfg, **{key: getattr(cfg.arch, key) for key in grown}) != cfg.arch:
             raise ConfigError(f"train.init {tc.init}: its architecture differs from the config's arch")
         try:
-            start = widen(start, cfg.arch.hidden_size)
+            start = widen(start, cfg.arch.hidden_size, cfg.arch.token_expansion)
         except ValueError as exc:
             raise ConfigError(f"train.init {tc.init}: {exc}") from exc
         model.load_state_dict(start.state_dict())

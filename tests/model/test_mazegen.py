@@ -244,13 +244,18 @@ def test_a_fine_tune_may_supervise_more_steps_and_cycle_its_block_more_than_its_
     assert _same_weights(start, longer)
 
 
-def test_a_fine_tune_may_widen_its_start_by_a_whole_multiple(tiny_start, tmp_path):
+def test_a_fine_tune_may_widen_its_channels_by_a_whole_multiple_or_grow_its_token_mixer(tiny_start, tmp_path):
     config = _fine_tune(tiny_start)
     config["arch"]["hidden_size"] = 32
     wider, meta = load_model(_train(config, tmp_path, tmp_path / "wider"))
     start, _ = load_model(tiny_start)
     assert wider.cfg.hidden_size == 32 and [leg["hidden_size"] for leg in meta["training"]["earlier"]] == [16]
     assert torch.equal(wider.lm_head.weight, start.lm_head.weight.repeat(1, 2) / 2)  # lr 0: the widened start
+    config["arch"] = {**config["arch"], "hidden_size": 16, "token_expansion": 4.0}
+    mixer, _ = load_model(_train(config, tmp_path, tmp_path / "mixer"))
+    old, grown = start.L_level.layers[0].mlp_t.down_proj.weight, mixer.L_level.layers[0].mlp_t.down_proj.weight
+    assert mixer.cfg.token_expansion == 4.0 and old.shape == (49, 80) and grown.shape == (49, 144)
+    assert torch.equal(grown[:, :80], old) and not grown[:, 80:].any()  # lr 0: the new units still silent
 
 
 def test_a_fine_tune_refuses_any_other_change_of_shape(tiny_start, tmp_path):
@@ -258,7 +263,10 @@ def test_a_fine_tune_refuses_any_other_change_of_shape(tiny_start, tmp_path):
     config["arch"]["hidden_size"] = 24
     with pytest.raises(ValueError, match="not a whole multiple"):
         _train(config, tmp_path, tmp_path / "other")
-    config["arch"] = {**config["arch"], "hidden_size": 16, "L_layers": 2}
+    config["arch"] = {**config["arch"], "hidden_size": 16, "token_expansion": 1.0}
+    with pytest.raises(ValueError, match="narrows the token-mixing MLP"):
+        _train(config, tmp_path, tmp_path / "other")
+    config["arch"] = {**config["arch"], "token_expansion": None, "L_layers": 2}
     with pytest.raises(ValueError, match="architecture differs"):
         _train(config, tmp_path, tmp_path / "other")
 

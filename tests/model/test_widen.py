@@ -14,13 +14,15 @@ def small(**arch) -> EqRNetwork:
     return EqRNetwork(EqRConfig(**{**cfg, "L_layers": 2, "H_cycles": 2, "L_cycles": 2, **arch})).eval()
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_widened_network_maps_copied_latents_like_the_original(k):
+@pytest.mark.parametrize(("k", "token_expansion"), [(2, None), (3, None), (1, 6.0), (2, 6.0)])
+def test_widened_network_maps_copied_latents_like_the_original(k, token_expansion):
     model = small()
     with torch.no_grad():  # a trained-looking halting head, not the all-zero initial one
         model.q_head.weight.normal_()
-    wide = widen(model, 16 * k)
+    wide = widen(model, 16 * k, token_expansion)
     assert wide.cfg.hidden_size == 16 * k and model.cfg.hidden_size == 16  # the original is untouched
+    mixer_units = wide.L_level.layers[0].mlp_t.down_proj.weight.shape[1]
+    assert mixer_units == (48 if token_expansion is None else 112)  # 25 positions x 2 (or 6) x 2/3, up to 16s
     tokens = torch.randint(0, 6, (3, 25))
     z_H, z_L = torch.randn(3, 25, 16), torch.randn(3, 25, 16)
     wz_H, wz_L = z_H.repeat(1, 1, k), z_L.repeat(1, 1, k)
@@ -41,5 +43,7 @@ def test_widened_network_maps_copied_latents_like_the_original(k):
 def test_widening_refuses_what_it_cannot_preserve():
     with pytest.raises(ValueError, match="whole multiple"):
         widen(small(), 24)
+    with pytest.raises(ValueError, match="narrows the token-mixing MLP"):
+        widen(small(), 16, token_expansion=1.0)
     with pytest.raises(ValueError, match="mlp_t"):
         widen(small(mlp_t=False, num_heads=2, pos_encodings="rope"), 32)
