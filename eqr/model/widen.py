@@ -39,9 +39,12 @@ def _silent_units(down: torch.Tensor, wide_inner: int) -> torch.Tensor:
     return torch.cat([down, down.new_zeros(down.shape[0], wide_inner - down.shape[1])], dim=1)
 
 
-def widen(model: EqRNetwork, hidden_size: int, token_expansion: float | None = None) -> EqRNetwork:
+def widen(model: EqRNetwork, hidden_size: int, token_expansion: float | None) -> EqRNetwork:
     """A copy of ``model`` computing the same map, at ``hidden_size`` channels (a whole multiple of its
-    own) and ``token_expansion`` (the config field: None is the channel MLP's; never narrower)."""
+    own) and ``token_expansion`` (the config field: None is the channel MLP's; never narrower).
+
+    Both are the target config's values, with no default: a default could only stand for one of
+    "keep the model's mixer" and "the channel MLP's", and the wrong one narrows a grown mixer."""
     cfg = model.cfg
     target = dataclasses.replace(cfg, hidden_size=hidden_size, token_expansion=token_expansion)
     if target == cfg:

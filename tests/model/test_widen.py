@@ -42,8 +42,8 @@ def test_widened_network_maps_copied_latents_like_the_original(k, token_expansio
 
 def test_widening_refuses_what_it_cannot_preserve():
     with pytest.raises(ValueError, match="whole multiple"):
-        widen(small(), 24)
+        widen(small(), 24, None)
     with pytest.raises(ValueError, match="narrows the token-mixing MLP"):
         widen(small(), 16, token_expansion=1.0)
     with pytest.raises(ValueError, match="mlp_t"):
-        widen(small(mlp_t=False, num_heads=2, pos_encodings="rope"), 32)
+        widen(small(mlp_t=False, num_heads=2, pos_encodings="rope"), 32, None)
