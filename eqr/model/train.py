@@ -30,7 +30,7 @@ from eqr.model.optim import EMA, AdamATan2
 from eqr.model.step import answers, fresh_batch
 from eqr.model.tasks.data import DataConfig, MazeMix, TaskData, maze_data, sudoku_data
 from eqr.model.tasks.registry import task_for
-from eqr.model.widen import widen
+from eqr.model.widen import grow_to
 
 STATE_FILE = "train_state.pt"
 DATA_CONFIGS: dict[str, type[DataConfig] | type[MazeMix]] = {"sudoku": DataConfig, "maze": MazeMix}
@@ -306,14 +306,8 @@ def train(
             start, start_meta = load_model(tc.init, device)
         except CheckpointError as exc:
             raise ConfigError(f"train.init: {exc}") from exc
-        # halt_max_steps (supervised steps a row) and the cycle counts (how often one step applies the same
-        # block) are not weight shapes: a fine-tune may change them; a wider hidden_size or token mixer
-        # starts from the widened weights (eqr.model.widen), which compute the same map
-        grown = ("halt_max_steps", "H_cycles", "L_cycles", "hidden_size", "token_expansion")
-        if dataclasses.replace(start.cfg, **{key: getattr(cfg.arch, key) for key in grown}) != cfg.arch:
-            raise ConfigError(f"train.init {tc.init}: its architecture differs from the config's arch")
         try:
-            start = widen(start, cfg.arch.hidden_size, cfg.arch.token_expansion)
+            start = grow_to(start, cfg.arch)
         except ValueError as exc:
             raise ConfigError(f"train.init {tc.init}: {exc}") from exc
         model.load_state_dict(start.state_dict())

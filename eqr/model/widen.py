@@ -23,7 +23,11 @@ import math
 
 import torch
 
-from eqr.model.network import EqRNetwork, swiglu_width, trunc_normal_
+from eqr.model.network import EqRConfig, EqRNetwork, swiglu_width, trunc_normal_
+
+# how many supervised steps a row and how often one step applies the block: not weight shapes
+RETUNED = ("halt_max_steps", "H_cycles", "L_cycles")
+GROWN = ("hidden_size", "token_expansion")
 
 
 def _more_units(gate_up: torch.Tensor, inner: int, wide_inner: int) -> torch.Tensor:
@@ -84,3 +88,20 @@ def widen(model: EqRNetwork, hidden_size: int, token_expansion: float | None) ->
                 new[name] = _silent_units(tensor, wide_inner).repeat(k, 1)
     wide.to(model.lm_head.weight.device).load_state_dict(new)  # strict: a tensor not handled above fails here
     return wide
+
+
+def grow_to(model: EqRNetwork, arch: EqRConfig) -> EqRNetwork:
+    """``model``'s weights as a network of ``arch``: the one place that says what a fine-tune may change.
+
+    The step and cycle counts change freely, the channels and the token mixer grow through ``widen``
+    (which computes the same map), and any other difference is a different network: refused, naming
+    the keys, rather than half-loaded."""
+    pairs = {f.name: (getattr(model.cfg, f.name), getattr(arch, f.name)) for f in dataclasses.fields(arch)}
+    changed = [f"{key} {a} -> {b}" for key, (a, b) in pairs.items() if a != b and key not in RETUNED + GROWN]
+    if changed:
+        raise ValueError(
+            f"{', '.join(changed)}: a fine-tune may change only {', '.join(RETUNED)} and grow {' and '.join(GROWN)}"
+        )
+    grown = EqRNetwork(arch).to(model.lm_head.weight.device)
+    grown.load_state_dict(widen(model, arch.hidden_size, arch.token_expansion).state_dict())
+    return grown

@@ -267,7 +267,7 @@ def test_a_fine_tune_refuses_any_other_change_of_shape(tiny_start, tmp_path):
     with pytest.raises(ValueError, match="narrows the token-mixing MLP"):
         _train(config, tmp_path, tmp_path / "other")
     config["arch"] = {**config["arch"], "token_expansion": None, "L_layers": 2}
-    with pytest.raises(ValueError, match="architecture differs"):
+    with pytest.raises(ValueError, match="L_layers 1 -> 2: a fine-tune may change only halt_max_steps"):
         _train(config, tmp_path, tmp_path / "other")
 
 
