@@ -74,7 +74,7 @@ def main() -> None:
         f"{'given changed':>15}",
     ]
     print("\n".join(lines), flush=True)
-    lengths = [""]
+    lengths = [""]  # then each model's settings, so tables from folders with other rules are not misread
     for folder in args.model:
         by_length: dict[tuple[int, int], list[bool]] = {b: [] for b in LENGTHS}
         model, meta = load_model(folder)
@@ -83,6 +83,11 @@ def main() -> None:
         config = EngineConfig(slots=16, max_queue=1 << 20, max_depth=64)
         engine = Engine(model, config, model_name=folder.name, task=task, defaults=meta.get("inference"))
         engine.start()
+        d = engine.defaults
+        lengths.append(
+            f"{label}convergence rule window {d.window}, tol {d.tol}; verified: restart after"
+            f" {d.verify_depth or 'the depth'}, budget {d.verify_budget or 'the default'}, {d.restart} restarts"
+        )
         try:
             for kind, path in sets.items():
                 puzzles, solutions = task.read_set(path)

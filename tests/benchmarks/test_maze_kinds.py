@@ -19,7 +19,8 @@ def test_per_kind_table_of_the_bundled_maze_model(tmp_path: Path):
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
-    budget = json.loads((ROOT / "models" / "maze-small" / "config.json").read_text())["inference"]["verify_budget"]
+    inference = json.loads((ROOT / "models" / "maze-small" / "config.json").read_text())["inference"]
+    budget = inference["verify_budget"]
     rows = [line.split()[1:] for line in out.read_text().splitlines() if line.split()[1:2] in (["perfect"], ["rooms"])]
     assert [r[0] for r in rows] == ["perfect", "rooms"]
     for _kind, plain, its, verified, verified_its, wrong_verified, changed in rows:
@@ -29,3 +30,6 @@ def test_per_kind_table_of_the_bundled_maze_model(tmp_path: Path):
     lengths = out.read_text().splitlines()[-1]
     assert "64x1 by path length, all kinds:" in lengths
     assert sum(int(n) for n in re.findall(r"\((\d+)\)", lengths)) == 12  # every maze in one length bucket
+    # the folder's own rule and schedule, which a table from another folder may not share
+    rule = f"convergence rule window {inference['window']}, tol {inference['tol']}; verified: restart after"
+    assert f"{rule} {inference['verify_depth']}, budget {budget}, {inference['restart']} restarts" in out.read_text()
