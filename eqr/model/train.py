@@ -59,7 +59,10 @@ class TrainConfig:
     init: str | None = None
 
 
-SECTIONS = ("arch", "train", "data")
+# ``inference`` is the run folder's own block (how the engine reads the model: its convergence rule,
+# breadth rule, verified schedule), written over the training depth and noise, so a trained folder
+# serves and measures as the shipped one will
+SECTIONS = ("arch", "train", "data", "inference")
 
 
 class ConfigError(ValueError):
@@ -70,9 +73,9 @@ def read_run_doc(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A run config's JSON with its ``base`` resolved.
 
     A fine-tune leg is its predecessor's recipe with two or three keys changed: ``"base"`` names that
-    config (a path from this file's folder), and this file's ``arch``, ``train`` and ``data`` keys
-    override the base's one by one. The name is never inherited. What a run records is the resolved
-    config, so a model folder still says all of its recipe.
+    config (a path from this file's folder), and this file's ``arch``, ``train``, ``data`` and
+    ``inference`` keys override the base's one by one. The name is never inherited. What a run
+    records is the resolved config, so a model folder still says all of its recipe.
     """
     if path.resolve() in seen:
         raise ConfigError(f"{path}: its base chain comes back to itself")
@@ -105,6 +108,7 @@ class RunConfig:
     train: TrainConfig
     data: DataConfig | MazeMix
     task: str = "sudoku"
+    inference: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -126,6 +130,7 @@ class RunConfig:
                 train=TrainConfig(**doc.get("train", {})),
                 data=DATA_CONFIGS[task](**doc.get("data", {})),
                 task=task,
+                inference=doc.get("inference", {}),
             )
         except (TypeError, ValueError) as exc:  # values a block refuses
             raise ConfigError(f"{path}: {exc}") from exc
@@ -337,7 +342,7 @@ def train(
                 "history": history,
                 **({"earlier": earlier} if earlier else {}),
             },
-            "inference": {"depth": 32, "noise": sigma, "window": 3, "tol": 0.05},
+            "inference": {"depth": 32, "noise": sigma, **cfg.inference},
             **({"accuracy": metrics} if metrics else {}),
         }
         save_model(out, eval_model, meta)

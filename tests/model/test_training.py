@@ -82,6 +82,7 @@ def test_short_training_run_writes_model_and_resumes(tmp_path):
         },
         "train": {"batch_size": 8, "max_steps": 6, "warmup_steps": 2, "eval_every": 3, "eval_puzzles": 4, "threads": 1},
         "data": {"mixed_puzzles": 40, "hard_candidates": 40, "hard_min_nodes": 1, "workers": 1},
+        "inference": {"window": 2, "tol": 0.5, "aggregate": "vote"},
     }
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(config))
@@ -89,6 +90,8 @@ def test_short_training_run_writes_model_and_resumes(tmp_path):
     train(path, out, cache_dir=tmp_path / "cache")
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 6 and len(meta["training"]["history"]) == 2
+    # the folder is read the way its config says, over the training depth and noise
+    assert meta["inference"] == {"depth": 32, "noise": 0.01, "window": 2, "tol": 0.5, "aggregate": "vote"}
     assert (out / STATE_FILE).exists()
     config["train"]["max_steps"] = 8
     path.write_text(json.dumps(config))
@@ -104,10 +107,11 @@ def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
         "arch": {"hidden_size": 16, "L_layers": 1},
         "train": {"lr": 1e-3, "max_steps": 100, "seed": 1},
         "data": {"mixed_puzzles": 40, "workers": 1},
+        "inference": {"window": 2, "tol": 0.5},
     }
     (tmp_path / "base.json").write_text(json.dumps(base))
     (tmp_path / "legs").mkdir()
-    leg = {"base": "../base.json", "arch": {"hidden_size": 32}, "train": {"lr": 2e-4}}
+    leg = {"base": "../base.json", "arch": {"hidden_size": 32}, "train": {"lr": 2e-4}, "inference": {"tol": 0.2}}
     (tmp_path / "legs" / "leg.json").write_text(json.dumps(leg))
     leg2 = {"name": "second", "base": "leg.json", "train": {"seed": 9}}
     (tmp_path / "legs" / "leg2.json").write_text(json.dumps(leg2))
@@ -115,6 +119,7 @@ def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
     assert cfg.name == "leg"  # never the base's name
     assert (cfg.arch.hidden_size, cfg.arch.L_layers) == (32, 1)
     assert (cfg.train.lr, cfg.train.max_steps, cfg.train.seed, cfg.data.mixed_puzzles) == (2e-4, 100, 1, 40)
+    assert cfg.inference == {"window": 2, "tol": 0.2}
     second = RunConfig.load(tmp_path / "legs" / "leg2.json")
     assert second.name == "second" and (second.arch.hidden_size, second.train.lr, second.train.seed) == (32, 2e-4, 9)
 
@@ -145,8 +150,12 @@ def test_every_shipped_config_loads(config):
 
 @pytest.mark.parametrize("folder", sorted(p.parent for p in MODELS.glob("*/config.json")), ids=lambda p: p.name)
 def test_a_bundled_model_was_trained_on_what_its_config_file_says(folder):
-    recorded = json.loads((folder / "config.json").read_text())["training"]["config"]
-    resolved = RunConfig.load(CONFIGS / f"{recorded['name']}.json").to_dict()
+    doc = json.loads((folder / "config.json").read_text())
+    recorded = doc["training"]["config"]
+    config = RunConfig.load(CONFIGS / f"{recorded['name']}.json")
+    resolved = config.to_dict()
+    # and is read the way its config says (what a run of the config writes into its folder)
+    assert config.inference and {k: doc["inference"].get(k) for k in config.inference} == config.inference
     # arch keys added since the run take their defaults
     assert EqRConfig.from_dict(recorded["arch"]).to_dict() == resolved["arch"] and recorded["data"] == resolved["data"]
     defaults = dataclasses.asdict(TrainConfig())
