@@ -21,6 +21,12 @@ from eqr.model.network import EqRNetwork
 FORMAT = "eqr-serve/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+# what a folder's ``inference`` block may hold: the engine's defaults for a request that leaves a field
+# out (eqr.server.engine.plan.ModelDefaults.from_folder reads them and checks their values)
+INFERENCE_KEYS = (
+    "depth", "noise", "window", "tol", "aggregate", "breadth_mode", "verify", "verify_depth", "verify_budget",
+    "restart", "stuck_after", "presets",
+)  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -48,7 +54,21 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if doc.get("format") != FORMAT or "arch" not in doc:
         raise CheckpointError(f"{cfg_path}: not an {FORMAT} config (missing 'format' or 'arch')")
+    try:
+        check_inference(doc.get("inference", {}))
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg_path}: {exc}") from exc
     return doc
+
+
+def check_inference(block: Any) -> None:
+    """Refuse an ``inference`` block that is not an object of known keys: a misspelt key
+    (``verify_bugdet``) would otherwise leave its default in force without a word."""
+    if not isinstance(block, dict):
+        raise ValueError(f"inference is a JSON object of keys, not {type(block).__name__}")
+    unknown = sorted(set(block) - set(INFERENCE_KEYS))
+    if unknown:
+        raise ValueError(f"inference has no key {', '.join(unknown)}; its keys: {', '.join(INFERENCE_KEYS)}")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[EqRNetwork, dict[str, Any]]:

@@ -111,6 +111,21 @@ def test_an_invalid_architecture_is_a_checkpoint_error(tmp_path):
         load_model(folder)
 
 
+def test_a_misspelt_inference_key_is_refused_naming_it(tmp_path, capsys):
+    """``verify_bugdet`` would otherwise leave the folder's budget at the server's default unsaid."""
+    _, folder = _saved(tmp_path)
+    doc = json.loads((folder / CONFIG).read_text())
+    (folder / CONFIG).write_text(json.dumps({**doc, "inference": {"window": 2, "verify_bugdet": 64}}))
+    with pytest.raises(CheckpointError, match=r"config\.json: inference has no key verify_bugdet; its keys: depth"):
+        load_model(folder)
+    assert main(["solve", "--model", str(folder), "." * 81]) == 2  # one line, as for any folder it cannot load
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "verify_bugdet" in err[0], err
+    (folder / CONFIG).write_text(json.dumps({**doc, "inference": ["window", 2]}))
+    with pytest.raises(CheckpointError, match="inference is a JSON object of keys, not list"):
+        read_config(folder)
+
+
 class _RunsCode:
     """A pickle payload that would leave a marker file if it were ever unpickled."""
 

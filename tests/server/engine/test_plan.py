@@ -3,8 +3,11 @@ for the trajectories that must start, a preset the model folder does not take.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from eqr.model.checkpoint import INFERENCE_KEYS
 from eqr.model.tasks.sudoku import SudokuTask
 from eqr.server.engine import InvalidParam, Job, SolveParams
 from eqr.server.engine.plan import ModelDefaults, plan_job, resolve
@@ -66,3 +69,10 @@ def test_the_presets_a_model_takes_come_from_its_folder_and_its_card():
     assert card.presets == ("paper",)
     with pytest.raises(ValueError, match="presets"):
         ModelDefaults.from_folder({"presets": ["fast"]}, **rule)
+
+
+def test_a_folder_inference_block_may_hold_each_default_the_engine_reads_from_it():
+    """The folder format's key list (what a model folder is checked against) and the defaults a folder
+    sets stay one list: a default added here and not there would be refused in every folder."""
+    per_request = {"breadth", "halt", "stream_every"}  # no folder sets these: from_folder leaves them be
+    assert set(INFERENCE_KEYS) == {f.name for f in dataclasses.fields(ModelDefaults)} - per_request
