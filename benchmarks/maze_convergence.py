@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--bucket", type=int, default=4, help="path lengths per row of the table")
     ap.add_argument("--out", type=Path, default=Path("docs/eval/maze11-convergence.png"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, help="first N mazes of the set")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -46,6 +47,7 @@ def main() -> None:
     defaults = engine.defaults
     puzzles, solutions = task.read_set(args.data)
     lengths = [int(m["length"]) for m in read_jsonl(args.data)[2]]  # the set records each shortest path
+    puzzles, solutions, lengths = puzzles[: args.limit], solutions[: args.limit], lengths[: args.limit]
     params = SolveParams(depth=args.depth, breadth=1, seed=args.seed)
     results = run_jobs(engine, [Job([int(t) for t in p], params) for p in puzzles])
     exact = [r.answer == s.tolist() for r, s in zip(results, solutions, strict=True)]
@@ -82,7 +84,8 @@ def main() -> None:
     ax.plot([x for x, _ in means], [m for _, m in means], "o-", color="C3", label=f"mean per {args.bucket} lengths")
     ax.set_xlabel("shortest path length (steps)")
     ax.set_ylabel("iterations to convergence")
-    ax.set_title(f"{args.model.name} on {args.data.name}: iterations to convergence by path length (r = {corr:.2f})")
+    # two lines: a set's file name is long enough to push one line past the figure's edges
+    ax.set_title(f"{args.model.name} on {args.data.name}\niterations to convergence by path length (r = {corr:.2f})")
     ax.legend()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
