@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, help="first N mazes of the set")
     args = ap.parse_args()
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be at least 1")
     torch.set_num_threads(args.threads)
 
     model, meta = load_model(args.model)
@@ -72,7 +74,10 @@ def main() -> None:
             f"{len(done) / len(rows):>11.0%}{mean:>10.1f}{statistics.median(done) if done else float('nan'):>12.1f}"
         )
     converged = [(n, a) for n, a in zip(lengths, at, strict=True) if a <= args.depth]
-    corr = statistics.correlation([n for n, _ in converged], [a for _, a in converged])
+    try:
+        corr = statistics.correlation([n for n, _ in converged], [a for _, a in converged])
+    except statistics.StatisticsError:  # fewer than two converged mazes, or every one at the same iteration
+        corr = float("nan")
     print(
         f"\nexact {sum(exact) / len(exact):.1%}; correlation of path length and iterations to convergence: {corr:.2f}"
     )

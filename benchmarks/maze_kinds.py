@@ -84,10 +84,12 @@ def main() -> None:
         engine = Engine(model, config, model_name=folder.name, task=task, defaults=meta.get("inference"))
         engine.start()
         d = engine.defaults
-        lengths.append(
+        rule = (
             f"{label}convergence rule window {d.window}, tol {d.tol}; verified: restart after"
             f" {d.verify_depth or 'the depth'}, budget {d.verify_budget or 'the default'}, {d.restart} restarts"
         )
+        print(rule, flush=True)
+        lengths.append(rule)
         try:
             for kind, path in sets.items():
                 puzzles, solutions = task.read_set(path)

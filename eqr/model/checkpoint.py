@@ -55,7 +55,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if doc.get("format") != FORMAT or "arch" not in doc:
         raise CheckpointError(f"{cfg_path}: not an {FORMAT} config (missing 'format' or 'arch')")
     try:
-        check_inference(doc.get("inference", {}))
+        check_inference({} if doc.get("inference") is None else doc["inference"])  # null: no block, as before
     except ValueError as exc:
         raise CheckpointError(f"{cfg_path}: {exc}") from exc
     return doc

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from eqr.model.checkpoint import CheckpointError, check_inference, load_model, save_model
+from eqr.model.checkpoint import INFERENCE_KEYS, CheckpointError, load_model, save_model
 from eqr.model.config import EqRConfig
 from eqr.model.losses import supervision_loss
 from eqr.model.network import EqRNetwork
@@ -117,12 +117,9 @@ class RunConfig:
         task = doc.get("task", "sudoku")
         if task not in DATA_CONFIGS:
             raise ConfigError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
-        try:
-            check_inference(doc.get("inference", {}))
-        except ValueError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        for section, block in (("arch", EqRConfig), ("train", TrainConfig), ("data", DATA_CONFIGS[task])):
-            known = {f.name for f in dataclasses.fields(block)}
+        blocks = (("arch", EqRConfig), ("train", TrainConfig), ("data", DATA_CONFIGS[task]), ("inference", None))
+        for section, block in blocks:
+            known = set(INFERENCE_KEYS) if block is None else {f.name for f in dataclasses.fields(block)}
             unknown = sorted(set(doc.get(section, {})) - known)
             if unknown:
                 keys = ", ".join(sorted(known))
@@ -155,6 +152,7 @@ class RunConfig:
             "arch": self.arch.to_dict(),
             "train": dataclasses.asdict(self.train),
             "data": dataclasses.asdict(self.data),
+            "inference": self.inference,
         }
 
 

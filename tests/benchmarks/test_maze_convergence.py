@@ -25,5 +25,6 @@ def test_every_maze_lands_in_one_length_row_and_the_plot_is_written(tmp_path: Pa
     assert rows and sum(int(n) for _, _, n, _ in rows) == 24  # every maze counted once
     for lo, hi, n, _ in rows:  # each row counts the mazes whose path length falls in it
         assert int(hi) - int(lo) == 7 and int(n) == sum(int(lo) <= x <= int(hi) for x in lengths)
-    assert "rule window 2 tol 0.5" in run.stdout  # the folder's own rule, as served
+    inference = json.loads((ROOT / "models" / "maze-small" / "config.json").read_text())["inference"]
+    assert f"rule window {inference['window']} tol {inference['tol']:g}" in run.stdout  # the folder's, as served
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -32,4 +32,5 @@ def test_per_kind_table_of_the_bundled_maze_model(tmp_path: Path):
     assert sum(int(n) for n in re.findall(r"\((\d+)\)", lengths)) == 12  # every maze in one length bucket
     # the folder's own rule and schedule, which a table from another folder may not share
     rule = f"convergence rule window {inference['window']}, tol {inference['tol']}; verified: restart after"
-    assert f"{rule} {inference['verify_depth']}, budget {budget}, {inference['restart']} restarts" in out.read_text()
+    said = f"{rule} {inference['verify_depth']}, budget {budget}, {inference['restart']} restarts"
+    assert said in out.read_text() and said in run.stdout

@@ -124,6 +124,8 @@ def test_a_misspelt_inference_key_is_refused_naming_it(tmp_path, capsys):
     (folder / CONFIG).write_text(json.dumps({**doc, "inference": ["window", 2]}))
     with pytest.raises(CheckpointError, match="inference is a JSON object of keys, not list"):
         read_config(folder)
+    (folder / CONFIG).write_text(json.dumps({**doc, "inference": None}))  # null: no block, the server's defaults
+    assert read_config(folder)["inference"] is None
 
 
 class _RunsCode:

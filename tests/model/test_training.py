@@ -130,7 +130,7 @@ def test_a_config_names_a_base_and_overrides_its_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"base\.json: no such config"):
         RunConfig.load(tmp_path / "legs" / "leg.json")
     (tmp_path / "base.json").write_text(json.dumps({**base, "inference": {"tolerance": 0.5}}))
-    with pytest.raises(ConfigError, match="inference has no key tolerance; its keys: depth"):
+    with pytest.raises(ConfigError, match="inference has no key tolerance; its keys: aggregate, breadth_mode, depth"):
         RunConfig.load(tmp_path / "legs" / "leg.json")
     (tmp_path / "base.json").write_text(json.dumps({**base, "train": {"learning_rate": 1e-3}}))
     with pytest.raises(ConfigError, match="train has no key learning_rate"):
