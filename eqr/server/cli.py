@@ -17,9 +17,15 @@ if TYPE_CHECKING:  # imported lazily at run time: `eqr --help` must not import t
 
 
 def _train(args: argparse.Namespace) -> int:
-    from eqr.model.train import ConfigError, train
+    from eqr.model.train import ConfigError, RunConfig, train
+    from eqr.server.engine.plan import ModelDefaults
 
     try:
+        inference = RunConfig.load(args.config).inference
+        try:  # the folder it writes must serve: its inference values are checked now, as a server will
+            ModelDefaults.from_folder(inference, depth=1, noise=0.0, window=1, tol=0.0)
+        except ValueError as exc:
+            raise ConfigError(f"{args.config}: {exc}") from exc
         train(args.config, args.out, cache_dir=args.cache, threads=args.threads)
     except ConfigError as exc:
         print(f"eqr train: {exc}", file=sys.stderr)

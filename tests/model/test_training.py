@@ -179,3 +179,9 @@ def test_eqr_train_says_what_is_wrong_with_a_config(tmp_path, capsys):
     config.write_text(json.dumps({"arch": {"hidden_size": 16}, "train": {"init": str(tmp_path / "nowhere")}}))
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "train.init:" in capsys.readouterr().err and not (tmp_path / "out" / STATE_FILE).exists()
+    # a value the server would refuse stops the run before it trains, not when its folder is first served
+    nowhere = {"init": str(tmp_path / "nowhere")}  # were the value not checked first, this would stop it at once
+    config.write_text(json.dumps({"arch": {"hidden_size": 16}, "train": nowhere, "inference": {"aggregate": "voet"}}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "voet")]) == 2
+    err = capsys.readouterr().err
+    assert "leg.json: the model's inference.aggregate must be one of" in err and not (tmp_path / "voet").exists()
