@@ -117,9 +117,9 @@ class RunConfig:
         task = doc.get("task", "sudoku")
         if task not in DATA_CONFIGS:
             raise ConfigError(f"{path}: unknown task {task!r}; training supports {', '.join(DATA_CONFIGS)}")
-        blocks = (("arch", EqRConfig), ("train", TrainConfig), ("data", DATA_CONFIGS[task]), ("inference", None))
-        for section, block in blocks:
-            known = set(INFERENCE_KEYS) if block is None else {f.name for f in dataclasses.fields(block)}
+        blocks = {"arch": EqRConfig, "train": TrainConfig, "data": DATA_CONFIGS[task]}
+        known_keys = {s: {f.name for f in dataclasses.fields(b)} for s, b in blocks.items()}
+        for section, known in {**known_keys, "inference": set(INFERENCE_KEYS)}.items():
             unknown = sorted(set(doc.get(section, {})) - known)
             if unknown:
                 keys = ", ".join(sorted(known))
