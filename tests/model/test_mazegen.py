@@ -118,8 +118,21 @@ def test_the_training_mix_draws_every_kind_in_its_share():
     assert 250 < counts["braided"] < 350 and all(
         maze.verify(p, s) for p, s in zip(_grids(puzzles, 9), _grids(solutions, 9), strict=True)
     )
-    with pytest.raises(ValueError, match="unknown maze kinds \\['spiral'\\]"):
+    with pytest.raises(ValueError, match="unknown maze kind 'spiral'"):
         MazeMix(kinds={"spiral": 1.0})
+
+
+def test_a_mix_entry_with_a_length_band_draws_only_those_lengths():
+    mix = MazeMix(size=11, kinds={"random": 1.0, "random:14-20": 1.0})
+    puzzles, solutions = MazeSampler(mix, seed=2).sample(300, 0.0)
+    lengths = [maze.shortest_path_length(p) for p in _grids(puzzles, 11)]
+    assert sum(14 <= n <= 20 for n in lengths) > 170  # the band's half and 7/25 of the rest, ~192 (uniform: ~84)
+    assert min(lengths) < 14 and max(lengths) <= 26 and mix.base_kinds == ["random"]
+    assert all(maze.verify(p, s) for p, s in zip(_grids(puzzles, 11), _grids(solutions, 11), strict=True))
+    with pytest.raises(ValueError, match="random path lengths at 11x11 lie in 2-26"):
+        MazeMix(kinds={"random:20-40": 1.0})
+    with pytest.raises(ValueError, match="written kind:lo-hi"):
+        MazeMix(kinds={"random:long": 1.0})
 
 
 def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):

@@ -7,7 +7,8 @@ Pools are cached as ``.npz`` so a resumed run does not regenerate them.
 
 Maze: generating a maze costs microseconds, so every refill draws fresh mazes (no pool, no
 augmentation), of every kind in the shares a :class:`MazeMix` gives, each kind at its standard spec
-(:func:`~eqr.model.tasks.mazegen.kind_spec`, which the committed per-kind eval sets use too).
+(:func:`~eqr.model.tasks.mazegen.kind_spec`, which the committed per-kind eval sets use too) or
+within a band of path lengths the mix names (``"random:14-24"``: more of the lengths a model misses).
 Training draws generator seeds from [TRAIN_SEED_MIN, 2**62) and the held-out sets use fixed seeds
 below it (:func:`maze_eval_seed`), so no training maze comes from an eval stream.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from eqr.model.tasks import solver
 from eqr.model.tasks.augment import augment
-from eqr.model.tasks.mazegen import KINDS, generate, kind_spec
+from eqr.model.tasks.mazegen import KINDS, MazeSpec, generate, kind_spec
 from eqr.model.tasks.sudoku import to_tokens
 
 CHUNK = 2000
@@ -120,19 +121,43 @@ def _default_shares() -> dict[str, float]:
     return {"perfect": 0.1, "braided": 0.25, "rooms": 0.2, "random": 0.45}
 
 
+def band_spec(entry: str, size: int) -> MazeSpec:
+    """The spec of one entry of a mix: ``kind`` (its standard spec) or ``kind:lo-hi`` (the same spec
+    with path lengths drawn from lo to hi steps, inside the kind's reach at this size)."""
+    kind, _, band = entry.partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"unknown maze kind {kind!r} in {entry!r}; kinds are {', '.join(KINDS)}")
+    spec = kind_spec(kind, size)
+    if not band:
+        return spec
+    lo, dash, hi = band.partition("-")
+    if not (dash and lo.isdigit() and hi.isdigit()):
+        raise ValueError(f"maze mix entry {entry!r}: a length band is written kind:lo-hi, e.g. random:14-24")
+    if not spec.min_len <= int(lo) <= int(hi) <= spec.max_len:
+        raise ValueError(
+            f"maze mix entry {entry!r}: {kind} path lengths at {size}x{size} lie in {spec.min_len}-{spec.max_len}"
+        )
+    return replace(spec, min_len=int(lo), max_len=int(hi))
+
+
 @dataclass(frozen=True)
 class MazeMix:
-    """What maze training draws: a board side and the share of each kind (each at its standard spec)."""
+    """What maze training draws: a board side and the share of each entry, an entry being a kind at its
+    standard spec or a kind within a band of path lengths (:func:`band_spec`)."""
 
     size: int = 11
     kinds: dict[str, float] = field(default_factory=_default_shares)
 
     def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"unknown maze kinds {sorted(unknown)}; kinds are {', '.join(KINDS)}")
+        for entry in self.kinds:
+            band_spec(entry, self.size)  # refuses an unknown kind or a band it cannot reach
         if not self.kinds or min(self.kinds.values()) < 0 or sum(self.kinds.values()) <= 0:
             raise ValueError("maze kind shares must be non-negative and not all zero")
+
+    @property
+    def base_kinds(self) -> list[str]:
+        """The kinds the mix draws, each once, in the mix's order (a band counts as its kind)."""
+        return list(dict.fromkeys(entry.partition(":")[0] for entry in self.kinds))
 
 
 class MazeSampler:
@@ -140,7 +165,7 @@ class MazeSampler:
     :data:`TRAIN_SEED_MIN`."""
 
     def __init__(self, mix: MazeMix, seed: int) -> None:
-        self.specs = [kind_spec(kind, mix.size) for kind in mix.kinds]
+        self.specs = [band_spec(entry, mix.size) for entry in mix.kinds]
         weights = np.array(list(mix.kinds.values()), dtype=np.float64)
         self.shares = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
@@ -185,7 +210,7 @@ def maze_data(mix: MazeMix, seed: int, eval_n: int) -> TaskData:
     """Fresh mazes of every kind for training; the first ``eval_n`` mazes of each kind's held-out
     stream (the committed per-kind sets' first mazes) for evaluation."""
     eval_sets = {}
-    for kind in mix.kinds:
+    for kind in mix.base_kinds:
         puzzles, solutions, _, _ = generate(eval_n, kind_spec(kind, mix.size), seed=maze_eval_seed(mix.size, kind))
         eval_sets[kind] = (puzzles, solutions)
     return TaskData(
