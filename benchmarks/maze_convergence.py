@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from eqr.model.checkpoint import load_model
-from eqr.model.tasks.maze import read_jsonl
+from eqr.model.tasks.maze import from_tokens, shortest_path_length
 from eqr.model.tasks.registry import task_for
 from eqr.offline.solve import offline_engine, run_jobs
 from eqr.server.engine import Job, SolveParams
@@ -48,8 +48,8 @@ def main() -> None:
     engine = offline_engine(model, task, meta)  # the served engine: one trajectory a maze, seeded as eqr eval
     defaults = engine.defaults
     puzzles, solutions = task.read_set(args.data)
-    lengths = [int(m["length"]) for m in read_jsonl(args.data)[2]]  # the set records each shortest path
-    puzzles, solutions, lengths = puzzles[: args.limit], solutions[: args.limit], lengths[: args.limit]
+    puzzles, solutions = puzzles[: args.limit], solutions[: args.limit]
+    lengths = [shortest_path_length(from_tokens(p, task.size)) for p in puzzles]
     params = SolveParams(depth=args.depth, breadth=1, seed=args.seed)
     results = run_jobs(engine, [Job([int(t) for t in p], params) for p in puzzles])
     exact = [r.answer == s.tolist() for r, s in zip(results, solutions, strict=True)]
