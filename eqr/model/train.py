@@ -57,6 +57,17 @@ class TrainConfig:
     device: str = "cpu"
     # a model folder whose weights start the run (fine-tuning); only when OUT holds no training state
     init: str | None = None
+    # hard-example replay: this share of the rows refilled each step is drawn again from the puzzles whose
+    # rows halted with a wrong answer (the last replay_capacity of them), so a puzzle the model settles on
+    # wrongly, and halts on early, is not replaced by a fresh one it already solves; 0: every row is fresh
+    replay_share: float = 0.0
+    replay_capacity: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_share < 1.0:
+            raise ValueError(f"train.replay_share must be in [0, 1), got {self.replay_share}")
+        if self.replay_capacity < 1:
+            raise ValueError(f"train.replay_capacity must be at least 1, got {self.replay_capacity}")
 
 
 # ``inference`` is the run folder's own block (how the engine reads the model: its convergence rule,
@@ -187,10 +198,37 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-class Carry:
-    """The rows of the deep-supervision batch: latent state, puzzle, label and step count."""
+class Replay:
+    """Puzzles whose rows halted wrong, kept (the newest ``capacity``) until a refill draws them again."""
 
-    def __init__(self, model: EqRNetwork, batch: int, device: torch.device) -> None:
+    def __init__(self, capacity: int, seq_len: int, device: torch.device) -> None:
+        self.capacity = capacity
+        self.tokens = torch.zeros(0, seq_len, dtype=torch.long, device=device)
+        self.labels = torch.zeros_like(self.tokens)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def push(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        self.tokens = torch.cat([self.tokens, tokens])[-self.capacity :]
+        self.labels = torch.cat([self.labels, labels])[-self.capacity :]
+
+    def take(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` puzzles drawn at random and removed (a puzzle that fails again comes back by ``push``)."""
+        order = torch.randperm(len(self), generator=gen).to(self.tokens.device)
+        taken, kept = order[:n], order[n:]
+        out = self.tokens[taken], self.labels[taken]
+        self.tokens, self.labels = self.tokens[kept], self.labels[kept]
+        return out
+
+
+class Carry:
+    """The rows of the deep-supervision batch: latent state, puzzle, label, step count, and whether the
+    row's last answer was wrong (for hard-example replay)."""
+
+    def __init__(
+        self, model: EqRNetwork, batch: int, device: torch.device, replay_share: float = 0.0, replay_capacity: int = 1
+    ) -> None:
         s, d = model.cfg.seq_total, model.cfg.hidden_size
         self.z_H = torch.zeros(batch, s, d, device=device)
         self.z_L = torch.zeros(batch, s, d, device=device)
@@ -198,15 +236,27 @@ class Carry:
         self.labels = torch.zeros_like(self.tokens)
         self.steps = torch.zeros(batch, dtype=torch.long, device=device)
         self.halted = torch.ones(batch, dtype=torch.bool, device=device)
+        self.wrong = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.replay_share = replay_share
+        self.replay = Replay(replay_capacity, model.cfg.seq_len, device)
 
     def refill(self, model: EqRNetwork, data: TaskData, progress: float, gen: torch.Generator) -> None:
+        """Give every halted row a puzzle and fresh latents: from the replay buffer for its share of
+        the rows (as far as it holds puzzles), the rest freshly sampled."""
         idx = self.halted.nonzero().squeeze(1)
         if idx.numel() == 0:
             return
-        p, s = data.sample(idx.numel(), progress)
+        if self.replay_share > 0:
+            failed = idx[(self.wrong & (self.steps > 0))[idx]]  # a row that never ran holds no puzzle
+            self.replay.push(self.tokens[failed], self.labels[failed])
+        again = min(len(self.replay), round(self.replay_share * idx.numel()))
         dev = self.tokens.device
-        self.tokens[idx] = torch.from_numpy(p).long().to(dev)
-        self.labels[idx] = torch.from_numpy(s).long().to(dev)
+        if again:
+            self.tokens[idx[:again]], self.labels[idx[:again]] = self.replay.take(again, gen)
+        if idx.numel() > again:
+            p, s = data.sample(idx.numel() - again, progress)
+            self.tokens[idx[again:]] = torch.from_numpy(p).long().to(dev)
+            self.labels[idx[again:]] = torch.from_numpy(s).long().to(dev)
         seeds = torch.randint(0, 2**62, (idx.numel(),), generator=gen).to(dev)
         self.z_H[idx], self.z_L[idx] = model.initial_state(seeds)
         self.steps[idx] = 0
@@ -237,6 +287,7 @@ def supervised_step(
     with torch.no_grad():
         rows, max_steps = carry.tokens.shape[0], model.cfg.halt_max_steps
         carry.z_H, carry.z_L = z_H.detach(), z_L.detach()
+        carry.wrong = (logits.argmax(-1) != carry.labels).any(-1)
         carry.steps += 1
         halted = carry.steps >= max_steps
         # learned halting with exploration: sometimes force a random minimum number of steps
@@ -326,7 +377,7 @@ def train(
     gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
     eval_sets = {k: tuple(torch.from_numpy(x).long() for x in v) for k, v in data.eval_sets.items()}
     eval_model = EqRNetwork(cfg.arch).to(device).eval()
-    carry = Carry(model, tc.batch_size, device)
+    carry = Carry(model, tc.batch_size, device, tc.replay_share, tc.replay_capacity)
     sigma = cfg.arch.noise_scale
 
     def noise(call: int, z: torch.Tensor) -> torch.Tensor:

@@ -4,14 +4,17 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from eqr.model.checkpoint import load_model
 from eqr.model.config import EqRConfig
 from eqr.model.losses import stablemax_log_probs, supervision_loss
+from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
-from eqr.model.train import STATE_FILE, ConfigError, RunConfig, TrainConfig, lr_at, train
+from eqr.model.tasks.data import TaskData
+from eqr.model.train import STATE_FILE, Carry, ConfigError, RunConfig, TrainConfig, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS, MODELS = ROOT / "configs", ROOT / "models"
@@ -68,6 +71,40 @@ def test_lr_schedule_warms_up_then_decays():
     assert abs(lr_at(110, cfg) - 0.1) < 1e-9 and lr_at(60, cfg) < lr_at(20, cfg)
 
 
+def _tiny_maze_model() -> EqRNetwork:
+    arch = {"vocab_size": 6, "seq_len": 9, "hidden_size": 16, "multiple_of": 16, "L_layers": 1, "H_cycles": 1,
+            "L_cycles": 1, "mlp_t": True, "pos_encodings": "none", "puzzle_emb_ndim": 0}  # fmt: skip
+    return EqRNetwork(EqRConfig.from_dict(arch))
+
+
+def test_hard_example_replay_gives_puzzles_that_halted_wrong_back_to_a_share_of_the_rows():
+    model, gen = _tiny_maze_model(), torch.Generator().manual_seed(0)
+    drawn = iter(range(1, 1000))  # every fresh puzzle is a row of one number, so where a row came from shows
+
+    def sample(n, progress):
+        rows = np.array([[next(drawn)] * 9 for _ in range(n)])
+        return rows, rows
+
+    data = TaskData(sample=sample, eval_sets={}, meta={})
+    carry = Carry(model, 8, torch.device("cpu"), replay_share=0.5, replay_capacity=16)
+    carry.refill(model, data, 0.0, gen)  # rows 1..8, nothing failed yet (the rows had never run)
+    assert carry.tokens[:, 0].tolist() == list(range(1, 9)) and len(carry.replay) == 0
+    carry.steps += 1
+    carry.halted[:] = True
+    carry.wrong[:] = torch.tensor([True, True, True, False, False, False, False, False])
+    carry.refill(model, data, 0.0, gen)  # half the 8 rows want replays: the 3 failed puzzles, then 5 fresh
+    assert sorted(carry.tokens[:3, 0].tolist()) == [1, 2, 3] and carry.tokens[3:, 0].tolist() == list(range(9, 14))
+    assert len(carry.replay) == 0 and torch.equal(carry.tokens, carry.labels)
+    plain = Carry(model, 8, torch.device("cpu"))
+    plain.refill(model, data, 0.0, gen)
+    plain.steps += 1
+    plain.halted[:] = plain.wrong[:] = True
+    plain.refill(model, data, 0.0, gen)
+    assert plain.tokens[:, 0].tolist() == list(range(22, 30))  # no share: every row fresh
+    with pytest.raises(ValueError, match="replay_share must be in"):
+        TrainConfig(replay_share=1.0)
+
+
 def test_short_training_run_writes_model_and_resumes(tmp_path):
     config = {
         "name": "tiny",
@@ -80,7 +117,8 @@ def test_short_training_run_writes_model_and_resumes(tmp_path):
             "L_cycles": 1,
             "halt_max_steps": 2,
         },
-        "train": {"batch_size": 8, "max_steps": 6, "warmup_steps": 2, "eval_every": 3, "eval_puzzles": 4, "threads": 1},
+        "train": {"batch_size": 8, "max_steps": 6, "warmup_steps": 2, "eval_every": 3, "eval_puzzles": 4, "threads": 1,
+                  "replay_share": 0.25},
         "data": {"mixed_puzzles": 40, "hard_candidates": 40, "hard_min_nodes": 1, "workers": 1},
         "inference": {"window": 2, "tol": 0.5, "aggregate": "vote"},
     }
