@@ -19,10 +19,11 @@ def stablemax_log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 def supervision_loss(
     logits: torch.Tensor, q_halt: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """Per-row mean stablemax CE summed over the batch, plus 0.5 × BCE of q_halt vs "board correct".
 
-    Returns the loss divided by the batch size and detached statistics for the progress bar.
+    Returns the loss divided by the batch size, detached statistics for the progress bar, and which
+    rows' boards are correct [B] (the halting target; training's hard-example replay keeps the others).
     """
     logp = stablemax_log_probs(logits)
     ce = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # [B]
@@ -38,4 +39,4 @@ def supervision_loss(
         "cell_acc": float(correct_cells.float().mean()),
         "exact_acc": float(solved.float().mean()),
     }
-    return loss.float(), stats
+    return loss.float(), stats, solved

@@ -227,7 +227,12 @@ class Carry:
     row's last answer was wrong (for hard-example replay)."""
 
     def __init__(
-        self, model: EqRNetwork, batch: int, device: torch.device, replay_share: float = 0.0, replay_capacity: int = 1
+        self,
+        model: EqRNetwork,
+        batch: int,
+        device: torch.device,
+        replay_share: float = TrainConfig.replay_share,
+        replay_capacity: int = TrainConfig.replay_capacity,
     ) -> None:
         s, d = model.cfg.seq_total, model.cfg.hidden_size
         self.z_H = torch.zeros(batch, s, d, device=device)
@@ -278,7 +283,7 @@ def supervised_step(
     x = model.embed(carry.tokens)
     z_H, z_L = model.recur(carry.z_H, carry.z_L, x, noise, grad_last_only=True)
     logits, q_halt = model.heads(z_H)
-    loss, stats = supervision_loss(logits, q_halt, carry.labels)
+    loss, stats, solved = supervision_loss(logits, q_halt, carry.labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -287,7 +292,7 @@ def supervised_step(
     with torch.no_grad():
         rows, max_steps = carry.tokens.shape[0], model.cfg.halt_max_steps
         carry.z_H, carry.z_L = z_H.detach(), z_L.detach()
-        carry.wrong = (logits.argmax(-1) != carry.labels).any(-1)
+        carry.wrong = ~solved
         carry.steps += 1
         halted = carry.steps >= max_steps
         # learned halting with exploration: sometimes force a random minimum number of steps

@@ -14,7 +14,16 @@ from eqr.model.losses import stablemax_log_probs, supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
 from eqr.model.tasks.data import TaskData
-from eqr.model.train import STATE_FILE, Carry, ConfigError, RunConfig, TrainConfig, lr_at, train
+from eqr.model.train import (
+    STATE_FILE,
+    Carry,
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    lr_at,
+    supervised_step,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS, MODELS = ROOT / "configs", ROOT / "models"
@@ -34,10 +43,10 @@ def test_supervision_loss_rewards_correct_logits_and_q_halt():
     good = torch.nn.functional.one_hot(labels, 11).float() * 10
     bad = torch.zeros_like(good)
     q = torch.full((4,), 5.0)
-    loss_good, stats = supervision_loss(good, q, labels)
-    loss_bad, _ = supervision_loss(bad, q, labels)
+    loss_good, stats, _ = supervision_loss(good, q, labels)
+    loss_bad, _, _ = supervision_loss(bad, q, labels)
     assert loss_good < loss_bad and stats["exact_acc"] == 1.0 and stats["cell_acc"] == 1.0
-    loss_q_wrong, _ = supervision_loss(good, -q, labels)
+    loss_q_wrong, _, _ = supervision_loss(good, -q, labels)
     assert loss_q_wrong > loss_good
 
 
@@ -103,6 +112,17 @@ def test_hard_example_replay_gives_puzzles_that_halted_wrong_back_to_a_share_of_
     assert plain.tokens[:, 0].tolist() == list(range(22, 30))  # no share: every row fresh
     with pytest.raises(ValueError, match="replay_share must be in"):
         TrainConfig(replay_share=1.0)
+
+
+def test_a_supervised_step_marks_the_rows_whose_board_is_wrong():
+    model, gen = _tiny_maze_model(), torch.Generator().manual_seed(0)
+    carry = Carry(model, 4, torch.device("cpu"), replay_share=0.5)
+    rows = np.full((4, 9), 2)
+    carry.refill(model, TaskData(sample=lambda n, progress: (rows[:n], rows[:n]), eval_sets={}, meta={}), 0.0, gen)
+    opt, ema = AdamATan2(model.parameters(), lr=1e-3), EMA(model, 0.9)
+    _, stats = supervised_step(model, opt, ema, carry, lambda call, z: torch.zeros_like(z), 0.0, gen)
+    assert carry.wrong.float().mean().item() == pytest.approx(1 - stats["exact_acc"])
+    assert carry.wrong.any()  # an untrained model gets boards wrong
 
 
 def test_short_training_run_writes_model_and_resumes(tmp_path):
