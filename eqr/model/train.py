@@ -355,6 +355,7 @@ def train(
     step, elapsed = 0, 0.0
     history: list[dict[str, Any]] = []
     earlier: list[dict[str, Any]] = []
+    replayed: tuple[torch.Tensor, torch.Tensor] | None = None
     state_path = out / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -363,6 +364,7 @@ def train(
         ema.shadow = state["ema"]
         step, elapsed, history = state["step"], state["elapsed"], state.get("history", [])
         earlier = state.get("earlier", [])
+        replayed = state.get("replay")
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained)")
     elif tc.init is not None:
         try:
@@ -383,6 +385,8 @@ def train(
     eval_sets = {k: tuple(torch.from_numpy(x).long() for x in v) for k, v in data.eval_sets.items()}
     eval_model = EqRNetwork(cfg.arch).to(device).eval()
     carry = Carry(model, tc.batch_size, device, tc.replay_share, tc.replay_capacity)
+    if replayed is not None and tc.replay_share > 0:  # a resumed run goes on replaying what had failed
+        carry.replay.push(*replayed)
     sigma = cfg.arch.noise_scale
 
     def noise(call: int, z: torch.Tensor) -> torch.Tensor:
@@ -413,6 +417,7 @@ def train(
                 "elapsed": elapsed,
                 "history": history,
                 "earlier": earlier,
+                "replay": (carry.replay.tokens, carry.replay.labels),
             },
             state_path,
         )

@@ -18,6 +18,7 @@ from eqr.model.train import (
     STATE_FILE,
     Carry,
     ConfigError,
+    Replay,
     RunConfig,
     TrainConfig,
     lr_at,
@@ -125,7 +126,7 @@ def test_a_supervised_step_marks_the_rows_whose_board_is_wrong():
     assert carry.wrong.any()  # an untrained model gets boards wrong
 
 
-def test_short_training_run_writes_model_and_resumes(tmp_path):
+def test_short_training_run_writes_model_and_resumes(tmp_path, monkeypatch):
     config = {
         "name": "tiny",
         "arch": {
@@ -151,9 +152,16 @@ def test_short_training_run_writes_model_and_resumes(tmp_path):
     # the folder is read the way its config says, over the training depth and noise
     assert meta["inference"] == {"depth": 32, "noise": 0.01, "window": 2, "tol": 0.5, "aggregate": "vote"}
     assert (out / STATE_FILE).exists()
+    # the replay buffer is part of the state: the resumed run starts from the puzzles that had failed
+    saved, _ = torch.load(out / STATE_FILE, weights_only=False)["replay"]
+    assert len(saved) > 0
+    pushed: list[torch.Tensor] = []
+    push = Replay.push
+    monkeypatch.setattr(Replay, "push", lambda self, t, y: (pushed.append(t), push(self, t, y)))
     config["train"]["max_steps"] = 8
     path.write_text(json.dumps(config))
     train(path, out, cache_dir=tmp_path / "cache")
+    assert torch.equal(pushed[0], saved)
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 8
     assert [h["step"] for h in meta["training"]["history"]] == [3, 6, 8]
