@@ -1,7 +1,8 @@
 """Maze models per kind of maze, through the engine: plain 64 × 1 and verified mode, side by side.
 
 For each model folder and each committed per-kind eval set (``evalsets/maze/maze11-<kind>-300.jsonl``:
-perfect, braided, rooms, random), every maze is sent to an in-process engine twice: plain EqR (one
+perfect, braided, rooms, random; or, with ``--sets evalsets/maze/confirm``, the second draw of 1,000 a
+kind that no model was chosen on), every maze is sent to an in-process engine twice: plain EqR (one
 trajectory, depth 64) and verified mode at the model's defaults (its restart schedule and budget).
 The table gives exact accuracy, iterations spent per maze (every trajectory's, restarts included),
 answers verified but wrong (must be 0) and answers that changed a given (must be 0); a second table
@@ -55,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, nargs="+", required=True, help="maze model folders")
     ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--sets", type=Path, default=EVALSETS, help="folder of maze11-<kind>-N.jsonl sets")
     ap.add_argument("--limit", type=int, help="first N mazes of each set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -63,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = {}
     for kind in args.kinds.split(","):
-        path = next(EVALSETS.glob(f"maze11-{kind}-*.jsonl"))
+        path = next(args.sets.glob(f"maze11-{kind}-*.jsonl"))
         sets[kind] = path
     lines = [
         f"Per-kind maze eval sets ({', '.join(p.name for p in sets.values())}), seed {args.seed}"

@@ -97,10 +97,10 @@ def test_impossible_lengths_are_refused():
 def test_training_seeds_differ_from_eval_seeds_and_mazes():
     sampler = MazeSampler(MazeMix(size=11), seed=0)
     seeds = [sampler.next_seed() for _ in range(1000)]
-    eval_seeds = [maze_eval_seed(s, k) for s in range(3, 200) for k in (None, *KINDS)]
+    eval_seeds = [maze_eval_seed(s, k, draw) for s in range(3, 200) for k in (None, *KINDS) for draw in (0, 1)]
     assert min(seeds) >= TRAIN_SEED_MIN > max(eval_seeds) and len(set(seeds)) == 1000
     assert len(set(eval_seeds)) == len(eval_seeds)  # every size and kind has its own held-out stream
-    eval_puzzles = [maze.read_jsonl(path)[0] for path in EVALSETS.glob("maze11-*.jsonl")]
+    eval_puzzles = [maze.read_jsonl(path)[0] for path in EVALSETS.rglob("maze11-*.jsonl")]
     train_puzzles, _ = sampler.sample(500, 0.0)
     held_out = {g.tobytes() for puzzles in eval_puzzles for g in puzzles}
     assert not any(g.tobytes() in held_out for g in _grids(train_puzzles, 11))
@@ -135,13 +135,16 @@ def test_a_mix_entry_with_a_length_band_draws_only_those_lengths():
         MazeMix(kinds={"random:long": 1.0})
 
 
-def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path):
+@pytest.mark.parametrize("draw, name", [(0, "maze11-{}-300.jsonl"), (1, "confirm/maze11-{}-1000.jsonl")])
+def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path, draw, name):
     for kind in KINDS:
-        committed = (EVALSETS / f"maze11-{kind}-300.jsonl").read_text().splitlines()
+        path, n = EVALSETS / name.format(kind), int(name.split("-")[-1].split(".")[0])
+        committed = path.read_text().splitlines()
         out = tmp_path / f"{kind}.jsonl"
-        main(["--size", "11", "--kind", kind, "--n", "40", "--seed", str(maze_eval_seed(11, kind)), "--out", str(out)])
-        assert out.read_text().splitlines() == committed[:40] and len(committed) == 300
-        _, _, meta = maze.read_jsonl(EVALSETS / f"maze11-{kind}-300.jsonl")
+        seed = maze_eval_seed(11, kind, draw)
+        main(["--size", "11", "--kind", kind, "--n", "40", "--seed", str(seed), "--out", str(out)])
+        assert out.read_text().splitlines() == committed[:40] and len(committed) == n
+        _, _, meta = maze.read_jsonl(path)
         assert {m["kind"] for m in meta} == {kind}
 
 

@@ -110,10 +110,12 @@ class PuzzleSampler:
         return out_p, out_s
 
 
-def maze_eval_seed(size: int, kind: str | None = None) -> int:
+def maze_eval_seed(size: int, kind: str | None = None, draw: int = 0) -> int:
     """The fixed generator seed of the held-out mazes of side ``size``: of one kind (the per-kind sets),
-    or of the first mixed sets (``kind`` None). Committed sets and training evals use them."""
-    return MAZE_EVAL_SEED_BASE + (0 if kind is None else 1000 * (KINDS.index(kind) + 1)) + size
+    or of the first mixed sets (``kind`` None). Committed sets and training evals use them. ``draw`` 1
+    is a second, larger draw of the same kinds (the confirmation sets), kept apart from the first so
+    that a model chosen on the first is still measured on mazes nobody chose by."""
+    return MAZE_EVAL_SEED_BASE + 10_000 * draw + (0 if kind is None else 1000 * (KINDS.index(kind) + 1)) + size
 
 
 def _default_shares() -> dict[str, float]:
