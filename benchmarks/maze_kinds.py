@@ -65,8 +65,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = {}
     for kind in args.kinds.split(","):
-        path = next(args.sets.glob(f"maze11-{kind}-*.jsonl"))
-        sets[kind] = path
+        found = sorted(args.sets.glob(f"maze11-{kind}-*.jsonl"))
+        if not found:
+            raise SystemExit(f"--sets {args.sets}: no maze11-{kind}-N.jsonl there")
+        sets[kind] = found[0]
     lines = [
         f"Per-kind maze eval sets ({', '.join(p.name for p in sets.values())}), seed {args.seed}"
         + (f", first {args.limit} of each" if args.limit else ""),

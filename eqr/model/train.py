@@ -385,7 +385,7 @@ def train(
     eval_sets = {k: tuple(torch.from_numpy(x).long() for x in v) for k, v in data.eval_sets.items()}
     eval_model = EqRNetwork(cfg.arch).to(device).eval()
     carry = Carry(model, tc.batch_size, device, tc.replay_share, tc.replay_capacity)
-    if replayed is not None and tc.replay_share > 0:  # a resumed run goes on replaying what had failed
+    if replayed is not None:  # a resumed run goes on replaying what had failed (kept, too, at share 0)
         carry.replay.push(*replayed)
     sigma = cfg.arch.noise_scale
 

@@ -14,6 +14,7 @@ from eqr.model.losses import stablemax_log_probs, supervision_loss
 from eqr.model.network import EqRNetwork
 from eqr.model.optim import EMA, AdamATan2
 from eqr.model.tasks.data import TaskData
+from eqr.model.tasks.sudoku import BLANK_ID
 from eqr.model.train import (
     STATE_FILE,
     Carry,
@@ -153,15 +154,17 @@ def test_short_training_run_writes_model_and_resumes(tmp_path, monkeypatch):
     assert meta["inference"] == {"depth": 32, "noise": 0.01, "window": 2, "tol": 0.5, "aggregate": "vote"}
     assert (out / STATE_FILE).exists()
     # the replay buffer is part of the state: the resumed run starts from the puzzles that had failed
-    saved, _ = torch.load(out / STATE_FILE, weights_only=False)["replay"]
-    assert len(saved) > 0
-    pushed: list[torch.Tensor] = []
+    saved = torch.load(out / STATE_FILE, weights_only=False)["replay"]
+    puzzles, answers = saved  # Sudoku puzzles and their solutions: the givens kept, every blank filled
+    assert len(puzzles) > 0 and (puzzles == BLANK_ID).any() and not (answers == BLANK_ID).any()
+    assert torch.equal(answers[puzzles != BLANK_ID], puzzles[puzzles != BLANK_ID])
+    pushed: list[tuple[torch.Tensor, torch.Tensor]] = []
     push = Replay.push
-    monkeypatch.setattr(Replay, "push", lambda self, t, y: (pushed.append(t), push(self, t, y)))
+    monkeypatch.setattr(Replay, "push", lambda self, t, y: (pushed.append((t, y)), push(self, t, y)))
     config["train"]["max_steps"] = 8
     path.write_text(json.dumps(config))
     train(path, out, cache_dir=tmp_path / "cache")
-    assert torch.equal(pushed[0], saved)
+    assert all(torch.equal(a, b) for a, b in zip(pushed[0], saved, strict=True))
     _, meta = load_model(out)
     assert meta["training"]["steps"] == 8
     assert [h["step"] for h in meta["training"]["history"]] == [3, 6, 8]
