@@ -135,10 +135,10 @@ def test_a_mix_entry_with_a_length_band_draws_only_those_lengths():
         MazeMix(kinds={"random:long": 1.0})
 
 
-@pytest.mark.parametrize("draw, name", [(0, "maze11-{}-300.jsonl"), (1, "confirm/maze11-{}-1000.jsonl")])
-def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path, draw, name):
+@pytest.mark.parametrize("draw, name, n", [(0, "maze11-{}-300.jsonl", 300), (1, "confirm/maze11-{}-1000.jsonl", 1000)])
+def test_committed_per_kind_eval_sets_are_the_generator_with_their_fixed_seeds(tmp_path, draw, name, n):
     for kind in KINDS:
-        path, n = EVALSETS / name.format(kind), int(name.split("-")[-1].split(".")[0])
+        path = EVALSETS / name.format(kind)
         committed = path.read_text().splitlines()
         out = tmp_path / f"{kind}.jsonl"
         seed = maze_eval_seed(11, kind, draw)
